@@ -1,0 +1,159 @@
+"""High-level operations on stored videos: encode, load, decode, evaluate, cost. The CLI is a thin shell on these."""
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .codec import FORMAT_VERSION
+from .config import INRConfig, QuantConfig, TrainConfig, inr_config
+from .inr import DecodedINR, HNeRV, block_info, build_inr, decode_inr, encode_inr
+from .metrics import ms_ssim, psnr
+from .store import EntryExists, VideoStore, validate_video_id
+from .video import Clip, read_video, write_pngs, write_video
+
+__all__ = ["INR_FILE", "encode_video", "load_inr", "decode_video", "eval_video", "cost_table", "read_source"]
+
+INR_FILE = "inr.nvp"
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
+
+
+def _quality(model: torch.nn.Module, frames: torch.Tensor) -> dict[str, float]:
+    recon = model.decode_all()
+    return {"psnr": round(psnr(recon, frames), 4), "ms_ssim": round(ms_ssim(recon, frames), 6)}
+
+
+def encode_video(
+    path: str | Path,
+    video_id: str,
+    *,
+    store: VideoStore,
+    arch: str = "nerv",
+    start: int = 0,
+    count: int | None = None,
+    step: int = 1,
+    size: tuple[int, int] | None = None,
+    model: dict[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    quant: QuantConfig = QuantConfig(),
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Read a clip, fit an INR, compress it and store it under ``video_id``; return the stored metadata.
+
+    PSNR / MS-SSIM are measured on the model decoded back from the stored bytes, and bpp from their length.
+    ``model`` overrides architecture sizes (``stem_dim``, ``lower_width``, ``mlp_dim``, ``num_blocks``, ...).
+    """
+    from training import fit_inr  # training depends on builder, not the other way round at import time
+
+    validate_video_id(video_id)
+    if not overwrite and store.exists(video_id):  # fail before minutes of training, not after
+        raise EntryExists(f"video '{video_id}' already exists in {store.root}; pass --force to replace it")
+    t0 = time.perf_counter()
+    clip = read_video(path, start=start, count=count, step=step, size=size)
+    frames = clip.frames
+    t, _, h, w = frames.shape
+    cfg = inr_config(arch, t, h, w, **(model or {}))
+    train = train or TrainConfig(recipe=arch)
+    inr = build_inr(cfg)
+    ckpt_dir = store.root / ".checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = ckpt_dir / f"{video_id}.pt"
+    fit = fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress)
+    inr.cpu()
+    if isinstance(inr, HNeRV):
+        inr.set_embeddings(frames)
+    blob = encode_inr(inr, quant)
+    decoded = decode_inr(blob)
+    quality = _quality(decoded.model, frames)
+    meta = {
+        "source": str(Path(path).resolve()),
+        "source_codec": clip.info.codec,
+        "source_width": clip.info.width,
+        "source_height": clip.info.height,
+        "fps": clip.fps / step,
+        "start": start,
+        "step": step,
+        "frames": t,
+        "width": w,
+        "height": h,
+        "arch": arch,
+        "params": decoded.model.num_params(),
+        **quality,
+        "bpp": round(len(blob) * 8 / (t * h * w), 6),
+        "bytes": len(blob),
+        "encode_seconds": round(time.perf_counter() - t0, 3),
+        "train_seconds": round(fit.seconds, 3),
+        "epochs": fit.epochs,
+        "stopped_by": fit.stopped_by,
+        "train_psnr": round(fit.psnr, 4),
+        "format_version": FORMAT_VERSION,
+        "encoded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inr": cfg.to_dict(),
+        "quant": quant.to_dict(),
+        "train": train.to_dict(),
+    }
+    store.put(video_id, {INR_FILE: blob}, meta, overwrite=overwrite)
+    ckpt.unlink(missing_ok=True)
+    return {"id": video_id, **meta}
+
+
+def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> DecodedINR:
+    """The stored decoder of ``video_id`` (checksum-verified)."""
+    return decode_inr(store.get(video_id, INR_FILE), device=device)
+
+
+def read_source(meta: dict[str, Any], source: str | Path | None = None) -> Clip:
+    """Re-read the exact frames a stored video was encoded from (same range, step and size)."""
+    path = Path(source or meta["source"])
+    if not path.exists():
+        raise FileNotFoundError(f"source video {path} not found; pass --source PATH to evaluate against a copy")
+    return read_video(path, start=meta["start"], count=meta["frames"], step=meta["step"],
+                      size=(meta["width"], meta["height"]))
+
+
+def decode_video(store: VideoStore, video_id: str, out: str | Path, *, fps: float | None = None) -> Path:
+    """Decode every frame; write an mp4/avi/mkv/mov when ``out`` has such a suffix, else a folder of PNGs."""
+    meta = store.meta(video_id)
+    frames = load_inr(store, video_id).model.decode_all()
+    out = Path(out)
+    if out.suffix.lower() in VIDEO_EXTS:
+        return write_video(out, frames, fps or meta["fps"])
+    write_pngs(out, frames)
+    return out
+
+
+def eval_video(store: VideoStore, video_id: str, *, source: str | Path | None = None) -> dict[str, Any]:
+    """PSNR / MS-SSIM of the stored INR against its source frames, with bpp and params."""
+    meta = store.meta(video_id)
+    clip = read_source(meta, source)
+    decoded = load_inr(store, video_id)
+    return {
+        "id": video_id,
+        **_quality(decoded.model, clip.frames),
+        "bpp": meta["bpp"],
+        "bytes": decoded.num_bytes,
+        "params": decoded.model.num_params(),
+        "frames": meta["frames"],
+        "arch": meta["arch"],
+    }
+
+
+def cost_table(config: INRConfig) -> dict[str, Any]:
+    """The seed's Table 2 for one INR: GFLOPs per frame and parameters of each stage, and the share of decoder
+    FLOPs skipped when exiting after each block (later blocks and the head are not run)."""
+    rows = block_info(config)
+    total = math.fsum(r.gflops for r in rows)
+    out, done = [], 0.0
+    for r in rows:
+        done += r.gflops
+        is_exit = r.name.startswith("block") or r.name == "stem"
+        out.append({**r.to_dict(), "exit_block": (0 if r.name == "stem" else int(r.name[5:])) if is_exit else None,
+                    "cum_gflops": done,
+                    "skipped_share": (1 - done / total) if is_exit and total else None})
+    return {"blocks": out, "total_gflops": total, "total_params": sum(r.params for r in rows)}

@@ -1,0 +1,280 @@
+"""``python -m builder``: encode videos into INRs, inspect and decode the store, read per-block costs.
+
+Human-readable output goes to stdout; with ``--json`` the last line of stdout is exactly one JSON object. Logs and
+progress bars go to stderr. Errors print one line (``error: ...``; with ``--json`` also ``{"error": ...}``) and
+exit with status 1 (set ``NVP_DEBUG=1`` for a traceback instead).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXAMPLES = """\
+examples:
+  python -m builder encode clip.mp4 --id street --frames 32 --size 320x180 --time-budget 120
+  python -m builder encode clip.mp4 --id street-h --arch hnerv --target-psnr 30
+  python -m builder eval street            # PSNR / MS-SSIM against the source frames
+  python -m builder decode street --out street.mp4
+  python -m builder cost street            # seed Table 2: GFLOPs and params per decoder block
+  python -m builder list --json
+
+The store is $NVP_STORE if set, else ~/.local/share/nvp/store; --store DIR overrides both.
+"""
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+def _size(s: str) -> tuple[int, int]:
+    from .video import parse_size
+
+    try:
+        return parse_size(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", type=Path, metavar="DIR",
+                        help="video store directory (default: $NVP_STORE or ~/.local/share/nvp/store)")
+    common.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+    p = argparse.ArgumentParser(
+        prog="python -m builder", description="NVP builder: videos stored as implicit neural representations.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, func: Callable[[argparse.Namespace], Any]) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    e = add("encode", "fit an INR to a video file, compress it and store it under an ID", _cmd_encode)
+    e.add_argument("video", type=Path, help="any file FFmpeg/PyAV decodes (mp4, avi, mkv; h264, mpeg4, ...)")
+    e.add_argument("--id", required=True, dest="video_id",
+                   help="video ID: 1-64 of [A-Za-z0-9_-], starting with a letter or digit")
+    e.add_argument("--arch", choices=("nerv", "hnerv"), default="nerv", help="INR family (default: nerv)")
+    g = e.add_argument_group("frames")
+    g.add_argument("--start", type=_nonneg_int, default=0, help="first frame index in the file (default 0)")
+    g.add_argument("--frames", type=_positive_int, dest="count", help="number of frames (default: to the end)")
+    g.add_argument("--step", type=_positive_int, default=1, help="take every STEP-th frame (default 1)")
+    g.add_argument("--size", type=_size, metavar="WxH", help="resize frames to WxH (default: source size)")
+    g = e.add_argument_group("training (stops at whichever rule fires first)")
+    g.add_argument("--epochs", type=_positive_int, default=300, help="maximum epochs (default 300)")
+    g.add_argument("--time-budget", type=_positive_float, metavar="S",
+                   help="stop after S seconds of training; the lr schedule anneals over this budget")
+    g.add_argument("--target-psnr", type=float, metavar="DB", help="stop once PSNR over all frames reaches DB")
+    g.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
+    g.add_argument("--batch-size", type=_positive_int, default=2, help="frames per step (default 2)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu", help="cpu or cuda[:N] (bf16 autocast on CUDA)")
+    g.add_argument("--resume", action="store_true", help="continue from this ID's checkpoint if one exists")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = e.add_argument_group("model size (default: seed Table 1 by frame count)")
+    g.add_argument("--stem-dim", type=_positive_int, help="channels of the initial feature map (NeRV fc_dim)")
+    g.add_argument("--lower-width", type=_positive_int, help="floor on decoder block channels")
+    g.add_argument("--mlp-dim", type=_positive_int, help="NeRV: hidden width of the MLP stem (default 512)")
+    g.add_argument("--blocks", type=_positive_int, dest="num_blocks",
+                   help="number of decoder blocks (default: 5 for >=480p, 4 for >=96p, else 3)")
+    g.add_argument("--activation", choices=("relu", "gelu", "silu", "leaky_relu"),
+                   help="block activation (default: relu for NeRV as in the seed, gelu for HNeRV)")
+    g = e.add_argument_group("compression")
+    g.add_argument("--bits", type=int, default=8, help="quantisation bits per weight (default 8)")
+    g.add_argument("--prune", type=float, default=0.0, help="fraction of weights removed by global magnitude "
+                   "pruning before quantisation (default 0)")
+    g.add_argument("--coder", choices=("ans", "zlib"), default="ans",
+                   help="entropy coder: ans (constriction, default) or zlib (baseline)")
+    e.add_argument("--force", action="store_true", help="replace an existing entry with the same ID")
+
+    d = add("decode", "decode a stored video to an mp4 (or .avi/.mkv) or a folder of PNGs", _cmd_decode)
+    d.add_argument("video_id", metavar="ID")
+    d.add_argument("--out", required=True, type=Path, help="OUT.mp4 / .avi / .mkv, or a directory for PNGs")
+    d.add_argument("--fps", type=_positive_float, help="frame rate of the written video (default: the stored one)")
+
+    v = add("eval", "PSNR and MS-SSIM of a stored video against its source frames", _cmd_eval)
+    v.add_argument("video_id", metavar="ID")
+    v.add_argument("--source", type=Path, help="source file, if it moved since encoding")
+
+    i = add("info", "show a stored video's metadata and architecture", _cmd_info)
+    i.add_argument("video_id", metavar="ID")
+
+    add("list", "list the stored videos", _cmd_list)
+
+    r = add("delete", "delete a stored video", _cmd_delete)
+    r.add_argument("video_id", metavar="ID")
+
+    c = add("cost", "per-block GFLOPs and parameters of a stored video's INR (seed Table 2)", _cmd_cost)
+    c.add_argument("video_id", metavar="ID")
+    return p
+
+
+# --- commands: each returns (human text, JSON-able dict) -----------------------------------------------------
+
+def _store(args: argparse.Namespace):
+    from .store import VideoStore
+
+    return VideoStore(args.store)
+
+
+def _cmd_encode(args: argparse.Namespace):
+    from .api import encode_video
+    from .config import QuantConfig, TrainConfig
+
+    train = TrainConfig(recipe=args.arch, epochs=args.epochs, time_budget=args.time_budget,
+                        target_psnr=args.target_psnr, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                        device=args.device)
+    quant = QuantConfig(bits=args.bits, prune=args.prune, coder=args.coder)
+    model = {"stem_dim": args.stem_dim, "lower_width": args.lower_width, "num_blocks": args.num_blocks,
+             "activation": args.activation}
+    if args.arch == "nerv":
+        model["mlp_dim"] = args.mlp_dim
+    elif args.mlp_dim is not None:
+        raise ValueError("--mlp-dim applies to --arch nerv only")
+    meta = encode_video(args.video, args.video_id, store=_store(args), arch=args.arch, start=args.start,
+                        count=args.count, step=args.step, size=args.size, model=model, train=train, quant=quant,
+                        overwrite=args.force, resume=args.resume, progress=not args.no_progress)
+    text = (f"stored '{meta['id']}': {meta['arch']} {meta['params']:,} params, {meta['frames']} frames "
+            f"{meta['width']}x{meta['height']}\n"
+            f"  PSNR {meta['psnr']:.2f} dB  MS-SSIM {meta['ms_ssim']:.4f}  {meta['bpp']:.4f} bpp "
+            f"({meta['bytes']:,} bytes)\n"
+            f"  {meta['epochs']} epochs in {meta['train_seconds']:.1f} s (stopped by {meta['stopped_by']})")
+    return text, meta
+
+
+def _cmd_decode(args: argparse.Namespace):
+    from .api import decode_video
+
+    out = decode_video(_store(args), args.video_id, args.out, fps=args.fps)
+    return f"wrote {out}", {"id": args.video_id, "out": str(out)}
+
+
+def _cmd_eval(args: argparse.Namespace):
+    from .api import eval_video
+
+    r = eval_video(_store(args), args.video_id, source=args.source)
+    text = (f"{r['id']}: PSNR {r['psnr']:.2f} dB  MS-SSIM {r['ms_ssim']:.4f}  {r['bpp']:.4f} bpp  "
+            f"{r['params']:,} params  {r['frames']} frames")
+    return text, r
+
+
+def _cmd_info(args: argparse.Namespace):
+    store = _store(args)
+    entry = store.entry(args.video_id)
+    meta = entry["meta"]
+    inr = meta["inr"]
+    lines = [f"{args.video_id}: {meta['arch']} from {meta['source']}",
+             f"  {meta['frames']} frames {meta['width']}x{meta['height']} @ {meta['fps']:.3f} fps "
+             f"(start {meta['start']}, step {meta['step']})",
+             f"  strides {inr['strides']} channels {inr['channels']} kernels {inr['kernels']}",
+             f"  {meta['params']:,} params, {meta['bytes']:,} bytes, {meta['bpp']:.4f} bpp, PSNR {meta['psnr']:.2f} dB,"
+             f" MS-SSIM {meta['ms_ssim']:.4f}",
+             f"  files: {', '.join(entry['files'])}"]
+    return "\n".join(lines), {"id": args.video_id, **meta, "files": entry["files"]}
+
+
+def _cmd_list(args: argparse.Namespace):
+    videos = _store(args).list()
+    if not videos:
+        return "no videos stored (encode one with 'python -m builder encode VIDEO --id ID')", {"videos": []}
+    lines = [f"{'ID':<24} {'ARCH':<6} {'FRAMES':>6} {'SIZE':>10} {'PSNR':>7} {'BPP':>8}"]
+    for v in videos:
+        if "error" in v:
+            lines.append(f"{v['id']:<24} CORRUPT: {v['error']}")
+            continue
+        lines.append(f"{v['id']:<24} {v.get('arch', '?'):<6} {v.get('frames', 0):>6} "
+                     f"{str(v.get('width')) + 'x' + str(v.get('height')):>10} {v.get('psnr', float('nan')):>7.2f} "
+                     f"{v.get('bpp', float('nan')):>8.4f}")
+    return "\n".join(lines), {"videos": videos}
+
+
+def _cmd_delete(args: argparse.Namespace):
+    _store(args).remove(args.video_id)
+    return f"deleted '{args.video_id}'", {"id": args.video_id, "deleted": True}
+
+
+def _cmd_cost(args: argparse.Namespace):
+    from .api import cost_table
+    from .config import INRConfig
+
+    cfg = INRConfig.from_dict(_store(args).meta(args.video_id)["inr"])
+    t = cost_table(cfg)
+    lines = [f"{args.video_id}: {cfg.arch}, {cfg.width}x{cfg.height} canvas, per frame",
+             f"{'stage':<11} {'output':>16} {'GFLOPs':>10} {'share':>7} {'params(M)':>10} {'skipped if exit here':>21}"]
+    for r in t["blocks"]:
+        share = r["gflops"] / t["total_gflops"] if t["total_gflops"] else 0.0
+        skipped = "" if r["skipped_share"] is None else f"{100 * r['skipped_share']:.1f}%"
+        shape = "x".join(str(x) for x in (r["out_channels"], r["out_height"], r["out_width"]))
+        lines.append(f"{r['name']:<11} {shape:>16} {r['gflops']:>10.4f} {100 * share:>6.1f}% "
+                     f"{r['params'] / 1e6:>10.4f} {skipped:>21}")
+    lines.append(f"{'total':<11} {'':>16} {t['total_gflops']:>10.4f} {'':>7} {t['total_params'] / 1e6:>10.4f}")
+    return "\n".join(lines), {"id": args.video_id, "arch": cfg.arch, **t}
+
+
+# --- entry point ---------------------------------------------------------------------------------------------
+
+def _json_default(o: Any):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .codec import CorruptBitstream
+    from .store import StoreError
+    from .video import VideoDecodeError
+
+    return (StoreError, VideoDecodeError, CorruptBitstream, FileNotFoundError, ValueError, IndexError,
+            RuntimeError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        text, obj = args.func(args)
+    except _user_errors() as e:
+        if os.environ.get("NVP_DEBUG"):
+            raise
+        msg = str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"error": msg}))
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(text)
+    if args.json:
+        print(json.dumps(obj, default=_json_default))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

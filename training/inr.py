@@ -1,0 +1,159 @@
+"""Per-video INR fitting: warm-up + cosine schedule, three stopping rules, resumable checkpoints, CPU or CUDA."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from builder.config import TrainConfig
+from builder.inr import INR, HNeRV
+from builder.metrics import psnr
+
+from .recipes import RECIPES
+
+__all__ = ["FitResult", "fit_inr", "seed_everything"]
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    seconds: float
+    psnr: float  # unquantised model, all frames, after the last epoch
+    stopped_by: str  # "epochs" | "time_budget" | "target_psnr"
+    history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, psnr, seconds
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _lr_factor(progress: float, warmup: float) -> float:
+    """Linear warm-up for the first ``warmup`` fraction, then cosine decay to zero."""
+    if warmup > 0 and progress < warmup:
+        return max(progress / warmup, 1e-3)
+    rest = (progress - warmup) / max(1 - warmup, 1e-8)
+    return 0.5 * (1 + math.cos(math.pi * min(max(rest, 0.0), 1.0)))
+
+
+@torch.no_grad()
+def _eval_psnr(model: INR, frames: Tensor, batch: int, device: torch.device) -> float:
+    model.eval()
+    preds = []
+    for i in range(0, frames.shape[0], batch):
+        idx = torch.arange(i, min(i + batch, frames.shape[0]), device=device)
+        preds.append(model(idx, _encoder_input(model, frames, idx, device)).float().cpu())
+    model.train()
+    return psnr(torch.cat(preds).clamp(0, 1), frames)
+
+
+def _encoder_input(model: INR, frames: Tensor, idx: Tensor, device: torch.device) -> Tensor | None:
+    # HNeRV learns from the frame itself (encoder -> embedding -> decoder); NeRV only sees the index.
+    return frames[idx.cpu()].to(device) if isinstance(model, HNeRV) and model.encoder is not None else None
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-save never leaves a half-written checkpoint
+
+
+def fit_inr(
+    model: INR,
+    frames: Tensor,
+    cfg: TrainConfig,
+    *,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Fit ``model`` to ``frames`` ``(T, 3, H, W)`` in [0, 1] in place.
+
+    Stops after ``cfg.epochs``, when ``cfg.time_budget`` seconds have been spent, or when the PSNR over all frames
+    reaches ``cfg.target_psnr``, whichever comes first. The learning-rate schedule follows the larger of the epoch
+    and time fractions, so a time-budgeted run still anneals. With ``checkpoint`` the state is saved after every
+    epoch; ``resume=True`` continues from it (elapsed time included).
+    """
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (T, 3, H, W), got {tuple(frames.shape)}")
+    if frames.shape[0] != model.config.frames:
+        raise ValueError(f"model expects {model.config.frames} frames, got {frames.shape[0]}")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+    seed_everything(cfg.seed)
+    recipe = RECIPES[cfg.recipe]
+    lr = cfg.lr or recipe.lr
+    model.to(device).train()
+    frames = frames.float().contiguous()
+    target_dev = frames.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=recipe.betas)
+    n = frames.shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    start_epoch, step, spent, history = 0, 0, 0.0, []
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state["inr"] != model.config.to_dict():
+            raise ValueError(f"checkpoint {checkpoint} was made for another INR config; delete it or drop --resume")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step, spent, history = state["epoch"], state["step"], state["seconds"], state["history"]
+        torch.set_rng_state(state["rng"])
+    amp = cfg.amp and device.type == "cuda"
+    gen = torch.Generator().manual_seed(cfg.seed + start_epoch)
+    stopped_by, last_psnr = "epochs", history[-1]["psnr"] if history else float("nan")
+    t0 = time.perf_counter() - spent
+    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="fit", unit="epoch",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    for epoch in bar:
+        perm = torch.randperm(n, generator=gen)
+        losses = []
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size].to(device)
+            elapsed = time.perf_counter() - t0
+            frac = step / total_steps
+            if cfg.time_budget:
+                frac = max(frac, elapsed / cfg.time_budget)
+            for g in opt.param_groups:
+                g["lr"] = lr * _lr_factor(frac, cfg.warmup)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = model(idx, _encoder_input(model, frames, idx, device))
+            loss = recipe.loss(pred.float(), target_dev[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            if cfg.time_budget is not None and time.perf_counter() - t0 >= cfg.time_budget:
+                break  # long epochs (big clips) must not overrun the budget by a whole epoch
+        last_psnr = _eval_psnr(model, frames, 2 * cfg.batch_size, device)
+        elapsed = time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "psnr": last_psnr, "seconds": elapsed})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", psnr=f"{last_psnr:.2f}dB")
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
+                "seconds": elapsed, "history": history, "rng": torch.get_rng_state(),
+                "inr": model.config.to_dict(), "train": cfg.to_dict(),
+            })
+        if cfg.target_psnr is not None and last_psnr >= cfg.target_psnr:
+            stopped_by = "target_psnr"
+            break
+        if cfg.time_budget is not None and elapsed >= cfg.time_budget:
+            stopped_by = "time_budget"
+            break
+    bar.close()
+    model.eval()
+    return FitResult(epochs=len(history), seconds=time.perf_counter() - t0, psnr=last_psnr,
+                     stopped_by=stopped_by, history=history)

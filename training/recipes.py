@@ -1,0 +1,36 @@
+"""Per-family INR training recipes: optimiser settings and reconstruction loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from builder.metrics import ssim
+
+__all__ = ["Recipe", "RECIPES", "nerv_loss", "hnerv_loss"]
+
+
+def nerv_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """NeRV's fusion loss: 0.7 L1 + 0.3 (1 - SSIM)."""
+    return 0.7 * F.l1_loss(pred, target) + 0.3 * (1 - ssim(pred, target))
+
+
+def hnerv_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """HNeRV trains with plain L2."""
+    return F.mse_loss(pred, target)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lr: float
+    betas: tuple[float, float]
+    loss: Callable[[Tensor, Tensor], Tensor]
+
+
+# NeRV: Adam(5e-4, betas 0.5/0.999) in the paper; small CPU-sized models converge faster at 1e-3.
+RECIPES = {
+    "nerv": Recipe(lr=1e-3, betas=(0.9, 0.999), loss=nerv_loss),
+    "hnerv": Recipe(lr=1e-3, betas=(0.9, 0.999), loss=hnerv_loss),
+}
