@@ -111,13 +111,13 @@ def fit_inr(
         start_epoch, step, spent, history = state["epoch"], state["step"], state["seconds"], state["history"]
         torch.set_rng_state(state["rng"])
     amp = cfg.amp and device.type == "cuda"
-    gen = torch.Generator().manual_seed(cfg.seed + start_epoch)
     stopped_by, last_psnr = "epochs", history[-1]["psnr"] if history else float("nan")
     t0 = time.perf_counter() - spent
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="fit", unit="epoch",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
     for epoch in bar:
-        perm = torch.randperm(n, generator=gen)
+        # one generator per epoch: a resumed run sees exactly the batches an uninterrupted one would
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
         losses = []
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size].to(device)
