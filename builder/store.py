@@ -1,0 +1,420 @@
+"""VideoStore: one directory per video ID, written atomically and verified on read.
+
+Layout::
+
+    <root>/.lock                  fcntl lock held by writers
+    <root>/<video_id>/entry.json  {"id", "format", "files": {name: {"sha256", "bytes"}}, "meta", "created", "updated"}
+    <root>/<video_id>/<file>      the files named in entry.json
+    <root>/.tmp-<id>-<rand>/      an entry being staged, or the old one just swapped out (invisible to readers)
+    <root>/.trash-<id>-<rand>/    an entry being deleted (invisible to readers)
+
+Writers stage a complete entry in a hidden directory and publish it with one rename (a new ID) or one atomic
+directory swap (``renameat2(RENAME_EXCHANGE)``, an existing ID), so a process killed at any moment leaves either the
+old entry or the new one, plus hidden leftovers that the next write removes once they are an hour old. Readers only
+see directories named like an ID that hold ``entry.json``, and every ``get`` checks the file's SHA-256 against it.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENTRY_FILE",
+    "FILE_NAME_RE",
+    "STORE_FORMAT",
+    "VIDEO_ID_RE",
+    "CorruptEntry",
+    "EntryExists",
+    "InvalidVideoId",
+    "MissingFile",
+    "StoreError",
+    "VideoNotFound",
+    "VideoStore",
+    "default_store_root",
+    "validate_video_id",
+]
+
+VIDEO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+FILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ENTRY_FILE = "entry.json"
+STORE_FORMAT = 1
+
+
+class StoreError(Exception):
+    """Base class of every error raised by :class:`VideoStore`."""
+
+
+class InvalidVideoId(StoreError, ValueError):
+    pass
+
+
+class _PlainKeyError(StoreError, KeyError):
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class VideoNotFound(_PlainKeyError):
+    pass
+
+
+class MissingFile(_PlainKeyError):
+    """The entry exists but has no file of that name."""
+
+
+class CorruptEntry(StoreError):
+    pass
+
+
+class EntryExists(StoreError):
+    pass
+
+
+def validate_video_id(video_id: str) -> str:
+    """Return ``video_id`` if it is a safe store key, else raise :class:`InvalidVideoId`."""
+    if not isinstance(video_id, str):
+        raise InvalidVideoId(f"invalid video ID {video_id!r}: expected a string, got {type(video_id).__name__}")
+    if not VIDEO_ID_RE.fullmatch(video_id):
+        raise InvalidVideoId(
+            f"invalid video ID {video_id!r}: IDs are 1-64 characters of letters, digits, '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return video_id
+
+
+def _validate_file_name(name: str) -> str:
+    if not isinstance(name, str) or not FILE_NAME_RE.fullmatch(name) or name == ENTRY_FILE:
+        raise ValueError(
+            f"invalid file name {name!r}: names are 1-128 characters of letters, digits, '.', '_' and '-', "
+            f"starting with a letter or digit, and not {ENTRY_FILE!r}"
+        )
+    return name
+
+
+def default_store_root() -> Path:
+    """``$NVP_STORE`` if set, else ``${XDG_DATA_HOME:-~/.local/share}/nvp/store``."""
+    if os.environ.get("NVP_STORE"):
+        return Path(os.environ["NVP_STORE"]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or "~/.local/share"
+    return Path(data_home).expanduser() / "nvp" / "store"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _read_at(dir_fd: int, name: str) -> bytes:
+    with open(name, "rb", opener=lambda p, flags: os.open(p, flags, dir_fd=dir_fd)) as f:
+        return f.read()
+
+
+def _entry_json(entry: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(entry, indent=2).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"meta must be JSON-serialisable (plain dicts, lists, str, numbers): {e}") from e
+
+
+try:  # renameat2(RENAME_EXCHANGE) swaps two directories in one step, so an overwrite never unpublishes the ID.
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+except (AttributeError, OSError):
+    _renameat2 = None
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap ``a`` and ``b``; False where the OS or filesystem cannot (caller falls back)."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+class VideoStore:
+    """A directory of video entries keyed by ID. ``root=None`` uses :func:`default_store_root`."""
+
+    STALE_AFTER = 3600.0  # seconds before a hidden .tmp-/.trash- leftover is considered abandoned
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_store_root()
+
+    def __repr__(self) -> str:
+        return f"VideoStore({str(self.root)!r})"
+
+    # --- reading ------------------------------------------------------------------------------------------------
+
+    def exists(self, video_id: str) -> bool:
+        return (self._dir(video_id) / ENTRY_FILE).is_file()
+
+    def entry(self, video_id: str) -> dict[str, Any]:
+        """The whole ``entry.json`` of ``video_id``."""
+        d = self._existing_dir(video_id)
+        return self._load_entry(video_id, d)
+
+    def meta(self, video_id: str) -> dict[str, Any]:
+        """The caller's metadata stored with ``video_id``."""
+        return self.entry(video_id)["meta"]
+
+    def get(self, video_id: str, name: str) -> bytes:
+        """The bytes of file ``name`` of ``video_id``, verified against the checksum in ``entry.json``."""
+        d = self._existing_dir(video_id)
+        _validate_file_name(name)
+        try:
+            return self._read_verified(video_id, d, name)
+        except (CorruptEntry, VideoNotFound):
+            # A concurrent overwrite may have swapped the directory between our reads: look once more.
+            return self._read_verified(video_id, d, name)
+
+    def path(self, video_id: str, name: str) -> Path:
+        """Filesystem path of file ``name`` of ``video_id`` (checked to exist, not checksummed)."""
+        d = self._existing_dir(video_id)
+        _validate_file_name(name)
+        self._file_info(video_id, self._load_entry(video_id, d), name)
+        p = d / name
+        if not p.is_file():
+            raise self._corrupt(video_id, p, "is listed in entry.json but missing")
+        return p
+
+    def list(self) -> list[dict[str, Any]]:
+        """All entries sorted by ID as ``{"id": ..., **meta}``; unreadable ones as ``{"id": ..., "error": ...}``."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.iterdir(), key=lambda p: p.name):
+            if not VIDEO_ID_RE.fullmatch(d.name) or not (d / ENTRY_FILE).is_file():
+                continue  # hidden staging/trash dirs and half-made entries are not entries
+            try:
+                meta = self._load_entry(d.name, d)["meta"]
+            except CorruptEntry as e:
+                out.append({"id": d.name, "error": str(e)})
+                continue
+            out.append({"id": d.name, **{k: v for k, v in meta.items() if k != "id"}})
+        return out
+
+    # --- writing ------------------------------------------------------------------------------------------------
+
+    def put(self, video_id: str, files: dict[str, bytes], meta: dict[str, Any], *, overwrite: bool = False) -> Path:
+        """Store ``files`` and ``meta`` as entry ``video_id`` in one atomic step; return the entry directory."""
+        d = self._dir(video_id)
+        for name in files:
+            _validate_file_name(name)
+        now = _now()
+        entry: dict[str, Any] = {"id": video_id, "format": STORE_FORMAT, "files": {}, "meta": dict(meta),
+                                 "created": now, "updated": now}
+        _entry_json(entry)  # fail on bad meta before touching the disk
+        with self._locked():
+            if (d / ENTRY_FILE).exists():
+                if not overwrite:
+                    raise EntryExists(
+                        f"video '{video_id}' already exists in store {self.root}; pass overwrite=True "
+                        "(CLI: --force) to replace it"
+                    )
+                try:
+                    entry["created"] = self._load_entry(video_id, d).get("created", now)
+                except CorruptEntry:
+                    pass  # replacing a broken entry is exactly what overwrite is for
+            staged = self._hidden(".tmp", video_id)
+            staged.mkdir()
+            try:
+                for name, data in files.items():
+                    data = bytes(data)
+                    _write_synced(staged / name, data)
+                    entry["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                _write_synced(staged / ENTRY_FILE, _entry_json(entry))
+                _fsync_dir(staged)
+                self._publish(staged, d, video_id)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+        return d
+
+    def add_file(self, video_id: str, name: str, data: bytes) -> Path:
+        """Add or replace one file of an existing entry, atomically with its checksum; return its path.
+
+        The entry is restaged (unchanged files hard-linked, so this is cheap) and swapped in whole, so no reader
+        ever sees the new file with the old checksum.
+        """
+        d = self._existing_dir(video_id)
+        _validate_file_name(name)
+        data = bytes(data)
+        with self._locked():
+            entry = self._load_entry(video_id, self._existing_dir(video_id))
+            staged = self._hidden(".tmp", video_id)
+            staged.mkdir()
+            try:
+                for other in entry["files"]:
+                    if other == name:
+                        continue
+                    _validate_file_name(other)
+                    try:
+                        os.link(d / other, staged / other)
+                    except FileNotFoundError:
+                        raise self._corrupt(video_id, d / other, "is listed in entry.json but missing") from None
+                    except OSError:  # no hard links on this filesystem
+                        shutil.copy2(d / other, staged / other)
+                _write_synced(staged / name, data)
+                entry["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                entry["updated"] = _now()
+                _write_synced(staged / ENTRY_FILE, _entry_json(entry))
+                _fsync_dir(staged)
+                self._publish(staged, d, video_id)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+        return d / name
+
+    def update_meta(self, video_id: str, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into the entry's meta (atomic rewrite of ``entry.json``); return the new meta."""
+        d = self._existing_dir(video_id)
+        with self._locked():
+            entry = self._load_entry(video_id, self._existing_dir(video_id))
+            entry["meta"].update(changes)
+            entry["updated"] = _now()
+            tmp = d / f".{ENTRY_FILE}.{secrets.token_hex(4)}.tmp"
+            try:
+                _write_synced(tmp, _entry_json(entry))
+                os.replace(tmp, d / ENTRY_FILE)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(d)
+        return entry["meta"]
+
+    def remove(self, video_id: str) -> None:
+        """Delete entry ``video_id``: hidden by one rename, then removed from disk."""
+        d = self._dir(video_id)
+        with self._locked():
+            if not d.is_dir():
+                raise self._not_found(video_id)
+            trash = self._hidden(".trash", video_id)
+            d.rename(trash)
+            _fsync_dir(self.root)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    # --- internals ----------------------------------------------------------------------------------------------
+
+    def _dir(self, video_id: str) -> Path:
+        return self.root / validate_video_id(video_id)
+
+    def _existing_dir(self, video_id: str) -> Path:
+        d = self._dir(video_id)
+        if not (d / ENTRY_FILE).is_file():
+            raise self._not_found(video_id)
+        return d
+
+    def _not_found(self, video_id: str) -> VideoNotFound:
+        return VideoNotFound(f"no video '{video_id}' in store {self.root} (see 'python -m builder list')")
+
+    def _corrupt(self, video_id: str, path: Path, problem: str) -> CorruptEntry:
+        return CorruptEntry(
+            f"store entry '{video_id}' is corrupt: {path} {problem}; re-encode it (overwrite=True / --force) "
+            f"or delete it ('python -m builder delete {video_id}')"
+        )
+
+    def _hidden(self, prefix: str, video_id: str) -> Path:
+        return self.root / f"{prefix}-{video_id}-{secrets.token_hex(4)}"
+
+    def _read_verified(self, video_id: str, d: Path, name: str) -> bytes:
+        # Reading entry.json and the file through one directory fd sees one version of the entry, even if a
+        # writer swaps a new one in meanwhile.
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise self._not_found(video_id) from None
+        try:
+            info = self._file_info(video_id, self._load_entry(video_id, d, fd), name)
+            try:
+                data = _read_at(fd, name)
+            except FileNotFoundError:
+                raise self._corrupt(video_id, d / name, "is listed in entry.json but missing") from None
+        finally:
+            os.close(fd)
+        if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+            raise self._corrupt(video_id, d / name, "does not match its SHA-256 in entry.json")
+        return data
+
+    def _load_entry(self, video_id: str, d: Path, dir_fd: int | None = None) -> dict[str, Any]:
+        path = d / ENTRY_FILE
+        try:
+            raw = path.read_bytes() if dir_fd is None else _read_at(dir_fd, ENTRY_FILE)
+            entry = json.loads(raw.decode("utf-8"))
+        except FileNotFoundError:
+            raise self._not_found(video_id) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise self._corrupt(video_id, path, f"is not valid JSON ({e})") from None
+        if (not isinstance(entry, dict) or entry.get("id") != video_id or not isinstance(entry.get("files"), dict)
+                or not isinstance(entry.get("meta"), dict)):
+            raise self._corrupt(video_id, path, "lacks the id/files/meta fields of a store entry")
+        if entry.get("format") != STORE_FORMAT:
+            raise self._corrupt(video_id, path, f"has store format {entry.get('format')!r}, expected {STORE_FORMAT}")
+        return entry
+
+    def _file_info(self, video_id: str, entry: dict[str, Any], name: str) -> dict[str, Any]:
+        info = entry["files"].get(name)
+        if info is None:
+            have = ", ".join(sorted(entry["files"])) or "none"
+            raise MissingFile(f"video '{video_id}' has no file '{name}' (it has: {have})")
+        if not isinstance(info, dict):
+            raise self._corrupt(video_id, self.root / video_id / ENTRY_FILE, f"has a malformed record for '{name}'")
+        return info
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._clean_stale()
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock, as does the process dying
+
+    def _clean_stale(self) -> None:
+        cutoff = time.time() - self.STALE_AFTER
+        for p in self.root.iterdir():
+            if p.name.startswith((".tmp-", ".trash-")):
+                try:
+                    if p.lstat().st_mtime <= cutoff:
+                        shutil.rmtree(p, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+
+    def _publish(self, staged: Path, d: Path, video_id: str) -> None:
+        """Move the complete entry ``staged`` to ``d``; afterwards ``staged`` holds the old entry (if any)."""
+        if not d.exists():
+            os.rename(staged, d)
+        elif not _exchange(staged, d):
+            # Fallback without an atomic swap: the ID is briefly absent, never partial.
+            trash = self._hidden(".trash", video_id)
+            os.rename(d, trash)
+            os.rename(staged, d)
+            os.rename(trash, staged)
+        _fsync_dir(self.root)

@@ -1,0 +1,285 @@
+"""builder.store: ID validation, round trips, corruption detection, and atomicity under SIGKILL."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builder import store as store_module
+from builder.store import (
+    CorruptEntry,
+    EntryExists,
+    InvalidVideoId,
+    MissingFile,
+    StoreError,
+    VideoNotFound,
+    VideoStore,
+    default_store_root,
+    validate_video_id,
+)
+
+VALID_IDS = ["a", "Z", "0", "A1", "video_01-x", "big-buck-bunny", "a" * 64, "9_-"]
+INVALID_IDS = [
+    "", "../x", "a/b", "/abs", ".hidden", "..", "a" * 65, "a b", "-a", "_a", "a.b", "a\x00b", "a\n",
+    "vidéo", "\uff41bc",  # fullwidth 'a': a unicode look-alike
+    "\u0430bc",  # Cyrillic 'a'
+    5, None, b"abc",
+]
+
+
+@pytest.mark.parametrize("video_id", VALID_IDS)
+def test_valid_ids(video_id):
+    assert validate_video_id(video_id) == video_id
+
+
+@pytest.mark.parametrize("video_id", INVALID_IDS)
+def test_invalid_ids(video_id, tmp_path):
+    with pytest.raises(InvalidVideoId, match="invalid video ID"):
+        validate_video_id(video_id)
+    # Every public method validates first, so a bad ID never touches the filesystem.
+    root = tmp_path / "store"
+    s = VideoStore(root)
+    for call in (
+        lambda: s.put(video_id, {"f": b"x"}, {}),
+        lambda: s.get(video_id, "f"),
+        lambda: s.exists(video_id),
+        lambda: s.meta(video_id),
+        lambda: s.remove(video_id),
+        lambda: s.add_file(video_id, "f", b""),
+        lambda: s.update_meta(video_id, a=1),
+        lambda: s.path(video_id, "f"),
+    ):
+        with pytest.raises(InvalidVideoId):
+            call()
+    assert not root.exists()
+
+
+def test_invalid_id_message():
+    with pytest.raises(ValueError) as e:
+        validate_video_id("../x")
+    assert str(e.value) == (
+        "invalid video ID '../x': IDs are 1-64 characters of letters, digits, '_' and '-', "
+        "starting with a letter or digit"
+    )
+    assert isinstance(e.value, StoreError)
+
+
+def test_default_store_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("NVP_STORE", str(tmp_path / "s"))
+    assert default_store_root() == tmp_path / "s"
+    monkeypatch.delenv("NVP_STORE")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_store_root() == tmp_path / "xdg" / "nvp" / "store"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_store_root() == Path("~/.local/share/nvp/store").expanduser()
+
+
+def test_round_trip(tmp_path):
+    s = VideoStore(tmp_path / "store")
+    assert s.list() == [] and not (tmp_path / "store").exists()  # created lazily on write
+    d = s.put("clip-b", {"video.nvpb": b"\x00" * 100, "info.json": b"{}"}, {"psnr": 31.5, "frames": 8})
+    s.put("clip-a", {"video.nvpb": b"abc"}, {"psnr": 29.0})
+    assert d == tmp_path / "store" / "clip-b"
+    assert s.exists("clip-b") and not s.exists("clip-c")
+    assert s.get("clip-b", "video.nvpb") == b"\x00" * 100
+    assert s.path("clip-a", "video.nvpb").read_bytes() == b"abc"
+    assert s.meta("clip-b") == {"psnr": 31.5, "frames": 8}
+    entry = s.entry("clip-a")
+    assert entry["id"] == "clip-a" and entry["format"] == 1 and entry["files"]["video.nvpb"]["bytes"] == 3
+    assert [e["id"] for e in s.list()] == ["clip-a", "clip-b"]
+    assert s.list()[1] == {"id": "clip-b", "psnr": 31.5, "frames": 8}
+
+    with pytest.raises(MissingFile, match="has no file 'nope'"):
+        s.get("clip-a", "nope")
+    with pytest.raises(ValueError, match="invalid file name"):
+        s.get("clip-a", "../clip-b/video.nvpb")
+
+    s.remove("clip-a")
+    assert not s.exists("clip-a") and [e["id"] for e in s.list()] == ["clip-b"]
+    with pytest.raises(VideoNotFound) as e:
+        s.get("clip-a", "video.nvpb")
+    assert str(e.value) == f"no video 'clip-a' in store {tmp_path / 'store'} (see 'python -m builder list')"
+    assert isinstance(e.value, KeyError)
+    with pytest.raises(VideoNotFound):
+        s.remove("clip-a")
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [".lock", "clip-b"]
+
+
+def test_overwrite(tmp_path):
+    s = VideoStore(tmp_path)
+    s.put("v", {"a.bin": b"1"}, {"n": 1})
+    created = s.entry("v")["created"]
+    with pytest.raises(EntryExists, match="overwrite=True"):
+        s.put("v", {"a.bin": b"2"}, {"n": 2})
+    assert s.get("v", "a.bin") == b"1"
+    s.put("v", {"b.bin": b"2"}, {"n": 2}, overwrite=True)
+    assert s.get("v", "b.bin") == b"2" and s.meta("v") == {"n": 2}
+    assert list(s.entry("v")["files"]) == ["b.bin"]  # an overwrite replaces the whole entry
+    assert s.entry("v")["created"] == created
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "v"]
+
+
+def test_overwrite_without_atomic_swap(tmp_path, monkeypatch):
+    # Filesystems/OSes without renameat2(RENAME_EXCHANGE) take the two-rename fallback.
+    monkeypatch.setattr(store_module, "_renameat2", None)
+    s = VideoStore(tmp_path)
+    s.put("v", {"a.bin": b"1"}, {"n": 1})
+    s.put("v", {"a.bin": b"2"}, {"n": 2}, overwrite=True)
+    s.add_file("v", "b.bin", b"3")
+    assert (s.get("v", "a.bin"), s.get("v", "b.bin"), s.meta("v")) == (b"2", b"3", {"n": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "v"]
+
+
+def test_add_file_and_update_meta(tmp_path):
+    s = VideoStore(tmp_path)
+    with pytest.raises(VideoNotFound):
+        s.add_file("v", "x.bin", b"")
+    s.put("v", {"a.bin": b"aaa"}, {"n": 1})
+    assert s.add_file("v", "b.bin", b"bbb") == tmp_path / "v" / "b.bin"
+    s.add_file("v", "a.bin", b"AAAA")  # replace
+    assert s.get("v", "a.bin") == b"AAAA" and s.get("v", "b.bin") == b"bbb"
+    assert s.entry("v")["files"]["a.bin"]["bytes"] == 4
+    for bad in ("entry.json", ".x", "../a", "a/b", ""):
+        with pytest.raises(ValueError, match="invalid file name"):
+            s.add_file("v", bad, b"")
+    assert s.update_meta("v", psnr=33.0) == {"n": 1, "psnr": 33.0}
+    assert s.meta("v") == {"n": 1, "psnr": 33.0}
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["a.bin", "b.bin", "entry.json"]
+
+
+def test_corrupt_file_detected(tmp_path):
+    s = VideoStore(tmp_path)
+    s.put("v", {"data.bin": bytes(range(256)) * 10}, {})
+    f = tmp_path / "v" / "data.bin"
+    raw = bytearray(f.read_bytes())
+    raw[100] ^= 1
+    f.write_bytes(bytes(raw))
+    with pytest.raises(CorruptEntry) as e:
+        s.get("v", "data.bin")
+    msg = str(e.value)
+    assert "'v'" in msg and "data.bin" in msg and "re-encode" in msg and "delete" in msg
+    f.unlink()
+    with pytest.raises(CorruptEntry, match="missing"):
+        s.get("v", "data.bin")
+    with pytest.raises(CorruptEntry, match="missing"):
+        s.path("v", "data.bin")
+
+
+def test_truncated_entry_json(tmp_path):
+    s = VideoStore(tmp_path)
+    s.put("good", {"a": b"1"}, {"k": 1})
+    s.put("bad", {"a": b"1"}, {"k": 2})
+    ej = tmp_path / "bad" / "entry.json"
+    ej.write_bytes(ej.read_bytes()[:20])
+    listing = s.list()
+    assert listing[1] == {"id": "good", "k": 1}
+    assert listing[0]["id"] == "bad" and "entry.json" in listing[0]["error"]
+    with pytest.raises(CorruptEntry, match="entry.json"):
+        s.get("bad", "a")
+    with pytest.raises(CorruptEntry):
+        s.meta("bad")
+    with pytest.raises(EntryExists):
+        s.put("bad", {"a": b"2"}, {})
+    s.put("bad", {"a": b"2"}, {"k": 3}, overwrite=True)  # the documented repair
+    assert s.get("bad", "a") == b"2"
+
+
+def test_hidden_and_partial_dirs_are_invisible(tmp_path):
+    s = VideoStore(tmp_path)
+    s.put("real", {"a": b"1"}, {})
+    entry = (tmp_path / "real" / "entry.json").read_bytes()
+    for name in (".tmp-ghost-0000", ".trash-ghost-0001"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "entry.json").write_bytes(entry)
+    (tmp_path / "partial").mkdir()  # named like an ID but without entry.json
+    (tmp_path / "partial" / "a").write_bytes(b"half")
+    assert [e["id"] for e in s.list()] == ["real"]
+    assert not s.exists("partial")
+    with pytest.raises(VideoNotFound):
+        s.get("partial", "a")
+    # Leftovers are removed by the next write once stale, and only then.
+    s.put("other", {}, {})
+    assert (tmp_path / ".tmp-ghost-0000").exists()
+    old = time.time() - 2 * VideoStore.STALE_AFTER
+    os.utime(tmp_path / ".tmp-ghost-0000", (old, old))
+    os.utime(tmp_path / ".trash-ghost-0001", (old, old))
+    s.put("partial", {"a": b"whole"}, {})  # replaces the half-made dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "other", "partial", "real"]
+    assert s.get("partial", "a") == b"whole"
+
+
+def test_meta_must_be_json(tmp_path):
+    s = VideoStore(tmp_path / "s")
+    with pytest.raises(ValueError, match="JSON"):
+        s.put("v", {}, {"x": object()})
+    assert not s.exists("v")
+
+
+_WRITER = """
+import importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("nvp_store", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+s = mod.VideoStore(sys.argv[2])
+big = os.urandom(50_000_000)
+print("ready", flush=True)
+i = 0
+while True:
+    vid = "v%d" % (i % 3)
+    payload = i.to_bytes(8, "little") + big[8:]
+    if i % 7 == 6 and s.exists(vid):
+        s.remove(vid)
+    elif i % 5 == 4 and s.exists(vid):
+        s.add_file(vid, "extra.bin", payload[:1_000_000])
+    else:
+        s.put(vid, {"data.bin": payload, "i.txt": str(i).encode()}, {"i": i}, overwrite=True)
+    i += 1
+"""
+
+
+def _check_consistent(root: Path) -> int:
+    s = VideoStore(root)
+    listing = s.list()
+    for e in listing:
+        assert "error" not in e, e
+        for name in s.entry(e["id"])["files"]:
+            s.get(e["id"], name)  # checksum-verified
+        assert int(s.get(e["id"], "i.txt")) == e["i"]  # files and meta were committed together
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith("."):
+            assert (d / "entry.json").is_file(), f"visible partial entry {d}"
+    return len(listing)
+
+
+@pytest.mark.slow
+def test_sigkill_never_leaves_partial_entry(tmp_path):
+    root = tmp_path / "store"
+    rng = random.Random(1234)
+    deadline = time.monotonic() + 8.0
+    kills = 0
+    while time.monotonic() < deadline and kills < 8:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, store_module.__file__, str(root)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.02, 0.6))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+        kills += 1
+        _check_consistent(root)
+    assert kills >= 3
+    # The next write (treating every leftover as stale) leaves no hidden debris behind.
+    cleaner = VideoStore(root)
+    cleaner.STALE_AFTER = -1.0
+    cleaner.put("final", {"i.txt": b"-1"}, {"i": -1})
+    assert not [p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
+    assert _check_consistent(root) >= 1
