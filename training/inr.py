@@ -114,7 +114,7 @@ def fit_inr(
     stopped_by, last_psnr = "epochs", history[-1]["psnr"] if history else float("nan")
     t0 = time.perf_counter() - spent
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="fit", unit="epoch",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+               file=sys.stderr, disable=not progress, dynamic_ncols=True, mininterval=0.5)
     for epoch in bar:
         # one generator per epoch: a resumed run sees exactly the batches an uninterrupted one would
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
