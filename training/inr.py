@@ -140,7 +140,10 @@ def fit_inr(
         last_psnr = _eval_psnr(model, frames, 2 * cfg.batch_size, device)
         elapsed = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "psnr": last_psnr, "seconds": elapsed})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", psnr=f"{last_psnr:.2f}dB")
+        post = {"loss": f"{history[-1]['loss']:.4f}", "psnr": f"{last_psnr:.2f}dB"}
+        if cfg.time_budget is not None:  # the bar's ETA counts epochs; say how much of the budget is left
+            post["budget_left"] = f"{max(cfg.time_budget - elapsed, 0):.0f}s"
+        bar.set_postfix(post)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
