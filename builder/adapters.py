@@ -1,0 +1,141 @@
+"""The seed's tiny adapters (seed 000 §1.1): INR decoder features -> a backbone's features at an injection layer.
+
+- ``conv1x1``: resize to the injection layer's spatial size + one 1x1 Conv2d (ResNet50, CLIP-RN50,
+  EfficientNet-Lite0).
+- ``patch_embed``: AdaptiveAvgPool2d to a 14x14 grid, 1x1 conv to the embedding dim, flatten, LayerNorm,
+  learnable class token and position embeddings -> (B, 1 + 14*14, dim) (ViT, DETR, BLIP).
+- ``conv3d``: MaxPool3d over time when the clip is longer than the target, trilinear resize, one 1x1x1 Conv3d
+  (I3D, SlowFast).
+
+Every adapter records its ``in_spec``/``out_spec`` and a JSON config, so it can be stored next to its video and
+rebuilt with :func:`adapter_from_config`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["FeatureSpec", "Adapter", "Conv1x1Adapter", "PatchEmbedAdapter", "Conv3dAdapter", "ADAPTERS",
+           "build_adapter", "adapter_from_config"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Shape of one sample's features without the batch dim: ``(C, H, W)``, ``(C, T, H, W)`` or ``(N, D)``."""
+
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.shape or any(int(s) < 1 for s in self.shape):
+            raise ValueError(f"feature shape must be positive, got {self.shape}")
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Adapter(nn.Module):
+    kind: str = ""
+
+    def __init__(self, in_spec: FeatureSpec, out_spec: FeatureSpec) -> None:
+        super().__init__()
+        self.in_spec, self.out_spec = in_spec, out_spec
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "in_shape": list(self.in_spec.shape), "out_shape": list(self.out_spec.shape)}
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Conv1x1Adapter(Adapter):
+    """Bilinear resize + 1x1 conv. Both are linear per pixel / per channel, so they commute (bilinear weights sum
+    to one, so even the bias passes through): the conv runs on whichever side is smaller."""
+
+    kind = "conv1x1"
+
+    def __init__(self, in_spec: FeatureSpec, out_spec: FeatureSpec) -> None:
+        super().__init__(in_spec, out_spec)
+        if len(in_spec.shape) != 3 or len(out_spec.shape) != 3:
+            raise ValueError("conv1x1 adapter maps (C, H, W) features to (C, H, W) features")
+        self.conv = nn.Conv2d(in_spec.channels, out_spec.channels, 1)
+        cin, hin, win = in_spec.shape
+        cout, hout, wout = out_spec.shape
+        self.conv_first = cout * hin * win < cout * hout * wout
+
+    def _resize(self, x: Tensor) -> Tensor:
+        size = self.out_spec.shape[1:]
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._resize(self.conv(x)) if self.conv_first else self.conv(self._resize(x))
+
+
+class PatchEmbedAdapter(Adapter):
+    """INR features -> ViT token sequence ``(B, 1 + g*g, dim)`` (class token + position embeddings)."""
+
+    kind = "patch_embed"
+
+    def __init__(self, in_spec: FeatureSpec, out_spec: FeatureSpec) -> None:
+        super().__init__(in_spec, out_spec)
+        tokens, dim = out_spec.shape
+        grid = int(round((tokens - 1) ** 0.5))
+        if len(out_spec.shape) != 2 or grid * grid + 1 != tokens:
+            raise ValueError(f"patch_embed output must be (1 + g*g, dim), got {out_spec.shape}")
+        self.grid = grid
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.proj = nn.Conv2d(in_spec.channels, dim, 1)
+        self.norm = nn.LayerNorm(dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.norm(self.proj(self.pool(x)).flatten(2).transpose(1, 2))
+        return torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos_embed
+
+
+class Conv3dAdapter(Adapter):
+    """Clip features ``(B, C, T, H, W)``: MaxPool3d over time if T is larger than the target's, trilinear resize,
+    1x1x1 Conv3d."""
+
+    kind = "conv3d"
+
+    def __init__(self, in_spec: FeatureSpec, out_spec: FeatureSpec) -> None:
+        super().__init__(in_spec, out_spec)
+        if len(in_spec.shape) != 4 or len(out_spec.shape) != 4:
+            raise ValueError("conv3d adapter maps (C, T, H, W) features to (C, T, H, W) features")
+        tin, tout = in_spec.shape[1], out_spec.shape[1]
+        k = tin // tout if tin > tout else 1
+        self.pool = nn.MaxPool3d((k, 1, 1), stride=(k, 1, 1)) if k > 1 else nn.Identity()
+        self.conv = nn.Conv3d(in_spec.channels, out_spec.channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(x)
+        size = self.out_spec.shape[1:]
+        if tuple(x.shape[-3:]) != size:
+            x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+        return self.conv(x)
+
+
+ADAPTERS: dict[str, type[Adapter]] = {a.kind: a for a in (Conv1x1Adapter, PatchEmbedAdapter, Conv3dAdapter)}
+
+
+def build_adapter(kind: str, in_spec: FeatureSpec | tuple[int, ...], out_spec: FeatureSpec | tuple[int, ...]) -> Adapter:
+    if kind not in ADAPTERS:
+        raise ValueError(f"unknown adapter kind {kind!r}; choose one of {sorted(ADAPTERS)}")
+    as_spec = lambda s: s if isinstance(s, FeatureSpec) else FeatureSpec(tuple(s))  # noqa: E731
+    return ADAPTERS[kind](as_spec(in_spec), as_spec(out_spec))
+
+
+def adapter_from_config(cfg: dict[str, Any]) -> Adapter:
+    return build_adapter(cfg["kind"], tuple(cfg["in_shape"]), tuple(cfg["out_shape"]))
