@@ -71,14 +71,15 @@ class Conv1x1Adapter(Adapter):
         cout, hout, wout = out_spec.shape
         self.conv_first = cout * hin * win < cout * hout * wout
 
-    def _resize(self, x: Tensor) -> Tensor:
+    def spatial(self, x: Tensor) -> Tensor:
+        """The resize alone (no channel mixing)."""
         size = self.out_spec.shape[1:]
         if tuple(x.shape[-2:]) == size:
             return x
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._resize(self.conv(x)) if self.conv_first else self.conv(self._resize(x))
+        return self.spatial(self.conv(x)) if self.conv_first else self.conv(self.spatial(x))
 
 
 class PatchEmbedAdapter(Adapter):
@@ -119,12 +120,15 @@ class Conv3dAdapter(Adapter):
         self.pool = nn.MaxPool3d((k, 1, 1), stride=(k, 1, 1)) if k > 1 else nn.Identity()
         self.conv = nn.Conv3d(in_spec.channels, out_spec.channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def spatial(self, x: Tensor) -> Tensor:
+        """Temporal pooling and resize alone (no channel mixing)."""
         x = self.pool(x)
         size = self.out_spec.shape[1:]
-        if tuple(x.shape[-3:]) != size:
-            x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
-        return self.conv(x)
+        return x if tuple(x.shape[-3:]) == size else F.interpolate(x, size=size, mode="trilinear",
+                                                                     align_corners=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.spatial(x))
 
 
 ADAPTERS: dict[str, type[Adapter]] = {a.kind: a for a in (Conv1x1Adapter, PatchEmbedAdapter, Conv3dAdapter)}

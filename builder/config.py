@@ -15,6 +15,7 @@ __all__ = [
     "INRConfig",
     "QuantConfig",
     "TrainConfig",
+    "AdapterTrainConfig",
     "choose_layout",
     "seed_size_rule",
     "nerv_config",
@@ -157,6 +158,36 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class AdapterTrainConfig:
+    """Adapter fitting with INR and backbone frozen (seed 000 §1.1 / issue recipe): loss 1.0 MSE + 0.2 (1 - cos)
+    + 0.1 SmoothL1 on the injection layer's features, Adam ``lr``, early stopping after ``patience`` epochs without
+    a 1 % loss improvement. ``init="ls"`` starts 1x1 adapters from the closed-form least-squares fit."""
+
+    lr: float = 1e-4
+    batch_size: int = 4
+    epochs: int = 30
+    patience: int = 5
+    init: str = "default"  # "default" (PyTorch init) or "ls"
+    target: str = "raw"  # backbone features of the "raw" frames or of the INR's "decoded" frames
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.init not in ("default", "ls"):
+            raise ValueError(f"init must be 'default' or 'ls', got {self.init!r}")
+        if self.target not in ("raw", "decoded"):
+            raise ValueError(f"target must be 'raw' or 'decoded', got {self.target!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdapterTrainConfig:
         return _from_dict(cls, d)
 
 

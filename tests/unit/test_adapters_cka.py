@@ -50,3 +50,20 @@ def test_cka_properties():
     assert linear_cka(few_x, few_y) > 0.8 and abs(linear_cka(few_x, few_y, debiased=True)) < 0.15
     with pytest.raises(ValueError, match="same samples"):
         linear_cka(x, x[:10])
+
+
+def test_least_squares_init_recovers_a_linear_map_and_training_improves():
+    from builder.config import AdapterTrainConfig
+    from training.adapters import fit_adapter
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 6, 8, 8)
+    true = torch.nn.Conv2d(6, 5, 1)
+    with torch.no_grad():
+        y = torch.nn.functional.interpolate(true(x), size=(4, 4), mode="bilinear", align_corners=False)
+    ls = fit_adapter(build_adapter("conv1x1", (6, 8, 8), (5, 4, 4)), x, y,
+                     AdapterTrainConfig(init="ls", epochs=1), progress=False)
+    assert ls.rel_mse < 1e-3
+    sgd = fit_adapter(build_adapter("conv1x1", (6, 8, 8), (5, 4, 4)), x, y,
+                      AdapterTrainConfig(lr=1e-2, epochs=30, patience=30), progress=False)
+    assert sgd.history[-1] < 0.5 * sgd.history[0] and sgd.rel_mse < 0.5
