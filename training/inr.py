@@ -113,9 +113,12 @@ def fit_inr(
     amp = cfg.amp and device.type == "cuda"
     stopped_by, last_psnr = "epochs", history[-1]["psnr"] if history else float("nan")
     t0 = time.perf_counter() - spent
-    bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="fit", unit="epoch",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True, mininterval=0.5)
-    for epoch in bar:
+    # the bar counts seconds of the budget when there is one (an epoch cap of 100000 makes a useless ETA), else epochs
+    by_time = cfg.time_budget is not None
+    bar = tqdm(total=round(cfg.time_budget) if by_time else cfg.epochs,
+               initial=round(spent) if by_time else start_epoch, desc="fit", unit="s" if by_time else "epoch", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True, mininterval=0.5)
+    for epoch in range(start_epoch, cfg.epochs):
         # one generator per epoch: a resumed run sees exactly the batches an uninterrupted one would
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
         losses = []
@@ -140,10 +143,8 @@ def fit_inr(
         last_psnr = _eval_psnr(model, frames, 2 * cfg.batch_size, device)
         elapsed = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "psnr": last_psnr, "seconds": elapsed})
-        post = {"loss": f"{history[-1]['loss']:.4f}", "psnr": f"{last_psnr:.2f}dB"}
-        if cfg.time_budget is not None:  # the bar's ETA counts epochs; say how much of the budget is left
-            post["budget_left"] = f"{max(cfg.time_budget - elapsed, 0):.0f}s"
-        bar.set_postfix(post)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history[-1]['loss']:.4f}", psnr=f"{last_psnr:.2f}dB")
+        bar.update(min(round(elapsed), bar.total) - bar.n if by_time else 1)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
