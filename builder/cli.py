@@ -24,6 +24,8 @@ examples:
   python -m builder decode street --out street.mp4
   python -m builder cost street            # seed Table 2: GFLOPs and params per decoder block
   python -m builder list --json
+  python -m builder build-repo --out model_repository   # Triton repository serving every stored video by ID
+  python -m builder serve --repo model_repository       # tritonserver (gRPC 8001, HTTP 8000, metrics 8002)
 
 The store is $NVP_STORE if set, else ~/.local/share/nvp/store; --store DIR overrides both.
 """
@@ -131,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = add("cost", "per-block GFLOPs and parameters of a stored video's INR (seed Table 2)", _cmd_cost)
     c.add_argument("video_id", metavar="ID")
+
+    from .triton.server import add_build_repo_arguments, add_serve_arguments
+
+    add_build_repo_arguments(add("build-repo", "write a Triton model repository that serves the store's videos by ID",
+                                 _cmd_build_repo))
+    add_serve_arguments(add("serve", "run tritonserver on a model repository until Ctrl-C / SIGTERM", _cmd_serve))
     return p
 
 
@@ -236,6 +244,18 @@ def _cmd_cost(args: argparse.Namespace):
     return "\n".join(lines), {"id": args.video_id, "arch": cfg.arch, **t}
 
 
+def _cmd_build_repo(args: argparse.Namespace):
+    from .triton.server import run_build_repo
+
+    return run_build_repo(args)
+
+
+def _cmd_serve(args: argparse.Namespace):
+    from .triton.server import run_serve
+
+    return run_serve(args)
+
+
 # --- entry point ---------------------------------------------------------------------------------------------
 
 def _json_default(o: Any):
@@ -249,10 +269,11 @@ def _json_default(o: Any):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .codec import CorruptBitstream
     from .store import StoreError
+    from .triton.server import TritonServerError
     from .video import VideoDecodeError
 
-    return (StoreError, VideoDecodeError, CorruptBitstream, FileNotFoundError, ValueError, IndexError,
-            RuntimeError)
+    return (StoreError, VideoDecodeError, CorruptBitstream, TritonServerError, FileNotFoundError, ValueError,
+            IndexError, RuntimeError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

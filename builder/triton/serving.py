@@ -1,0 +1,398 @@
+"""Request handling of the served models, as pure numpy/torch code (no Triton import).
+
+``python_models/decode/model.py`` is a thin Triton shell around :class:`DecodeHandler`: it turns request tensors
+into numpy arrays, calls :meth:`DecodeHandler.handle`, and turns a :class:`RequestError` (or any other exception)
+into an error response. Everything that can go wrong with a request is decided here, so unit tests cover it
+without a server.
+
+The ``decode`` model::
+
+    inputs   video_id       TYPE_STRING [1]    a store ID (UTF-8)
+             frame_indices  TYPE_INT64  [-1]   frame numbers, 0-based, any order, repeats allowed
+    outputs  frames         TYPE_FP32   [-1, 3, -1, -1]   RGB in [0, 1], NCHW: exactly ``load_inr(...).model(idx)``
+
+:class:`OnnxRunner` is the same for ONNX models run with onnxruntime inside the Python backend
+(``python_models/onnx_runtime/model.py``).
+
+FP32 NCHW is the INR's native output and what downstream adapters/backbones consume, so an ensemble can feed it on
+without conversion; clients that want images convert with ``builder.video.to_uint8``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_MAX_FRAMES",
+    "DEFAULT_MAX_RESPONSE_MB",
+    "FRAMES",
+    "FRAME_INDICES",
+    "VIDEO_ID",
+    "DecodeHandler",
+    "DecodeSettings",
+    "InrCache",
+    "OnnxRunner",
+    "RequestError",
+    "VideoNotFoundError",
+    "VideoUnavailableError",
+    "check_frame_range",
+    "error_info",
+    "model_parameters",
+    "parse_frame_indices",
+    "parse_video_id",
+]
+
+VIDEO_ID = "video_id"
+FRAME_INDICES = "frame_indices"
+FRAMES = "frames"
+DEFAULT_CACHE_SIZE = 32
+DEFAULT_MAX_FRAMES = 256
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_RESPONSE_MB = 256
+
+
+class RequestError(Exception):
+    """A request the model refuses; ``code`` is the ``pb_utils.TritonError`` code name sent with the message."""
+
+    code = "INVALID_ARG"
+
+
+class VideoNotFoundError(RequestError):
+    code = "NOT_FOUND"
+
+
+class VideoUnavailableError(RequestError):
+    """The ID exists but its stored entry cannot be decoded (damaged file, unreadable bitstream)."""
+
+    code = "INTERNAL"
+
+
+def error_info(exc: BaseException, model: str = "decode") -> tuple[str, str]:
+    """``(TritonError code name, one-line message)`` for any exception raised while handling a request."""
+    if isinstance(exc, RequestError):
+        return exc.code, _one_line(str(exc))
+    return "INTERNAL", _one_line(f"internal error in model '{model}': {type(exc).__name__}: {exc}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- configuration --------------------------------------------------------------------------------------------
+
+
+def model_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
+    """``parameters`` of a Triton model config (the JSON the backend passes to ``initialize``) as a plain dict."""
+    out = {}
+    for key, value in (model_config.get("parameters") or {}).items():
+        out[key] = value.get("string_value", "") if isinstance(value, Mapping) else str(value)
+    return out
+
+
+def _int_param(params: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    raw = params.get(key, "")
+    if raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"model parameter '{key}' must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"model parameter '{key}' must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """What the ``decode`` model reads from its config parameters."""
+
+    store_root: Path
+    cache_size: int = DEFAULT_CACHE_SIZE  # decoded INRs kept in memory (LRU)
+    max_frames: int = DEFAULT_MAX_FRAMES  # frames per request (bounds the response size)
+    batch_size: int = DEFAULT_BATCH_SIZE  # frames per forward pass (bounds activation memory)
+    device: str = "cpu"
+    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    max_response_mb: int = DEFAULT_MAX_RESPONSE_MB  # bounds the response size whatever the frame size
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str], *, instance_kind: str = "CPU",
+                        device_id: str | int = 0) -> DecodeSettings:
+        """Parse model parameters. ``device`` ``auto`` (default) means ``cuda:<device_id>`` for a GPU instance with
+        CUDA available, else ``cpu``."""
+        root = params.get("store_root", "").strip()
+        if not root:
+            raise ValueError("model parameter 'store_root' (the video store directory) is required")
+        device = params.get("device", "auto").strip() or "auto"
+        if device == "auto":
+            device = "cpu"
+            if str(instance_kind).upper().endswith("GPU"):
+                import torch
+
+                if torch.cuda.is_available():
+                    device = f"cuda:{int(device_id)}"
+        elif device != "cpu" and not device.startswith("cuda"):
+            raise ValueError(f"model parameter 'device' must be auto, cpu or cuda[:N], got {device!r}")
+        return cls(
+            store_root=Path(root).expanduser(),
+            cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
+            max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
+            batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
+            device=device,
+            num_threads=_int_param(params, "num_threads", 0, 0),
+            max_response_mb=_int_param(params, "max_response_mb", DEFAULT_MAX_RESPONSE_MB, 1),
+        )
+
+
+# --- request parsing ------------------------------------------------------------------------------------------
+
+
+def parse_video_id(value: Any) -> str:
+    """The store ID carried by a ``video_id`` tensor (one BYTES element), validated as a store key."""
+    from ..store import InvalidVideoId, validate_video_id
+
+    if value is None:
+        raise RequestError(f"missing input '{VIDEO_ID}'")
+    arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+    if arr.size != 1:
+        raise RequestError(f"'{VIDEO_ID}' must hold exactly one ID, got {arr.size} elements (shape {list(arr.shape)})")
+    item = arr.reshape(-1)[0]
+    if isinstance(item, (bytes, bytearray, np.bytes_)):
+        raw = bytes(item)
+        try:
+            item = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            shown = raw[:32]
+            raise RequestError(f"'{VIDEO_ID}' is not valid UTF-8: {shown!r}{'...' if len(raw) > 32 else ''}") from None
+    elif isinstance(item, np.str_):
+        item = str(item)
+    if not isinstance(item, str):
+        raise RequestError(f"'{VIDEO_ID}' must be a string (BYTES tensor), got {type(item).__name__}")
+    try:
+        return validate_video_id(item)
+    except InvalidVideoId as e:
+        raise RequestError(str(e)) from None
+
+
+def parse_frame_indices(value: Any, *, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
+    """A ``frame_indices`` tensor as a 1-D int64 array (range is checked per video by :func:`check_frame_range`)."""
+    if value is None:
+        raise RequestError(f"missing input '{FRAME_INDICES}'")
+    arr = np.asarray(value)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "iu":
+        raise RequestError(f"'{FRAME_INDICES}' must be integers (INT64), got {arr.dtype}")
+    if arr.ndim != 1:
+        raise RequestError(f"'{FRAME_INDICES}' must be a 1-D list of frame numbers, got shape {list(arr.shape)}")
+    if arr.size == 0:
+        raise RequestError(f"'{FRAME_INDICES}' is empty: ask for at least one frame")
+    if arr.size > max_frames:
+        raise RequestError(f"too many frames in one request: {arr.size} > {max_frames} (the model's max_frames); "
+                           "split the request")
+    if arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+        raise RequestError(f"frame {int(arr.max())} out of range")
+    return arr.astype(np.int64, copy=False)
+
+
+def check_frame_range(indices: np.ndarray, num_frames: int, video_id: str) -> None:
+    bad = indices[(indices < 0) | (indices >= num_frames)]
+    if bad.size:
+        raise RequestError(f"frame {int(bad[0])} out of range for video '{video_id}': it has {num_frames} frames "
+                           f"(0..{num_frames - 1})")
+
+
+# --- the INR cache and the handler ----------------------------------------------------------------------------
+
+
+class InrCache:
+    """Decoded INRs by video ID, least recently used evicted beyond ``size``.
+
+    Every lookup re-reads the entry's ``entry.json`` (small) and compares the stored SHA-256 of the INR file, so a
+    video encoded after the server started is found, and one re-encoded (``--force``) or deleted is never served
+    stale.
+    """
+
+    def __init__(self, store_root: str | Path, size: int = DEFAULT_CACHE_SIZE, device: str = "cpu") -> None:
+        from ..store import VideoStore
+
+        if size < 1:
+            raise ValueError("cache size must be >= 1")
+        self.store = VideoStore(store_root)
+        self.size = size
+        self.device = device
+        self._items: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def _hide_root(self, text: str) -> str:
+        # Error messages go to anonymous clients: keep the server's filesystem layout out of them.
+        return text.replace(str(self.store.root), "<store>")
+
+    def get(self, video_id: str) -> Any:
+        """The ``DecodedINR`` of ``video_id`` (raises :class:`RequestError` subclasses)."""
+        from ..api import INR_FILE, load_inr
+        from ..codec import CorruptBitstream
+        from ..store import CorruptEntry, InvalidVideoId, MissingFile, VideoNotFound
+
+        try:
+            entry = self.store.entry(video_id)
+            info = entry["files"].get(INR_FILE)
+            digest = info.get("sha256") if isinstance(info, dict) else None
+            with self._lock:
+                hit = self._items.get(video_id)
+                if hit is not None and digest and hit[0] == digest:
+                    self._items.move_to_end(video_id)
+                    self.hits += 1
+                    return hit[1]
+            self.misses += 1
+            decoded = load_inr(self.store, video_id, device=self.device)
+        except InvalidVideoId as e:
+            raise RequestError(str(e)) from None
+        except VideoNotFound:
+            with self._lock:
+                self._items.pop(video_id, None)
+            raise VideoNotFoundError(f"unknown video ID '{video_id}': no such video in the store "
+                                     "(see 'python -m builder list')") from None
+        except (CorruptEntry, MissingFile) as e:
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: {self._hide_root(str(e))}") from None
+        except CorruptBitstream as e:
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its stored INR is damaged ({e}); "
+                                        "re-encode it or delete it") from None
+        except Exception as e:  # noqa: BLE001 - a bad entry must never take the model down
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: loading its INR failed "
+                                        f"({type(e).__name__}: {self._hide_root(str(e))})") from None
+        with self._lock:
+            self._items[video_id] = (digest or "", decoded)
+            self._items.move_to_end(video_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return decoded
+
+
+class DecodeHandler:
+    """The ``decode`` model without Triton: ``handle({"video_id": ..., "frame_indices": ...}) -> {"frames": ...}``."""
+
+    def __init__(self, settings: DecodeSettings, log: Callable[[str], None] | None = None) -> None:
+        import torch
+
+        self.settings = settings
+        self.log = log or (lambda msg: None)
+        if settings.num_threads:
+            torch.set_num_threads(settings.num_threads)
+        if settings.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {settings.device!r} requested but CUDA is not available")
+        self.cache = InrCache(settings.store_root, settings.cache_size, settings.device)
+        from .. import api  # noqa: F401 - import the decoder stack at model load, not on the first request
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        import torch
+
+        video_id = parse_video_id(inputs.get(VIDEO_ID))
+        indices = parse_frame_indices(inputs.get(FRAME_INDICES), max_frames=self.settings.max_frames)
+        t0 = time.perf_counter()
+        decoded = self.cache.get(video_id)
+        model = decoded.model
+        cfg = model.config
+        check_frame_range(indices, int(cfg.frames), video_id)
+        frame_bytes = 3 * int(cfg.out_height) * int(cfg.out_width) * 4
+        if len(indices) * frame_bytes > self.settings.max_response_mb * 2**20:
+            most = max(1, self.settings.max_response_mb * 2**20 // frame_bytes)
+            raise RequestError(f"{len(indices)} frames of video '{video_id}' ({cfg.out_width}x{cfg.out_height}) "
+                               f"exceed the {self.settings.max_response_mb} MB response limit; ask for at most "
+                               f"{most} per request")
+        device = next(model.parameters()).device
+        bs = self.settings.batch_size
+        chunks = []
+        with torch.inference_mode():
+            for i in range(0, len(indices), bs):
+                idx = torch.from_numpy(indices[i:i + bs]).to(device)
+                chunks.append(model(idx).float().cpu())
+        frames = torch.cat(chunks).numpy()
+        self.log(f"decoded {len(indices)} frame(s) of '{video_id}' in {1000 * (time.perf_counter() - t0):.1f} ms")
+        if not np.isfinite(frames).all():  # a decoder that produces NaN is a damaged entry, not a result
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its decoder produced non-finite values")
+        return {FRAMES: np.ascontiguousarray(frames, dtype=np.float32)}
+
+    def close(self) -> None:
+        self.cache.clear()
+
+
+
+# --- ONNX models run with onnxruntime inside the Python backend -----------------------------------------------
+
+_CONFIG_NUMPY = {
+    "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16, "TYPE_UINT32": np.uint32,
+    "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8, "TYPE_INT16": np.int16, "TYPE_INT32": np.int32,
+    "TYPE_INT64": np.int64, "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
+}
+
+
+class OnnxRunner:
+    """One ONNX file run by onnxruntime, fed and read by the tensor names of its Triton config.
+
+    Used by ``python_models/onnx_runtime/model.py`` where the server has no onnxruntime backend (the tritonserver
+    of the nvidia-pytriton wheel); on the NGC image the same file is served by the ``onnxruntime_onnx`` platform.
+    """
+
+    def __init__(self, path: str | Path, inputs: Mapping[str, str], outputs: list[str], *, model: str = "onnx",
+                 device: str = "cpu", num_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.model = model
+        self.inputs = {name: _CONFIG_NUMPY[dtype] for name, dtype in inputs.items()}
+        self.outputs = list(outputs)
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}))
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        have_in = {i.name for i in self.session.get_inputs()}
+        have_out = {o.name for o in self.session.get_outputs()}
+        missing = sorted(set(self.inputs) - have_in) + sorted(set(self.outputs) - have_out)
+        if missing:
+            raise ValueError(f"model '{model}': {path} has no tensor(s) {missing} named in config.pbtxt "
+                             f"(ONNX inputs: {sorted(have_in)}, outputs: {sorted(have_out)})")
+
+    @classmethod
+    def from_model_config(cls, config: Mapping[str, Any], model_dir: str | Path, *, instance_kind: str = "CPU",
+                          device_id: str | int = 0) -> OnnxRunner:
+        params = model_parameters(config)
+        device = "cpu"
+        if str(instance_kind).upper().endswith("GPU"):
+            device = f"cuda:{int(device_id)}"
+        return cls(Path(model_dir) / params.get("onnx_file", "model.onnx"),
+                   {t["name"]: t["data_type"] for t in config.get("input", [])},
+                   [t["name"] for t in config.get("output", [])],
+                   model=str(config.get("name", "onnx")), device=device,
+                   num_threads=_int_param(params, "num_threads", 0, 0))
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        feed = {}
+        for name, dtype in self.inputs.items():
+            value = inputs.get(name)
+            if value is None:
+                raise RequestError(f"missing input '{name}'")
+            feed[name] = np.ascontiguousarray(value, dtype=dtype)
+        try:
+            results = self.session.run(self.outputs, feed)
+        except Exception as e:  # noqa: BLE001 - onnxruntime reports bad shapes/values as generic errors
+            raise RequestError(f"model '{self.model}' rejected the input: {_one_line(str(e))}") from None
+        return {name: np.asarray(r) for name, r in zip(self.outputs, results)}

@@ -1,0 +1,93 @@
+"""Shared client plumbing: connection, request helpers, error messages, frame-list parsing."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_URL",
+    "ClientError",
+    "add_common_arguments",
+    "connect",
+    "infer",
+    "parse_frames",
+]
+
+DEFAULT_URL = os.environ.get("NVP_TRITON_URL", "localhost:8001")
+_MAX_FRAMES = 100_000
+
+
+class ClientError(RuntimeError):
+    """A failure to report as one line: bad arguments, unreachable server, or the server's error message."""
+
+
+def parse_frames(text: str) -> list[int]:
+    """``"0,1,2"``, ``"0-7"`` (inclusive) or a mix (``"0-3,8,10-11"``) -> frame indices, in the given order."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not m:
+            raise argparse.ArgumentTypeError(
+                f"invalid frame list {text!r}: use comma-separated indices and inclusive ranges, e.g. 0,1,2 or 0-7")
+        lo = int(m[1])
+        hi = int(m[2]) if m[2] is not None else lo
+        if hi < lo:
+            raise argparse.ArgumentTypeError(f"invalid frame range {part!r}: the end is before the start")
+        if len(out) + hi - lo + 1 > _MAX_FRAMES:
+            raise argparse.ArgumentTypeError(f"too many frames in {text!r} (at most {_MAX_FRAMES})")
+        out.extend(range(lo, hi + 1))
+    return out
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL,
+                        help="Triton gRPC endpoint host:port (default: $NVP_TRITON_URL or localhost:8001)")
+    parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="request timeout (default 60 s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+
+def connect(url: str) -> Any:
+    """A ``tritonclient.grpc.InferenceServerClient`` (no request is made yet)."""
+    import tritonclient.grpc as grpcclient
+
+    try:
+        return grpcclient.InferenceServerClient(url)
+    except Exception as e:  # noqa: BLE001 - bad URL syntax and the like
+        raise ClientError(f"cannot connect to Triton at {url}: {e}") from None
+
+
+def _server_message(exc: Exception, url: str) -> str:
+    status = str(exc.status()) if hasattr(exc, "status") and exc.status() else ""
+    message = exc.message() if hasattr(exc, "message") else str(exc)
+    message = " ".join(str(message).split())
+    message = re.sub(r"^\[request id: [^\]]*\]\s*", "", message)
+    if status.endswith("UNAVAILABLE") and ("connect" in message.lower() or "socket" in message.lower()):
+        return f"cannot reach Triton at {url} (is the server running? start it with 'python -m builder serve')"
+    if status.endswith("DEADLINE_EXCEEDED"):
+        return f"Triton at {url} did not answer in time"
+    return message or status or "unknown server error"
+
+
+def infer(client: Any, url: str, model: str, inputs: Sequence[tuple[str, np.ndarray, str]], outputs: Sequence[str],
+          *, timeout: float | None = None) -> dict[str, np.ndarray]:
+    """One request: ``inputs`` as ``(name, array, datatype)``; returns the named outputs. Server errors become a
+    :class:`ClientError` holding the server's message."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    tensors = []
+    for name, array, datatype in inputs:
+        t = grpcclient.InferInput(name, list(array.shape), datatype)
+        t.set_data_from_numpy(array)
+        tensors.append(t)
+    try:
+        result = client.infer(model, tensors, outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+                              client_timeout=timeout)
+    except InferenceServerException as e:
+        raise ClientError(_server_message(e, url)) from None
+    return {o: result.as_numpy(o) for o in outputs}

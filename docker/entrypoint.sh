@@ -1,0 +1,16 @@
+#!/bin/sh
+# Build the model repository for the NGC target from the mounted store, then serve it (extra arguments go to
+# `python -m builder serve`, e.g. --log-verbose 1). SIGTERM (docker stop) stops tritonserver cleanly.
+set -eu
+STORE="${NVP_STORE:-/data/store}"
+REPO="${NVP_REPOSITORY:-/models}"
+if [ ! -d "$STORE" ]; then
+  echo "error: video store $STORE is not mounted (mount your store directory there, see docker/README.md)" >&2
+  exit 1
+fi
+python -m builder build-repo --store "$STORE" --target ngc --out "$REPO" \
+  --cache-size "${NVP_CACHE_SIZE:-32}" --instances "${NVP_DECODE_INSTANCES:-1}"
+exec python -m builder serve --repo "$REPO" --host 0.0.0.0 \
+  --grpc-port 8001 --http-port 8000 --metrics-port 8002 \
+  --tritonserver "${NVP_TRITONSERVER:-/opt/tritonserver/bin/tritonserver}" \
+  --backend-directory /opt/tritonserver/backends "$@"
