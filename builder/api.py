@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,15 +17,40 @@ from .metrics import ms_ssim, psnr
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_video, write_pngs, write_video
 
-__all__ = ["INR_FILE", "encode_video", "load_inr", "decode_video", "eval_video", "cost_table", "read_source"]
+__all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "load_inr", "decode_video", "eval_video", "cost_table", "read_source"]
 
 INR_FILE = "inr.nvp"
+H264_FILE = "h264.mp4"  # the codec baseline: the same frames as H.264 in at most the INR's bytes
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 
 
 def _quality(model: torch.nn.Module, frames: torch.Tensor) -> dict[str, float]:
     recon = model.decode_all()
     return {"psnr": round(psnr(recon, frames), 4), "ms_ssim": round(ms_ssim(recon, frames), 6)}
+
+
+def h264_copy(frames: torch.Tensor, fps: float, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
+    """H.264 (libx264) of ``frames`` at the lowest CRF whose file fits in ``max_bytes`` (CRF 51 if none does):
+    the codec path is then compared with the INR at equal (or smaller) storage. Returns the bytes and their
+    quality (CRF, bpp, PSNR, MS-SSIM against ``frames``)."""
+    t, _, h, w = frames.shape
+    best: tuple[int, bytes] | None = None
+    lo, hi = 0, 51
+    with tempfile.TemporaryDirectory() as d:
+        while lo <= hi:  # file size falls monotonically (in practice) with CRF: binary search
+            crf = (lo + hi) // 2
+            data = write_video(Path(d) / f"crf{crf}.mp4", frames, fps, crf=crf).read_bytes()
+            if len(data) <= max_bytes:
+                best, hi = (crf, data), crf - 1
+            else:
+                lo = crf + 1
+        # nothing fits: the search ended by trying CRF 51, the smallest file x264 makes at this quality scale
+        crf, data = best or (51, (Path(d) / "crf51.mp4").read_bytes())
+        p = Path(d) / "copy.mp4"
+        p.write_bytes(data)
+        back = read_video(p, count=t).frames[..., :h, :w]
+    return data, {"crf": crf, "bytes": len(data), "bpp": round(len(data) * 8 / (t * h * w), 6),
+                  "psnr": round(psnr(back, frames), 4), "ms_ssim": round(ms_ssim(back, frames), 6)}
 
 
 def encode_video(
@@ -71,6 +97,7 @@ def encode_video(
     blob = encode_inr(inr, quant)
     decoded = decode_inr(blob)
     quality = _quality(decoded.model, frames)
+    h264, h264_meta = h264_copy(frames, clip.fps / step, len(blob))
     meta = {
         "source": str(Path(path).resolve()),
         "source_codec": clip.info.codec,
@@ -92,13 +119,14 @@ def encode_video(
         "epochs": fit.epochs,
         "stopped_by": fit.stopped_by,
         "train_psnr": round(fit.psnr, 4),
+        "h264": h264_meta,
         "format_version": FORMAT_VERSION,
         "encoded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inr": cfg.to_dict(),
         "quant": quant.to_dict(),
         "train": train.to_dict(),
     }
-    store.put(video_id, {INR_FILE: blob}, meta, overwrite=overwrite)
+    store.put(video_id, {INR_FILE: blob, H264_FILE: h264}, meta, overwrite=overwrite)
     ckpt.unlink(missing_ok=True)
     return {"id": video_id, **meta}
 

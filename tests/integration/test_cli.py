@@ -45,7 +45,7 @@ def encoded(store):
     out = {}
     for arch in ("nerv", "hnerv"):
         argv = ["encode", str(CLIP), "--id", f"car-{arch}", "--arch", arch, *FRAMES, *SIZES[arch],
-                "--time-budget", "8", "--lr", "3e-3", "--store", str(store), "--json", "--no-progress"]
+                "--epochs", "200", "--target-psnr", "24", "--lr", "3e-3", "--store", str(store), "--json", "--no-progress"]
         proc = subprocess.run([sys.executable, "-m", "builder", *argv], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         out[arch] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -171,3 +171,13 @@ def test_killed_encode_leaves_no_partial_entry(tmp_path):
     done = subprocess.run(argv[:-1] + ["--force", "--json"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["frames"] == 6
+
+
+def test_store_keeps_an_h264_copy_at_no_more_than_the_inr_bytes(encoded, store):
+    for arch, meta in encoded.items():
+        h = meta["h264"]
+        size = (Path(store) / f"car-{arch}" / "h264.mp4").stat().st_size
+        assert size == h["bytes"] <= meta["bytes"] and 0 <= h["crf"] <= 51
+        back = read_video(Path(store) / f"car-{arch}" / "h264.mp4").frames
+        src = read_video(CLIP, count=6, step=4, size=(88, 72)).frames
+        assert back.shape == src.shape and psnr(back, src) == pytest.approx(h["psnr"], abs=1e-3)
