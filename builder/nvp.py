@@ -1,0 +1,343 @@
+"""The neural-centric path: INR decoder prefix (exit block k) -> adapter -> backbone tail (after layer l).
+
+``adapt`` pairs exit blocks with injection layers (CKA pre-filter, then measured agreement), trains one adapter per
+candidate pair, and stores the adapters and the ranking with the video. ``evaluate`` compares three paths per task
+on the seed's protocol frames: raw frames + full backbone, full INR decode + full backbone, and NVP.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .adapters import adapter_from_config, build_adapter
+from .api import load_inr, read_source
+from .backbones import Backbone, get_backbone
+from .cka import linear_cka
+from .codec import decode_tensors, encode_tensors
+from .config import AdapterTrainConfig, QuantConfig
+from .inr import INR
+from .protocols import classification_scores, consecutive_frames, gflops_of, uniform_frames
+from .store import VideoStore
+from .tasks import TaskSpec, get_task
+
+__all__ = ["AdapterSet", "NVPPath", "adapt_video", "plot_exits", "evaluate_task", "load_adapter", "adapter_file", "pairing_file"]
+
+
+def adapter_file(task: str, exit_block: int) -> str:
+    return f"adapter-{task}-e{exit_block}.nvp"
+
+
+def pairing_file(task: str) -> str:
+    return f"pairing-{task}.json"
+
+
+# --- feature plumbing ---------------------------------------------------------------------------------------
+
+def _samples(task: TaskSpec, num_frames: int, max_samples: int) -> list[list[int]]:
+    """Training samples: single frames for image tasks, 32-frame windows (stride 8) for action tasks."""
+    if task.kind == "action":
+        if num_frames < task.clip:
+            raise ValueError(f"{task.name} needs {task.clip} consecutive frames; this video has {num_frames}")
+        starts = list(range(0, num_frames - task.clip + 1, 8))[:max_samples]
+        return [list(range(s, s + task.clip)) for s in starts]
+    step = max(1, math.ceil(num_frames / max_samples))
+    return [[i] for i in range(0, num_frames, step)]
+
+
+@torch.no_grad()
+def inr_features(inr: INR, frames: Sequence[int], exit_block: int, video: bool) -> Tensor:
+    """Features after ``exit_block`` for the given frames: (N, C, h, w), or (1, C, T, h, w) for a clip."""
+    f = torch.cat([inr.features(list(frames[i:i + 8]), exit_block) for i in range(0, len(frames), 8)])
+    return f.permute(1, 0, 2, 3).unsqueeze(0) if video else f
+
+
+class AdapterSet(nn.ModuleList):
+    """One adapter per tensor crossing the cut (one for most backbones; SlowFast's cut carries two pathways)."""
+
+    def forward(self, f: Tensor) -> tuple[Tensor, ...]:
+        return tuple(a(f) for a in self)
+
+    def num_params(self) -> int:
+        return sum(a.num_params() for a in self)
+
+    def configs(self) -> list[dict[str, Any]]:
+        return [a.config() for a in self]
+
+
+class NVPPath(nn.Module):
+    """prefix (INR up to ``exit_block``) -> adapters -> tail; ``forward(frame_indices)`` returns the task output."""
+
+    def __init__(self, inr: INR, exit_block: int, adapters: AdapterSet, tail: nn.Module, video: bool) -> None:
+        super().__init__()
+        self.inr, self.exit_block, self.adapters, self.tail, self.video = inr, exit_block, adapters, tail, video
+
+    @torch.no_grad()
+    def forward(self, frames: Sequence[int]) -> Any:
+        return self.tail(*self.adapters(inr_features(self.inr, frames, self.exit_block, self.video)))
+
+
+# --- adapters in the store -----------------------------------------------------------------------------------
+
+def save_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, layer: str, adapters: AdapterSet,
+                 extra: dict[str, Any]) -> None:
+    tensors = {k: v.detach().float().cpu() for k, v in adapters.state_dict().items()}
+    meta = {"task": task, "exit_block": exit_block, "layer": layer, "adapters": adapters.configs(), **extra}
+    blob = encode_tensors(tensors, quant=QuantConfig(), meta=meta, raw=set(tensors))  # fp32, lossless
+    store.add_file(video_id, adapter_file(task, exit_block), blob)
+
+
+def load_adapter(store: VideoStore, video_id: str, task: str, exit_block: int) -> tuple[AdapterSet, dict[str, Any]]:
+    dec = decode_tensors(store.get(video_id, adapter_file(task, exit_block)))
+    adapters = AdapterSet([adapter_from_config(c) for c in dec.meta["adapters"]])
+    adapters.load_state_dict(dec.tensors)
+    return adapters.eval(), dec.meta
+
+
+# --- adapt ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Candidate:
+    exit_block: int
+    layer: str
+    cka: float
+    cka_debiased: float
+
+
+def _score(task: TaskSpec, out: Any, raw: Any) -> dict[str, float]:
+    if task.kind in ("classification", "action"):
+        return classification_scores(_logits(out), _logits(raw))
+    raise NotImplementedError(f"scoring for {task.kind} tasks ({task.name}) is not implemented yet")
+
+
+def _logits(out: Any) -> Tensor:
+    return out if isinstance(out, Tensor) else out["logits"] if isinstance(out, dict) else out[0]
+
+
+def adapt_video(
+    store: VideoStore,
+    video_id: str,
+    task_name: str,
+    *,
+    backbone: Backbone | None = None,
+    exits: Sequence[int] | None = None,
+    layers: Sequence[str] | None = None,
+    top_k: int = 10,
+    min_agreement: float = 0.9,
+    train: AdapterTrainConfig = AdapterTrainConfig(),
+    max_samples: int = 64,
+    weights: str | None = "default",
+    random_init: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Rank (exit block, injection layer) pairs by CKA, train adapters for the top ``top_k``, measure each one's
+    agreement on the protocol frames, and choose the cheapest exit whose best adapter reaches ``min_agreement``
+    (else the most accurate). Adapters (best per exit block) and the ranking are stored with the video."""
+    from training.adapters import fit_adapter
+
+    task = get_task(task_name)
+    video = task.kind == "action"
+    bb = backbone or get_backbone(task.name)
+    model = bb.load(weights, random_init=random_init).eval()
+    meta = store.meta(video_id)
+    inr = load_inr(store, video_id).model
+    frames = read_source(meta).frames
+    n = frames.shape[0]
+    samples = _samples(task, n, max_samples)
+    exits = list(exits or range(1, inr.num_blocks + 1))
+    layers = list(layers or bb.split_points())
+    splits = {l: bb.split(l, model=model) for l in layers}
+
+    # targets: backbone features at each layer, from the raw (or INR-decoded) frames
+    src = frames if train.target == "raw" else inr.decode_all()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        inputs_by_exit = {k: torch.cat([inr_features(inr, s, k, video) for s in samples]) for k in exits}
+        targets: dict[str, list[Tensor]] = {}
+        for l, sm in splits.items():
+            outs = [sm.head(bb.preprocess(src[s])) for s in samples]  # a tuple per sample, one entry per cut tensor
+            targets[l] = [torch.cat([o[j] for o in outs]) for j in range(len(outs[0]))]
+    # CKA pre-filter (debiased when there are enough samples)
+    cands = []
+    for k in exits:
+        for l in layers:
+            x, ys = inputs_by_exit[k], targets[l]
+            plain = sum(linear_cka(x, y) for y in ys) / len(ys)
+            deb = sum(linear_cka(x, y, debiased=True) for y in ys) / len(ys) if x.shape[0] >= 5 else plain
+            cands.append(_Candidate(k, l, plain, deb))
+    cands.sort(key=lambda c: c.cka_debiased, reverse=True)
+    kept = cands[:top_k]
+
+    # measure: train an adapter per kept pair, score it on the protocol frames against the raw-frame output
+    eval_idx = (consecutive_frames(n, task.clip) if video else uniform_frames(n, task.clip))
+    with torch.no_grad():
+        raw_out = model(bb.preprocess(frames[eval_idx]))
+    results, best_by_exit = [], {}
+    for c in tqdm(kept, desc=f"adapt {task.name}", file=sys.stderr, disable=not progress):
+        sm = splits[c.layer]
+        x = inputs_by_exit[c.exit_block]
+        adapters = AdapterSet([build_adapter(_adapter_kind(task, y), tuple(x.shape[1:]), tuple(y.shape[1:]))
+                               for y in targets[c.layer]])
+        fits = [fit_adapter(a, x, y, train, progress=False) for a, y in zip(adapters, targets[c.layer])]
+        path = NVPPath(inr, c.exit_block, adapters, sm.tail, video)
+        scores = _score(task, path(eval_idx), raw_out)
+        gf = _nvp_gflops(inr, c.exit_block, adapters, sm.tail, video, x[:1])
+        row = {"exit_block": c.exit_block, "layer": c.layer, "cka": c.cka, "cka_debiased": c.cka_debiased,
+               "rel_mse": max(f.rel_mse for f in fits), "epochs": max(f.epochs for f in fits),
+               "adapter_params": adapters.num_params(), "gflops": gf, **scores}
+        results.append(row)
+        prev = best_by_exit.get(c.exit_block)
+        if prev is None or (row["accuracy"], -row["gflops"]) > (prev[0]["accuracy"], -prev[0]["gflops"]):
+            best_by_exit[c.exit_block] = (row, adapters)
+    for k, (row, adapters) in best_by_exit.items():
+        save_adapter(store, video_id, task.name, k, row["layer"], adapters,
+                     {"accuracy": row["accuracy"], "train": train.to_dict()})
+    ok = [r for r, _ in best_by_exit.values() if r["accuracy"] >= min_agreement]
+    chosen = (min(ok, key=lambda r: r["gflops"]) if ok
+              else max((r for r, _ in best_by_exit.values()), key=lambda r: (r["accuracy"], -r["gflops"])))
+    summary = {
+        "id": video_id, "task": task.name, "exit_block": chosen["exit_block"], "layer": chosen["layer"],
+        "adapter_params": chosen["adapter_params"], "backbone_params": bb.num_params(model),
+        "adapter_share": chosen["adapter_params"] / bb.num_params(model), "accuracy": chosen["accuracy"],
+        "gflops": chosen["gflops"], "met_budget": bool(ok), "min_agreement": min_agreement,
+        "weights": "random" if random_init else str(weights), "seconds": round(time.perf_counter() - t0, 2),
+        "ranking": [c.__dict__ for c in cands], "measured": results,
+    }
+    store.add_file(video_id, pairing_file(task.name), json.dumps(summary, indent=1).encode())
+    return summary
+
+
+def _adapter_kind(task: TaskSpec, target: Tensor) -> str:
+    """The seed's adapter for the task, unless the cut's tensor has another rank (e.g. a CNN stage of a
+    transformer pipeline, where the 1x1 conv adapter fits)."""
+    rank = target.ndim - 1
+    if task.adapter == "patch_embed" and rank == 3:
+        return "conv1x1"
+    return task.adapter
+
+
+def _nvp_gflops(inr: INR, exit_block: int, adapters: AdapterSet, tail: nn.Module, video: bool,
+                feat: Tensor) -> float:
+    """GFLOPs per frame of prefix + adapters + tail."""
+    prefix = sum(b.gflops for b in inr.block_info
+                 if b.name == "stem" or (b.name.startswith("block") and int(b.name[5:]) <= exit_block))
+    per = feat.shape[2] if video else feat.shape[0]
+    rest = gflops_of(lambda f: tail(*adapters(f)), feat, per=per)
+    return prefix + rest
+
+
+# --- evaluate ------------------------------------------------------------------------------------------------
+
+def evaluate_task(
+    store: VideoStore,
+    video_ids: Sequence[str],
+    task_name: str,
+    *,
+    exit_block: int | None = None,
+    weights: str | None = "default",
+    random_init: bool = False,
+    backbone: Backbone | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy and GFLOPs per frame of the raw, fulldecode and NVP paths, averaged over ``video_ids``; plus the
+    same for every exit block that has a stored adapter (for the accuracy-vs-exit plot)."""
+    task = get_task(task_name)
+    video = task.kind == "action"
+    bb = backbone or get_backbone(task.name)
+    model = bb.load(weights, random_init=random_init).eval()
+    per_video, per_exit_all = [], {}
+    for vid in video_ids:
+        meta = store.meta(vid)
+        inr = load_inr(store, vid).model
+        frames = read_source(meta).frames
+        n = frames.shape[0]
+        idx = consecutive_frames(n, task.clip, seed) if video else uniform_frames(n, task.clip, seed)
+        try:
+            pairing = json.loads(store.get(vid, pairing_file(task.name)))
+        except KeyError:  # MissingFile: never adapted for this task
+            raise ValueError(f"video '{vid}' has no {task.name} adapters yet; run 'python -m builder adapt {vid} "
+                             f"--task {task.name}' first") from None
+        chosen = exit_block or pairing["exit_block"]
+        with torch.no_grad():
+            x_raw = bb.preprocess(frames[idx])
+            raw = model(x_raw)
+            full = model(bb.preprocess(inr(torch.tensor(idx))))
+        g_backbone = gflops_of(model, x_raw, per=len(idx))
+        g_inr = inr.total_gflops
+        paths = {"raw": {**_score(task, raw, raw), "gflops": g_backbone},
+                 "fulldecode": {**_score(task, full, raw), "gflops": g_inr + g_backbone}}
+        for k in range(1, inr.num_blocks + 1):
+            try:
+                adapters, ameta = load_adapter(store, vid, task.name, k)
+            except KeyError:  # no adapter stored for this exit block
+                continue
+            sm = bb.split(ameta["layer"], model=model)
+            path = NVPPath(inr, k, adapters, sm.tail, video)
+            feat = inr_features(inr, idx[:1] if not video else idx, k, video)
+            row = {**_score(task, path(idx), raw), "gflops": _nvp_gflops(inr, k, adapters, sm.tail, video, feat),
+                   "layer": ameta["layer"], "adapter_params": adapters.num_params()}
+            per_exit_all.setdefault(k, []).append(row)
+            if k == chosen:
+                paths["nvp"] = row
+        if "nvp" not in paths:
+            raise ValueError(f"video '{vid}' has no {task.name} adapter for exit block {chosen}; run "
+                             f"'python -m builder adapt {vid} --task {task.name}' first")
+        per_video.append({"id": vid, "exit_block": chosen, "paths": paths})
+    return {
+        "task": task.name,
+        "exit_block": per_video[0]["exit_block"],
+        "weights": "random" if random_init else str(weights),
+        "paths": {p: _mean([v["paths"][p] for v in per_video]) for p in ("raw", "fulldecode", "nvp")},
+        "per_exit": {str(k): _mean(rows) for k, rows in sorted(per_exit_all.items())},
+        "videos": per_video,
+    }
+
+
+def _mean(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+    for k, v in rows[0].items():
+        if k not in out:
+            out[k] = v
+    return out
+
+
+def plot_exits(result: dict[str, Any], path: str | Path) -> Path:
+    """Accuracy and GFLOPs per frame against the exit block, with the raw and full-decode paths as references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = [int(k) for k in result["per_exit"]]
+    rows = [result["per_exit"][str(k)] for k in ks]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ks, [r["accuracy"] for r in rows], "o-", color="C0", label="NVP top-1 agreement")
+    ax.axhline(result["paths"]["fulldecode"]["accuracy"], color="C0", ls="--", lw=1, label="full decode")
+    ax.set_xlabel("INR exit block")
+    ax.set_ylabel("top-1 agreement with raw frames")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(ks)
+    ax2 = ax.twinx()
+    ax2.plot(ks, [r["gflops"] for r in rows], "s-", color="C3", label="NVP GFLOPs/frame")
+    ax2.axhline(result["paths"]["fulldecode"]["gflops"], color="C3", ls="--", lw=1, label="full decode GFLOPs")
+    ax2.axhline(result["paths"]["raw"]["gflops"], color="C3", ls=":", lw=1, label="raw backbone GFLOPs")
+    ax2.set_ylabel("GFLOPs per frame")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
+    ax.set_title(f"{result['task']}: accuracy and cost vs exit block")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,76 @@
+"""adapt + evaluate on a real clip: EfficientNet-Lite0 with its real ImageNet weights, other backbones with random
+weights (plumbing), through the CLI with --json."""
+import json
+
+import pytest
+
+from builder.api import encode_video
+from builder.cli import main
+from builder.config import TrainConfig
+from builder.nvp import adapter_file, pairing_file
+from builder.samples import sample_path
+from builder.store import VideoStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nvp-store")
+    vs = VideoStore(root)
+    # 12 real frames (bikes, every 8th), HNeRV small: features of a real INR, not random ones
+    encode_video(sample_path("bikes"), "bikes12", store=vs, arch="hnerv", count=12, step=8, size=(160, 68),
+                 model={"stem_dim": 32, "enc_dim": 16}, train=TrainConfig(recipe="hnerv", epochs=40, lr=3e-3),
+                 progress=False)
+    return root
+
+
+def run_json(capsys, *argv):
+    code = main([str(a) for a in argv] + ["--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_adapt_and_evaluate_effnet_lite0_real_weights(store, capsys, tmp_path):
+    r = run_json(capsys, "adapt", "bikes12", "--task", "effnet_lite0", "--store", store, "--exits", "1", "2",
+                 "--layers", "blocks.5", "blocks.6", "--top-k", "3", "--epochs", "3", "--init", "ls", "--no-progress")
+    assert r["exit_block"] in (1, 2) and r["layer"] in ("blocks.5", "blocks.6")
+    assert 0 < r["adapter_share"] < 0.01  # tiny: < 1 % of the backbone's parameters
+    assert len(r["measured"]) == 3 and all(0 <= m["accuracy"] <= 1 for m in r["measured"])
+    vs = VideoStore(store)
+    assert json.loads(vs.get("bikes12", pairing_file("effnet_lite0")))["exit_block"] == r["exit_block"]
+    assert vs.get("bikes12", adapter_file("effnet_lite0", r["exit_block"]))
+    ev = run_json(capsys, "evaluate", "--task", "effnet_lite0", "--videos", "bikes12", "--store", store,
+                  "--plot", tmp_path / "exits.png")
+    assert ev["task"] == "effnet_lite0" and ev["exit_block"] == r["exit_block"]
+    paths = ev["paths"]
+    assert set(paths) == {"raw", "fulldecode", "nvp"}
+    assert paths["raw"]["accuracy"] == 1.0  # pseudo ground truth is the raw path itself
+    for p in paths.values():
+        assert 0 <= p["accuracy"] <= 1 and p["gflops"] > 0
+    # the NVP path skips the late INR blocks and the early backbone layers
+    assert paths["nvp"]["gflops"] < paths["fulldecode"]["gflops"]
+    assert paths["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
+    assert (tmp_path / "exits.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("task,layer", [("resnet50", "layer3")])
+def test_adapt_and_evaluate_random_weight_backbones(store, capsys, task, layer):
+    r = run_json(capsys, "adapt", "bikes12", "--task", task, "--store", store, "--random-weights", "--exits", "2",
+                 "--layers", layer, "--top-k", "1", "--epochs", "2", "--no-progress")
+    assert r["weights"] == "random" and r["layer"] == layer
+    ev = run_json(capsys, "evaluate", "--task", task, "--videos", "bikes12", "--store", store, "--random-weights")
+    assert ev["paths"]["nvp"]["gflops"] < ev["paths"]["fulldecode"]["gflops"]
+
+
+def test_evaluate_without_adapters_says_what_to_do(store, capsys):
+    code = main(["evaluate", "--task", "vit_b16", "--videos", "bikes12", "--store", str(store), "--random-weights"])
+    err = capsys.readouterr().err
+    assert code == 1 and "adapt" in err
+
+
+def test_unknown_task_is_a_usage_error(store, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["adapt", "bikes12", "--task", "siren", "--store", str(store)])
+    assert e.value.code == 2
