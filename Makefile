@@ -34,7 +34,9 @@ demo: setup
 	$(NVP) cost bikes-nerv --store $(DEMO_STORE)
 	$(NVP) cost bikes-hnerv --store $(DEMO_STORE)
 	$(NVP) list --store $(DEMO_STORE)
-	@echo "decoded videos: $(DEMO_OUT)/bikes-nerv.mp4 $(DEMO_OUT)/bikes-hnerv.mp4"
+	$(NVP) adapt bikes-hnerv --task effnet_lite0 --init ls --store $(DEMO_STORE)
+	$(NVP) evaluate --task effnet_lite0 --videos bikes-hnerv --store $(DEMO_STORE) --plot $(DEMO_OUT)/effnet_exits.png
+	@echo "decoded videos: $(DEMO_OUT)/bikes-nerv.mp4 $(DEMO_OUT)/bikes-hnerv.mp4; plot: $(DEMO_OUT)/effnet_exits.png"
 
 test: setup
 	$(BIN)/python -m pytest -q
