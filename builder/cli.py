@@ -7,12 +7,11 @@ exit with status 1 (set ``NVP_DEBUG=1`` for a traceback instead).
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from .cliutil import run_command
 
 __all__ = ["main", "build_parser"]
 
@@ -335,14 +334,6 @@ def _cmd_serve(args: argparse.Namespace):
 
 # --- entry point ---------------------------------------------------------------------------------------------
 
-def _json_default(o: Any):
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .codec import CorruptBitstream
     from .store import StoreError
@@ -354,24 +345,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        text, obj = args.func(args)
-    except _user_errors() as e:
-        if os.environ.get("NVP_DEBUG"):
-            raise
-        msg = str(e)
-        print(f"error: {msg}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"error": msg}))
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print(text)
-    if args.json:
-        print(json.dumps(obj, default=_json_default))
-    return 0
+    return run_command(build_parser().parse_args(argv), _user_errors())
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import os
 import sys
 from typing import Sequence
+
+from builder.cliutil import run_command
 
 from . import TASKS
 from .common import ClientError
@@ -31,24 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        text, obj = args.func(args)
-    except (ClientError, OSError, ValueError) as e:
-        if os.environ.get("NVP_DEBUG"):
-            raise
-        msg = " ".join(str(e).split())
-        print(f"error: {msg}", file=sys.stderr)
-        if getattr(args, "json", False):
-            print(json.dumps({"error": msg}))
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    print(text)
-    if getattr(args, "json", False):
-        print(json.dumps(obj))
-    return 0
+    return run_command(build_parser().parse_args(argv), (ClientError, OSError, ValueError))
 
 
 if __name__ == "__main__":
