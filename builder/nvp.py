@@ -146,7 +146,7 @@ def adapt_video(
     task = get_task(task_name)
     video = task.kind == "action"
     bb = backbone or get_backbone(task.name)
-    model = bb.load(weights, random_init=random_init).eval()
+    model = load_task_model(bb, task, weights, random_init)
     meta = store.meta(video_id)
     inr = load_inr(store, video_id).model
     frames = read_source(meta).frames
@@ -215,6 +215,18 @@ def adapt_video(
     return summary
 
 
+def load_task_model(bb: Backbone, task: TaskSpec, weights: str | None, random_init: bool) -> nn.Module:
+    """The backbone ready for its task: CLIP-RN50 classifies zero-shot over the ImageNet class names (its text
+    tower embeds them once), so its logits are comparable to the other classifiers'."""
+    model = bb.load(weights, random_init=random_init)
+    if task.name == "clip_rn50":
+        from torchvision.models import ResNet50_Weights  # class names ship in torchvision; nothing is downloaded
+
+        with torch.no_grad():
+            model.set_classifier(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    return model.eval()
+
+
 def _adapter_kind(task: TaskSpec, target: Tensor) -> str:
     """The seed's adapter for the task, unless the cut's tensor has another rank (e.g. a CNN stage of a
     transformer pipeline, where the 1x1 conv adapter fits)."""
@@ -252,7 +264,7 @@ def evaluate_task(
     task = get_task(task_name)
     video = task.kind == "action"
     bb = backbone or get_backbone(task.name)
-    model = bb.load(weights, random_init=random_init).eval()
+    model = load_task_model(bb, task, weights, random_init)
     per_video, per_exit_all = [], {}
     for vid in video_ids:
         meta = store.meta(vid)
