@@ -108,8 +108,8 @@ def load_adapter(store: VideoStore, video_id: str, task: str, exit_block: int) -
 class _Candidate:
     exit_block: int
     layer: str
-    cka: float
-    cka_debiased: float
+    cka: float | None
+    cka_debiased: float | None
 
 
 def _score(task: TaskSpec, out: Any, raw: Any) -> dict[str, float]:
@@ -136,6 +136,7 @@ def adapt_video(
     max_samples: int = 64,
     weights: str | None = "default",
     random_init: bool = False,
+    backbone_config: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Rank (exit block, injection layer) pairs by CKA, train adapters for the top ``top_k``, measure each one's
@@ -146,7 +147,7 @@ def adapt_video(
     task = get_task(task_name)
     video = task.kind == "action"
     bb = backbone or get_backbone(task.name)
-    model = load_task_model(bb, task, weights, random_init)
+    model = load_task_model(bb, task, weights, random_init, backbone_config)
     meta = store.meta(video_id)
     inr = load_inr(store, video_id).model
     frames = read_source(meta).frames
@@ -170,10 +171,12 @@ def adapt_video(
     for k in exits:
         for l in layers:
             x, ys = inputs_by_exit[k], targets[l]
-            plain = sum(linear_cka(x, y) for y in ys) / len(ys)
-            deb = sum(linear_cka(x, y, debiased=True) for y in ys) / len(ys) if x.shape[0] >= 5 else plain
+            m = x.shape[0]  # CKA needs samples: >= 2 (plain), >= 5 (debiased); one 32-frame window has none
+            plain = sum(linear_cka(x, y) for y in ys) / len(ys) if m >= 2 else None
+            deb = sum(linear_cka(x, y, debiased=True) for y in ys) / len(ys) if m >= 5 else plain
             cands.append(_Candidate(k, l, plain, deb))
-    cands.sort(key=lambda c: c.cka_debiased, reverse=True)
+    # unrankable pairs (None) keep their exit/layer order after the ranked ones
+    cands.sort(key=lambda c: -math.inf if c.cka_debiased is None else c.cka_debiased, reverse=True)
     kept = cands[:top_k]
 
     # measure: train an adapter per kept pair, score it on the protocol frames against the raw-frame output
@@ -215,10 +218,11 @@ def adapt_video(
     return summary
 
 
-def load_task_model(bb: Backbone, task: TaskSpec, weights: str | None, random_init: bool) -> nn.Module:
+def load_task_model(bb: Backbone, task: TaskSpec, weights: str | None, random_init: bool,
+                    config: dict[str, Any] | None = None) -> nn.Module:
     """The backbone ready for its task: CLIP-RN50 classifies zero-shot over the ImageNet class names (its text
     tower embeds them once), so its logits are comparable to the other classifiers'."""
-    model = bb.load(weights, random_init=random_init)
+    model = bb.load(weights, random_init=random_init, **(config or {}))
     if task.name == "clip_rn50":
         from torchvision.models import ResNet50_Weights  # class names ship in torchvision; nothing is downloaded
 
@@ -257,6 +261,7 @@ def evaluate_task(
     weights: str | None = "default",
     random_init: bool = False,
     backbone: Backbone | None = None,
+    backbone_config: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Accuracy and GFLOPs per frame of the raw, fulldecode and NVP paths, averaged over ``video_ids``; plus the
@@ -264,7 +269,7 @@ def evaluate_task(
     task = get_task(task_name)
     video = task.kind == "action"
     bb = backbone or get_backbone(task.name)
-    model = load_task_model(bb, task, weights, random_init)
+    model = load_task_model(bb, task, weights, random_init, backbone_config)
     per_video, per_exit_all = [], {}
     for vid in video_ids:
         meta = store.meta(vid)
@@ -279,10 +284,10 @@ def evaluate_task(
                              f"--task {task.name}' first") from None
         chosen = exit_block or pairing["exit_block"]
         with torch.no_grad():
-            x_raw = bb.preprocess(frames[idx])
-            raw = model(x_raw)
+            raw = model(bb.preprocess(frames[idx]))
             full = model(bb.preprocess(inr(torch.tensor(idx))))
-        g_backbone = gflops_of(model, x_raw, per=len(idx))
+        # fresh input: pytorchvideo's SlowFast overwrites its input list in place
+        g_backbone = gflops_of(model, bb.preprocess(frames[idx]), per=len(idx))
         g_inr = inr.total_gflops
         paths = {"raw": {**_score(task, raw, raw), "gflops": g_backbone},
                  "fulldecode": {**_score(task, full, raw), "gflops": g_inr + g_backbone}}

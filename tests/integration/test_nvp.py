@@ -74,3 +74,33 @@ def test_unknown_task_is_a_usage_error(store, capsys):
     with pytest.raises(SystemExit) as e:
         main(["adapt", "bikes12", "--task", "siren", "--store", str(store)])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("task,layer", [("vit_b16", "encoder.dropout")])
+def test_vit_patch_embedding_adapter_path(store, capsys, task, layer):
+    r = run_json(capsys, "adapt", "bikes12", "--task", task, "--store", store, "--random-weights", "--exits", "2",
+                 "--layers", layer, "--top-k", "1", "--epochs", "1", "--no-progress")
+    assert r["layer"] == layer and r["adapter_share"] < 0.01
+    ev = run_json(capsys, "evaluate", "--task", task, "--videos", "bikes12", "--store", store, "--random-weights")
+    assert set(ev["paths"]) == {"raw", "fulldecode", "nvp"}
+
+
+@pytest.mark.parametrize("task,layer,cfg", [
+    ("i3d_r50", "blocks.1", {"input_size": (32, 64, 64)}),
+    ("slowfast_r50", "blocks.1", {"input_size": (32, 64, 64)}),
+])
+def test_action_tasks_use_32_consecutive_frames_and_3d_adapters(tmp_path, task, layer, cfg):
+    from builder.nvp import adapt_video, evaluate_task
+
+    vs = VideoStore(tmp_path)
+    encode_video(sample_path("carphone"), "car32", store=vs, arch="hnerv", count=32, size=(64, 48),
+                 model={"stem_dim": 16, "enc_dim": 16}, train=TrainConfig(recipe="hnerv", epochs=3), progress=False)
+    r = adapt_video(vs, "car32", task, exits=[1], layers=[layer], top_k=1, random_init=True, backbone_config=cfg,
+                    progress=False)
+    assert r["layer"] == layer and all(m["adapter_params"] > 0 for m in r["measured"])
+    ev = evaluate_task(vs, ["car32"], task, random_init=True, backbone_config=cfg)
+    assert ev["paths"]["nvp"]["gflops"] < ev["paths"]["fulldecode"]["gflops"]
+    encode_video(sample_path("carphone"), "car8", store=vs, arch="hnerv", count=8, size=(64, 48),
+                 model={"stem_dim": 16, "enc_dim": 16}, train=TrainConfig(recipe="hnerv", epochs=1), progress=False)
+    with pytest.raises(ValueError, match="32 consecutive frames"):
+        adapt_video(vs, "car8", task, random_init=True, backbone_config=cfg, progress=False)
