@@ -134,7 +134,8 @@ class Conv3dAdapter(Adapter):
 ADAPTERS: dict[str, type[Adapter]] = {a.kind: a for a in (Conv1x1Adapter, PatchEmbedAdapter, Conv3dAdapter)}
 
 
-def build_adapter(kind: str, in_spec: FeatureSpec | tuple[int, ...], out_spec: FeatureSpec | tuple[int, ...]) -> Adapter:
+def build_adapter(kind: str, in_spec: FeatureSpec | tuple[int, ...],
+                  out_spec: FeatureSpec | tuple[int, ...]) -> Adapter:
     if kind not in ADAPTERS:
         raise ValueError(f"unknown adapter kind {kind!r}; choose one of {sorted(ADAPTERS)}")
     as_spec = lambda s: s if isinstance(s, FeatureSpec) else FeatureSpec(tuple(s))  # noqa: E731

@@ -17,7 +17,8 @@ from .metrics import ms_ssim, psnr
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_video, write_pngs, write_video
 
-__all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "load_inr", "decode_video", "eval_video", "cost_table", "read_source"]
+__all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "load_inr", "decode_video", "eval_video",
+           "cost_table", "read_source"]
 
 INR_FILE = "inr.nvp"
 H264_FILE = "h264.mp4"  # the codec baseline: the same frames as H.264 in at most the INR's bytes

@@ -29,7 +29,8 @@ from .protocols import classification_scores, consecutive_frames, gflops_of, uni
 from .store import VideoStore
 from .tasks import TaskSpec, get_task
 
-__all__ = ["AdapterSet", "NVPPath", "adapt_video", "plot_exits", "evaluate_task", "load_adapter", "adapter_file", "pairing_file"]
+__all__ = ["AdapterSet", "NVPPath", "adapt_video", "evaluate_task", "plot_exits", "load_task_model", "load_adapter",
+           "save_adapter", "adapter_file", "pairing_file"]
 
 
 def adapter_file(task: str, exit_block: int) -> str:
@@ -350,7 +351,7 @@ def plot_exits(result: dict[str, Any], path: str | Path) -> Path:
     ax2.set_ylabel("GFLOPs per frame")
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center left")
     ax.set_title(f"{result['task']}: accuracy and cost vs exit block")
     fig.tight_layout()
     path = Path(path)

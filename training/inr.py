@@ -116,7 +116,8 @@ def fit_inr(
     # the bar counts seconds of the budget when there is one (an epoch cap of 100000 makes a useless ETA), else epochs
     by_time = cfg.time_budget is not None
     bar = tqdm(total=round(cfg.time_budget) if by_time else cfg.epochs,
-               initial=round(spent) if by_time else start_epoch, desc="fit", unit="s" if by_time else "epoch", file=sys.stderr, disable=not progress,
+               initial=round(spent) if by_time else start_epoch, desc="fit", unit="s" if by_time else "epoch",
+               file=sys.stderr, disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
     for epoch in range(start_epoch, cfg.epochs):
         # one generator per epoch: a resumed run sees exactly the batches an uninterrupted one would
