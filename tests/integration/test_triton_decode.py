@@ -24,6 +24,7 @@ from builder.triton.repository import RepositoryBuilder, decode_model_kwargs
 from builder.triton.server import TritonServer, TritonServerError
 from builder.triton.specs import EnsembleStep, TensorSpec
 from clients.__main__ import main as client_main
+from conftest import make_mean_onnx
 
 pytestmark = pytest.mark.integration
 CLIP = sample_path("carphone")
@@ -35,20 +36,6 @@ def encode(store: VideoStore, video_id: str) -> dict:
     return encode_video(CLIP, video_id, store=store, arch="nerv", count=4, step=4, size=(64, 48),
                         model={"stem_dim": 8, "lower_width": 8, "mlp_dim": 32}, train=TrainConfig(epochs=3),
                         progress=False)
-
-
-def make_mean_onnx(path: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["frames"], ["channel_mean"], axes=[2, 3], keepdims=0)], "frame_mean",
-        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-        [helper.make_tensor_value_info("channel_mean", TensorProto.FLOAT, ["n", 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
 
 
 @pytest.fixture(scope="module")

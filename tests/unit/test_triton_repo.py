@@ -40,28 +40,13 @@ from builder.triton.serving import (
     parse_video_id,
 )
 from builder.triton.specs import DynamicBatching, EnsembleStep, PythonModelSpec, TensorRTOptions, TensorSpec
+from conftest import make_mean_onnx
 
 DECODE_PY = PYTHON_MODELS / "decode" / "model.py"
 FRAMES_T = TensorSpec("frames", "TYPE_FP32", (-1, 3, -1, -1))
 VIDEO_T = TensorSpec("video_id", "TYPE_STRING", (1,))
 INDICES_T = TensorSpec("frame_indices", "TYPE_INT64", (-1,))
 MEAN_T = TensorSpec("channel_mean", "TYPE_FP32", (-1, 3))
-
-
-def make_mean_onnx(path: Path) -> Path:
-    """A real ONNX graph: frames (N, 3, H, W) -> per-frame channel means (N, 3)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["frames"], ["channel_mean"], axes=[2, 3], keepdims=0)], "frame_mean",
-        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-        [helper.make_tensor_value_info("channel_mean", TensorProto.FLOAT, ["n", 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
 
 
 def decode_ensemble_repo(tmp_path: Path, store: Path, **step_overrides) -> RepositoryBuilder:

@@ -1,0 +1,20 @@
+"""Shared test helpers (pytest puts this directory on sys.path, so tests import them from ``conftest``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def make_mean_onnx(path: Path) -> Path:
+    """A real ONNX graph: frames (N, 3, H, W) -> per-frame channel means (N, 3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["frames"], ["channel_mean"], axes=[2, 3], keepdims=0)], "frame_mean",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("channel_mean", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
