@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--lr", type=_positive_float, default=1e-4, help="adapter learning rate (default 1e-4)")
     a.add_argument("--init", choices=("default", "ls"), default="default",
                    help="adapter init: PyTorch default, or the closed-form least-squares fit (1x1 adapters)")
+    a.add_argument("--task-loss", type=float, default=0.0, metavar="W",
+                   help="add W x KL(raw-frame logits || NVP logits) through the frozen tail to the seed's feature "
+                        "loss (default 0: the seed recipe)")
     a.add_argument("--target", choices=("raw", "decoded"), default="raw",
                    help="fit the backbone's features of the raw frames (default) or of the INR's decoded frames")
     a.add_argument("--no-progress", action="store_true")
@@ -293,7 +296,8 @@ def _cmd_adapt(args: argparse.Namespace):
     from .config import AdapterTrainConfig
     from .nvp import adapt_video
 
-    train = AdapterTrainConfig(lr=args.lr, epochs=args.epochs, init=args.init, target=args.target)
+    train = AdapterTrainConfig(lr=args.lr, epochs=args.epochs, init=args.init, target=args.target,
+                               task_loss=args.task_loss)
     r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
                     min_agreement=args.min_agreement, train=train, weights=args.weights,
                     random_init=args.random_weights, progress=not args.no_progress)

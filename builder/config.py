@@ -173,9 +173,12 @@ class AdapterTrainConfig:
     patience: int = 5
     init: str = "default"  # "default" (PyTorch init) or "ls"
     target: str = "raw"  # backbone features of the "raw" frames or of the INR's "decoded" frames
+    task_loss: float = 0.0  # weight of KL(raw-frame logits || NVP logits) through the frozen tail; 0 = seed recipe
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.task_loss < 0:
+            raise ValueError(f"task_loss must be >= 0, got {self.task_loss}")
         if self.init not in ("default", "ls"):
             raise ValueError(f"init must be 'default' or 'ls', got {self.init!r}")
         if self.target not in ("raw", "decoded"):

@@ -6,6 +6,7 @@ on the seed's protocol frames: raw frames + full backbone, full INR decode + ful
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -167,6 +168,9 @@ def adapt_video(
         for l, sm in splits.items():
             outs = [sm.head(bb.preprocess(src[s])) for s in samples]  # a tuple per sample, one entry per cut tensor
             targets[l] = [torch.cat([o[j] for o in outs]) for j in range(len(outs[0]))]
+        # the raw frames' answers, one row per training sample (the task loss's target)
+        teacher = (torch.cat([_logits(model(bb.preprocess(frames[s]))) for s in samples])
+                   if train.task_loss > 0 else None)
     # CKA pre-filter (debiased when there are enough samples)
     cands = []
     for k in exits:
@@ -190,7 +194,12 @@ def adapt_video(
         x = inputs_by_exit[c.exit_block]
         adapters = AdapterSet([build_adapter(_adapter_kind(task, y), tuple(x.shape[1:]), tuple(y.shape[1:]))
                                for y in targets[c.layer]])
-        fits = [fit_adapter(a, x, y, train, progress=False) for a, y in zip(adapters, targets[c.layer])]
+        if train.task_loss > 0 and len(adapters) == 1:
+            fits = [fit_adapter(adapters[0], x, targets[c.layer][0], train, tail=sm.tail, teacher=teacher,
+                                progress=False)]
+        else:  # the task loss needs the whole cut: multi-tensor cuts (SlowFast) train on features alone
+            feat_only = dataclasses.replace(train, task_loss=0.0)
+            fits = [fit_adapter(a, x, y, feat_only, progress=False) for a, y in zip(adapters, targets[c.layer])]
         path = NVPPath(inr, c.exit_block, adapters, sm.tail, video)
         scores = _score(task, path(eval_idx), raw_out)
         gf = _nvp_gflops(inr, c.exit_block, adapters, sm.tail, video, x[:1])

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from builder.adapters import Adapter, Conv1x1Adapter, Conv3dAdapter
 from builder.config import AdapterTrainConfig
 
-__all__ = ["AdapterFitResult", "feature_loss", "fit_adapter", "least_squares_init"]
+__all__ = ["AdapterFitResult", "feature_loss", "task_loss", "fit_adapter", "least_squares_init"]
 
 
 def feature_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -45,11 +45,28 @@ def least_squares_init(adapter: Adapter, inputs: Tensor, targets: Tensor) -> Non
     conv.bias.copy_(sol[-1].float())
 
 
+def task_loss(logits: Tensor, teacher: Tensor) -> Tensor:
+    """KL(teacher || student) of the class distributions: the backbone's raw-frame answer as the target."""
+    return F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher, 1), log_target=True, reduction="batchmean")
+
+
 def fit_adapter(adapter: Adapter, inputs: Tensor, targets: Tensor, cfg: AdapterTrainConfig = AdapterTrainConfig(),
-                *, progress: bool = True) -> AdapterFitResult:
-    """Train ``adapter`` so that ``adapter(inputs) ~ targets`` (both precomputed: INR and backbone are frozen)."""
+                *, tail: torch.nn.Module | None = None, teacher: Tensor | None = None,
+                progress: bool = True) -> AdapterFitResult:
+    """Train ``adapter`` so that ``adapter(inputs) ~ targets`` (both precomputed: INR and backbone are frozen).
+
+    With ``cfg.task_loss > 0``, ``tail`` (frozen) and ``teacher`` (raw-frame logits, one row per sample), the
+    loss adds ``task_loss x KL(teacher || tail(adapter(inputs)))``: the adapter is trained for the answer, not only
+    for the features.
+    """
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets")
+    use_task = cfg.task_loss > 0
+    if use_task and (tail is None or teacher is None or teacher.shape[0] != inputs.shape[0]):
+        raise ValueError("task_loss needs the frozen tail and one row of teacher logits per input")
+    if use_task:
+        for p in tail.parameters():
+            p.requires_grad_(False)
     torch.manual_seed(cfg.seed)
     inputs, targets = inputs.detach().float(), targets.detach().float()
     if cfg.init == "ls":
@@ -65,7 +82,11 @@ def fit_adapter(adapter: Adapter, inputs: Tensor, targets: Tensor, cfg: AdapterT
         total = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            loss = feature_loss(adapter(inputs[idx]), targets[idx])
+            pred = adapter(inputs[idx])
+            loss = feature_loss(pred, targets[idx])
+            if use_task:
+                out = tail(pred)
+                loss = loss + cfg.task_loss * task_loss(out if isinstance(out, Tensor) else out[0], teacher[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

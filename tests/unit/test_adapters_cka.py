@@ -67,3 +67,28 @@ def test_least_squares_init_recovers_a_linear_map_and_training_improves():
     sgd = fit_adapter(build_adapter("conv1x1", (6, 8, 8), (5, 4, 4)), x, y,
                       AdapterTrainConfig(lr=1e-2, epochs=30, patience=30), progress=False)
     assert sgd.history[-1] < 0.5 * sgd.history[0] and sgd.rel_mse < 0.5
+
+
+def test_task_loss_pulls_the_tail_output_towards_the_teacher():
+    from builder.config import AdapterTrainConfig
+    from training.adapters import fit_adapter, task_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 6, 8, 8)
+    y = torch.randn(16, 5, 4, 4)  # feature targets unrelated to the teacher: only the task loss can match it
+    tail = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(5, 3))
+    true = build_adapter("conv1x1", (6, 8, 8), (5, 4, 4))
+    with torch.no_grad():
+        true.conv.weight.mul_(5)
+        teacher = tail(true(x))  # reachable by some 1x1 adapter
+    kls = []
+    for w in (0.0, 5.0):
+        a = build_adapter("conv1x1", (6, 8, 8), (5, 4, 4))
+        fit_adapter(a, x, y, AdapterTrainConfig(lr=1e-2, epochs=40, patience=40, task_loss=w), tail=tail,
+                    teacher=teacher, progress=False)
+        with torch.no_grad():
+            kls.append(task_loss(tail(a(x)), teacher).item())
+    assert kls[1] < 0.5 * kls[0]
+    with pytest.raises(ValueError, match="teacher"):
+        fit_adapter(build_adapter("conv1x1", (6, 8, 8), (5, 4, 4)), x, y, AdapterTrainConfig(task_loss=1.0),
+                    progress=False)
