@@ -3,8 +3,8 @@
   python benchmarks/bench_nvp.py --clips bikes carphone bigbuckbunny --out bench_out/nvp
 
 Per clip: encode 32 frames with HNeRV (fixed epochs), run `adapt` (every exit block x every curated layer, CKA
-top-10) with the seed's recipe (default init) and with least-squares init, then per exit block the top-1 agreement
-with the raw frames' predictions on the 8 protocol frames, GFLOPs per frame, and wall-clock ms per frame (batch 8,
+top-10) with each adapter recipe (the seed's; least-squares init; LS + KL task loss), then per exit block the top-1
+agreement with the raw frames' predictions on the 8 protocol frames, GFLOPs per frame, and wall-clock ms per frame (batch 8,
 median of repeats, same process) of three paths:
   codec      = decode the H.264 source file with PyAV (the 32-frame span) + resize + full backbone
   fulldecode = full INR decode + resize + full backbone
@@ -35,6 +35,12 @@ from builder.samples import sample_path  # noqa: E402
 from builder.store import VideoStore  # noqa: E402
 from builder.video import read_video  # noqa: E402
 
+# adapter recipes: the seed's (default init, lr 1e-4), least-squares init, and LS + KL task loss through the tail
+RECIPES = {
+    "default": AdapterTrainConfig(epochs=30),
+    "ls": AdapterTrainConfig(init="ls", epochs=30),
+    "ls+task": AdapterTrainConfig(init="ls", epochs=30, lr=1e-3, task_loss=1.0),
+}
 # (frames step, size) per clip: 32 frames, aspect kept, CPU-sized
 CLIPS = {"bikes": (2, (320, 136)), "carphone": (3, (176, 144)), "bigbuckbunny": (4, (320, 180))}
 
@@ -79,9 +85,9 @@ def run_clip(name: str, args, store: VideoStore, bb, model) -> list[dict]:
     stability = {"mean_top1_prob": probs.max(1).values.mean().item(),
                  "frames_agreeing_with_video_top1": (raw.argmax(1) == raw.mean(0).argmax()).float().mean().item()}
     rows = []
-    for init in ("default", "ls"):
+    for init in args.recipes:
         res = adapt_video(store, vid, "effnet_lite0", backbone=bb, top_k=args.top_k, min_agreement=0.9,
-                          train=AdapterTrainConfig(init=init, epochs=30), progress=True)
+                          train=RECIPES[init], progress=True)
         for k in range(1, inr.num_blocks + 1):
             try:
                 adapters, ameta = load_adapter(store, vid, "effnet_lite0", k)
@@ -107,6 +113,7 @@ def main(argv=None) -> int:
     p.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
     p.add_argument("--epochs", type=int, default=60, help="HNeRV training epochs per clip")
     p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", type=Path, default=Path("bench_out/nvp"))
     args = p.parse_args(argv)
@@ -120,7 +127,7 @@ def main(argv=None) -> int:
     rows = []
     for name in args.clips:
         rows += run_clip(name, args, store, bb, model)
-    lines = ["| clip | init | exit | layer | top-1 agr. | video agr. | top-5 overlap | KL | NVP GFLOPs | NVP ms | "
+    lines = ["| clip | recipe | exit | layer | top-1 agr. | video agr. | top-5 overlap | KL | NVP GFLOPs | NVP ms | "
              "codec ms | full-decode ms | codec/NVP | full/NVP |", "|" + "---|" * 14]
     for r in rows:
         lines.append(f"| {r['clip']} | {r['init']} | {r['exit_block']} | {r['layer']} | {r['accuracy']:.3f} | "
@@ -140,7 +147,7 @@ def main(argv=None) -> int:
                                                    "backbone_gflops": g_backbone, "rows": rows}, indent=1))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for c in clips:
-        for init, m in (("default", "o--"), ("ls", "s-")):
+        for init, m in zip(args.recipes, ("o--", "s-", "^-")):
             sel = [r for r in rows if r["clip"] == c and r["init"] == init]
             ax.plot([r["ms_nvp"] for r in sel], [r["accuracy"] for r in sel], m, label=f"{c} NVP ({init} init)")
         r0 = [r for r in rows if r["clip"] == c][0]
