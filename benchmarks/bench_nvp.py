@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     for c in clips:
         for init, m in zip(args.recipes, ("o--", "s-", "^-")):
             sel = [r for r in rows if r["clip"] == c and r["init"] == init]
-            ax.plot([r["ms_nvp"] for r in sel], [r["accuracy"] for r in sel], m, label=f"{c} NVP ({init} init)")
+            ax.plot([r["ms_nvp"] for r in sel], [r["accuracy"] for r in sel], m, label=f"{c} NVP ({init})")
         r0 = [r for r in rows if r["clip"] == c][0]
         ax.axvline(r0["ms_codec"], ls=":", lw=1, color="gray")
     ax.set_xlabel("ms per frame (batch 8; dotted: codec path per clip)")
