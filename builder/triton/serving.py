@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -48,6 +48,7 @@ __all__ = [
     "model_parameters",
     "parse_frame_indices",
     "parse_video_id",
+    "respond",
 ]
 
 VIDEO_ID = "video_id"
@@ -396,3 +397,29 @@ class OnnxRunner:
         except Exception as e:  # noqa: BLE001 - onnxruntime reports bad shapes/values as generic errors
             raise RequestError(f"model '{self.model}' rejected the input: {_one_line(str(e))}") from None
         return {name: np.asarray(r) for name, r in zip(self.outputs, results)}
+
+
+def respond(pb_utils: Any, requests: list, input_names: Sequence[str], handle: Callable[[dict], dict],
+            model_name: str, warn: Callable[[str], None]) -> list:
+    """The ``execute`` loop of every Python-backend model here: ``handle`` each request's named inputs (numpy) and
+    wrap its outputs; a failing request becomes its own error response, so one bad request never takes the model
+    down. ``pb_utils`` is Triton's ``triton_python_backend_utils`` module (importable only inside the server)."""
+    responses = []
+    for request in requests:
+        try:
+            inputs = {}
+            for name in input_names:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                inputs[name] = None if tensor is None else tensor.as_numpy()
+            outputs = handle(inputs)
+            responses.append(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            code, message = error_info(exc, model_name)
+            if code == "INTERNAL":
+                warn(f"{model_name}: {message}")
+            code_value = getattr(pb_utils.TritonError, code, None)
+            error = (pb_utils.TritonError(message) if code_value is None  # older backends: message only
+                     else pb_utils.TritonError(message, code_value))
+            responses.append(pb_utils.InferenceResponse(error=error))
+    return responses

@@ -9,7 +9,7 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import FRAME_INDICES, VIDEO_ID, DecodeHandler, DecodeSettings, error_info, model_parameters
+from builder.triton.serving import FRAME_INDICES, VIDEO_ID, DecodeHandler, DecodeSettings, model_parameters, respond
 
 
 class TritonPythonModel:
@@ -27,29 +27,9 @@ class TritonPythonModel:
                              f"(cache {settings.cache_size} INRs, max {settings.max_frames} frames per request)")
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                inputs = {}
-                for name in (VIDEO_ID, FRAME_INDICES):
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
-                    inputs[name] = None if tensor is None else tensor.as_numpy()
-                outputs = self.handler.handle(inputs)
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))
-            except Exception as exc:  # noqa: BLE001 - one bad request must never take the model down
-                code, message = error_info(exc, self.name)
-                if code == "INTERNAL":
-                    self.logger.log_warn(f"{self.name}: {message}")
-                responses.append(pb_utils.InferenceResponse(error=_triton_error(message, code)))
-        return responses
+        return respond(pb_utils, requests, (VIDEO_ID, FRAME_INDICES), self.handler.handle, self.name,
+                       self.logger.log_warn)
 
     def finalize(self):
         self.handler.close()
 
-
-def _triton_error(message, code):
-    code_value = getattr(pb_utils.TritonError, code, None)
-    if code_value is None:  # older backends: TritonError(message) only
-        return pb_utils.TritonError(message)
-    return pb_utils.TritonError(message, code_value)

@@ -9,7 +9,7 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import OnnxRunner, error_info
+from builder.triton.serving import OnnxRunner, respond
 
 
 class TritonPythonModel:
@@ -24,26 +24,5 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                inputs = {}
-                for name in self.runner.inputs:
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
-                    inputs[name] = None if tensor is None else tensor.as_numpy()
-                outputs = self.runner.handle(inputs)
-                responses.append(pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))
-            except Exception as exc:  # noqa: BLE001 - one bad request must never take the model down
-                code, message = error_info(exc, self.name)
-                if code == "INTERNAL":
-                    pb_utils.Logger.log_warn(f"{self.name}: {message}")
-                responses.append(pb_utils.InferenceResponse(error=_triton_error(message, code)))
-        return responses
+        return respond(pb_utils, requests, self.runner.inputs, self.runner.handle, self.name, pb_utils.Logger.log_warn)
 
-
-def _triton_error(message, code):
-    code_value = getattr(pb_utils.TritonError, code, None)
-    if code_value is None:
-        return pb_utils.TritonError(message)
-    return pb_utils.TritonError(message, code_value)
