@@ -6,9 +6,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..weights import hf_cached_file
+from ..weights import WeightsSpec, hf_cached_file
 
-__all__ = ["WEIGHT_FILES", "cached_model_dir", "from_pretrained_local"]
+__all__ = ["WEIGHT_FILES", "cached_model_dir", "from_pretrained_local", "hf_weights_spec"]
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -36,3 +36,17 @@ def from_pretrained_local(cls: Any, path: Path, **kwargs: Any) -> Any:
     if info.get("unexpected_keys"):
         warnings.warn(f"{cls.__name__}: unused keys in {path}: {sorted(info['unexpected_keys'])[:10]}", stacklevel=2)
     return model
+
+
+def hf_weights_spec(repo_id: str, dirname: str, description: str) -> WeightsSpec:
+    """Weights of a transformers model: a local directory ``dirname`` (as ``huggingface-cli download`` writes it),
+    else the Hugging Face cache of ``repo_id`` (offline)."""
+    return WeightsSpec(
+        filename=dirname,
+        url=f"https://huggingface.co/{repo_id} (e.g. `huggingface-cli download {repo_id} --local-dir {dirname}`)",
+        description=description,
+        fallbacks=(lambda: cached_model_dir(repo_id),),
+        fallback_hint=f"The Hugging Face cache of {repo_id} is used too (HF_HUB_OFFLINE=1).",
+        is_dir=True,
+        required=("config.json",),
+    )

@@ -23,8 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..weights import WeightsSpec
-from ._hf import cached_model_dir, from_pretrained_local
+from ._hf import from_pretrained_local, hf_weights_spec
 from .base import Backbone, SplitError, register_backbone
 
 __all__ = ["Blip", "BlipCaptioner", "BlipVisionHead", "BlipVisionTail"]
@@ -113,15 +112,7 @@ class Blip(Backbone):
     mean = (0.48145466, 0.4578275, 0.40821073)
     std = (0.26862954, 0.26130258, 0.27577711)
     default_input_size = (224, 224)
-    weights_spec = WeightsSpec(
-        filename=DIRNAME,
-        url=f"https://huggingface.co/{HF_REPO} (e.g. `huggingface-cli download {HF_REPO} --local-dir {DIRNAME}`)",
-        description="BLIP image-captioning-base weights (transformers)",
-        fallbacks=(lambda: cached_model_dir(HF_REPO),),
-        fallback_hint=f"The Hugging Face cache of {HF_REPO} is used too (HF_HUB_OFFLINE=1).",
-        is_dir=True,
-        required=("config.json",),
-    )
+    weights_spec = hf_weights_spec(HF_REPO, DIRNAME, "BLIP image-captioning-base weights (transformers)")
     curated_cuts = (EMBEDDINGS, LAYER + "2", LAYER + "5", LAYER + "8")
     default_cut = EMBEDDINGS
 

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..weights import WeightsSpec
-from ._hf import cached_model_dir, from_pretrained_local
+from ._hf import from_pretrained_local, hf_weights_spec
 from .base import Backbone, SplitError, check_frames, register_backbone, resize_frames
 
 __all__ = ["DetrR50", "DetrDetector", "DetrHead", "DetrTail", "detr_resize_shape"]
@@ -158,15 +157,7 @@ class DetrR50(Backbone):
     default_input_size = (750, 1333)  # a 1280x720 frame after the 800/1333 resize
     shortest_edge = 800
     longest_edge = 1333
-    weights_spec = WeightsSpec(
-        filename=DIRNAME,
-        url=f"https://huggingface.co/{HF_REPO} (e.g. `huggingface-cli download {HF_REPO} --local-dir {DIRNAME}`)",
-        description="DETR-R50 COCO weights (transformers)",
-        fallbacks=(lambda: cached_model_dir(HF_REPO),),
-        fallback_hint=f"The Hugging Face cache of {HF_REPO} is used too (HF_HUB_OFFLINE=1).",
-        is_dir=True,
-        required=("config.json",),
-    )
+    weights_spec = hf_weights_spec(HF_REPO, DIRNAME, "DETR-R50 COCO weights (transformers)")
     curated_cuts = tuple(PREFIX + s for s in STAGES) + ("detr.model.input_projection",)
     default_cut = "detr.model.input_projection"
 
