@@ -289,7 +289,8 @@ class StoreCache:
         except (CorruptEntry, MissingFile) as e:
             raise VideoUnavailableError(f"video '{video_id}' cannot be served: {self._hide_root(str(e))}") from None
         except CorruptBitstream as e:
-            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its stored {'INR' if name == INR_FILE else name} is damaged ({e}); "
+            what = "INR" if name == INR_FILE else name
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its stored {what} is damaged ({e}); "
                                         "re-encode it or delete it") from None
         except Exception as e:  # noqa: BLE001 - a bad entry must never take the model down
             raise VideoUnavailableError(f"video '{video_id}' cannot be served: loading its {name} failed "
