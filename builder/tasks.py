@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TaskSpec", "TASKS", "get_task", "class_names"]
+__all__ = ["TaskSpec", "TASKS", "SERVED_KINDS", "get_task", "class_names"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("detr_r50", "detection", "patch_embed", 8),
     TaskSpec("blip", "captioning", "patch_embed", 8),
 )}
+
+SERVED_KINDS = ("classification", "action")  # tasks served by Triton ensembles (answer: class logits -> labels)
 
 
 def get_task(name: str) -> TaskSpec:

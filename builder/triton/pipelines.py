@@ -36,11 +36,11 @@ from torch import Tensor, nn
 from .repository import TARGETS, RepositoryBuilder, decode_model_kwargs
 from .serving import DEFAULT_MAX_FRAMES, FRAME_INDICES, VIDEO_ID
 from .specs import DynamicBatching, EnsembleStep, TensorSpec
-from .task_serving import FRAME_SELECTION, LOGITS, MODES, POST_OUTPUTS, input_names
+from ..tasks import SERVED_KINDS
+from .task_serving import FRAME_SELECTION, LOGITS, MODES, POST_OUTPUTS, TAIL_LOGITS, input_names
 
-__all__ = ["RepoConfig", "build_repository", "export_onnx", "serving_layer", "SERVED_KINDS"]
+__all__ = ["RepoConfig", "adapted_tasks", "build_repository", "export_onnx", "serving_layer", "SERVED_KINDS"]
 
-SERVED_KINDS = ("classification", "action")  # tasks whose answer is class logits (post: labels + scores)
 _PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 
 
@@ -49,13 +49,13 @@ class RepoConfig:
     """Everything ``build-repo`` needs; the CLI fills it from its flags."""
 
     store: Path
-    tasks: tuple[str, ...] = ("effnet_lite0",)
+    tasks: tuple[str, ...] = ()  # none: only the decode model
     out: Path = Path("model_repository")
     target: Literal["local", "ngc"] = "local"
     layers: Mapping[str, str] = field(default_factory=dict)  # task -> injection layer (default: the videos' choice)
-    weights: Mapping[str, str] = field(default_factory=dict)  # task -> weights file (default: the family's)
-    random_weights: bool = False  # tests and plumbing only: seeded random backbones
-    backbone_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # with random_weights only
+    # task -> weights file (default: the family's), or "random": seeded random weights (tests and plumbing only)
+    weights: Mapping[str, str] = field(default_factory=dict)
+    backbone_config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # random weights only
     baselines: bool = True  # also <task>_fulldecode and <task>_codec
     top_k: int = 5
     max_frames: int = 64  # frames per request, and the largest batch the ONNX models accept
@@ -73,8 +73,6 @@ class RepoConfig:
         object.__setattr__(self, "tasks", tuple(dict.fromkeys(self.tasks)))
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        if not self.tasks:
-            raise ValueError("name at least one task")
         for t in self.tasks:
             kind = get_task(t).kind
             if kind not in SERVED_KINDS:
@@ -83,8 +81,12 @@ class RepoConfig:
         unknown = sorted(set(self.layers) - set(self.tasks))
         if unknown:
             raise ValueError(f"--layer names task(s) {unknown} that are not being built")
-        if self.backbone_config and not self.random_weights:
-            raise ValueError("backbone_config (small architectures) is only allowed with random weights")
+        unknown = sorted(set(self.weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"--weights names task(s) {unknown} that are not being built")
+        fixed = sorted(t for t in self.backbone_config if self.weights.get(t) != "random")
+        if fixed:
+            raise ValueError(f"backbone_config (small architectures) needs random weights; {fixed} have real ones")
         if min(self.top_k, self.max_frames, self.instances, self.cache_size) < 1 or self.queue_delay_us < 0:
             raise ValueError("top_k, max_frames, instances and cache_size must be >= 1; queue_delay_us >= 0")
 
@@ -110,6 +112,18 @@ def serving_layer(store: Any, task: str, override: str | None = None) -> tuple[s
         raise ValueError(f"no video in the store {store.root} has {task} adapters: run 'python -m builder adapt ID "
                          f"--task {task}' first (or pass --layer {task}=LAYER)")
     return Counter(chosen.values()).most_common(1)[0][0], chosen
+
+
+def adapted_tasks(store: Any) -> list[str]:
+    """Servable tasks that at least one stored video has adapters for (``build-repo``'s default)."""
+    from ..nvp import pairing_file
+    from ..tasks import TASKS
+
+    names = set()
+    for entry in store.list():
+        files = [] if "error" in entry else store.entry(entry["id"])["files"]
+        names.update(t for t, spec in TASKS.items() if spec.kind in SERVED_KINDS and pairing_file(t) in files)
+    return [t for t in TASKS if t in names]
 
 
 class _Logits(nn.Module):
@@ -193,7 +207,9 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
         for name in tqdm(cfg.tasks, desc="build-repo", disable=not progress):
             task = get_task(name)
             bb = get_backbone(name)
-            model = load_task_model(bb, task, cfg.weights.get(name, "default"), cfg.random_weights,
+            weights = cfg.weights.get(name, "default")
+            random_init = weights == "random"
+            model = load_task_model(bb, task, None if random_init else weights, random_init,
                                     dict(cfg.backbone_config.get(name, {})))
             layer, chosen = serving_layer(store, name, cfg.layers.get(name))
             sm = bb.split(layer, model=model)
@@ -219,9 +235,10 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
             repo.add_onnx(f"{name}_tail", Path(tmp) / f"{name}_tail.onnx",
                           [_spec(n, "TYPE_FP32", f.shape[1:]) for n, f in zip(f_names, feats)], [logits_t],
                           **onnx_kw)
-            post_outs = [_spec(o, "TYPE_STRING" if "labels" in o else "TYPE_FP32", [-1]) for o in POST_OUTPUTS]
+            post_outs = [_spec(o, "TYPE_STRING" if "labels" in o else "TYPE_FP32", [-1]) for o in POST_OUTPUTS[:-1]]
+            post_outs.append(_spec(LOGITS, "TYPE_FP32", [-1, num_classes]))
             repo.add_python(f"{name}_post", _PYTHON_MODELS / "task_post" / "model.py",
-                            [_spec(LOGITS, "TYPE_FP32", [-1, num_classes])], post_outs,
+                            [_spec(TAIL_LOGITS, "TYPE_FP32", [-1, num_classes])], post_outs,
                             parameters={"task": name, "top_k": str(cfg.top_k)}, instances=cfg.instances)
             modes = MODES if cfg.baselines else ("nvp",)
             if cfg.baselines:
@@ -240,13 +257,12 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
                 repo.add_ensemble(name if mode == "nvp" else f"{name}_{mode}", [
                     EnsembleStep(f"{name}_{mode}_input", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
                                  {**{n: n for n in names}, FRAME_INDICES: FRAME_INDICES}),
-                    EnsembleStep(second, {n: n for n in names}, {LOGITS: LOGITS}),
-                    EnsembleStep(f"{name}_post", {LOGITS: LOGITS}, {o: o for o in POST_OUTPUTS}),
-                ], [vid_t, sel_t], [*post_outs, idx_t, _spec(LOGITS, "TYPE_FP32", [-1, num_classes])])
+                    EnsembleStep(second, {n: n for n in names}, {LOGITS: TAIL_LOGITS}),
+                    EnsembleStep(f"{name}_post", {TAIL_LOGITS: TAIL_LOGITS}, {o: o for o in POST_OUTPUTS}),
+                ], [vid_t, sel_t], [*post_outs, idx_t])
             summary["tasks"][name] = {
                 "kind": task.kind, "layer": layer, "num_classes": num_classes, "parity": parity,
-                "input_size": list(bb.input_size), "weights": "random" if cfg.random_weights else
-                str(cfg.weights.get(name, "default")),
+                "input_size": list(bb.input_size), "weights": weights,
                 "videos": sorted(v for v, l in chosen.items() if l == layer),
                 "other_layer": sorted(v for v, l in chosen.items() if l != layer),
                 "ensembles": [name] + ([f"{name}_fulldecode", f"{name}_codec"] if cfg.baselines else []),

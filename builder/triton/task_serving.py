@@ -53,6 +53,7 @@ __all__ = [
     "PostHandler",
     "TaskInputHandler",
     "TaskInputSettings",
+    "TAIL_LOGITS",
     "choose_adapter",
     "input_names",
     "parse_selection",
@@ -61,10 +62,11 @@ __all__ = [
 
 FRAME_SELECTION = "frame_selection"
 LOGITS = "logits"
+TAIL_LOGITS = "tail_logits"  # the ensemble's name for the backbone's output before post-processing
 MODES = ("nvp", "fulldecode", "codec")
 # post-processing outputs: the video's top-k labels/scores (from the mean logits over its frames) and each frame's
-# top-1 label/score
-POST_OUTPUTS = ("labels", "scores", "frame_labels", "frame_scores")
+# top-1 label/score; and the logits themselves
+POST_OUTPUTS = ("labels", "scores", "frame_labels", "frame_scores", LOGITS)
 _MAX_SELECTION = 256
 
 
@@ -107,7 +109,7 @@ def select_frames(text: str, num_frames: int, task: Any, video_id: str = "", *, 
             idx = (consecutive_frames(num_frames, task.clip, seed) if action
                    else uniform_frames(num_frames, task.clip, seed))
         elif m := re.fullmatch(r"uniform(?::(\d{1,6}))?", t):
-            idx = uniform_frames(num_frames, int(m[1] or task.clip), seed)
+            idx = uniform_frames(num_frames, int(m[1] or task.clip), seed) if m[1] != "0" else []
         elif m := re.fullmatch(r"consecutive(?::(\d{1,6}))?(?:@(\d{1,9}))?", t):
             count = int(m[1] or task.clip)
             if m[2] is None:
@@ -116,7 +118,7 @@ def select_frames(text: str, num_frames: int, task: Any, video_id: str = "", *, 
                 idx = list(range(int(m[2]), int(m[2]) + count))
         else:
             idx = parse_frame_list(t, max_frames=max_frames)
-    except ValueError as e:
+    except (ValueError, ZeroDivisionError) as e:
         raise RequestError(f"bad frame selection {text!r} for video '{video_id}': {e}. Use auto, uniform[:N], "
                            "consecutive[:N][@START] or indices like 0-7,12") from None
     arr = np.asarray(idx, dtype=np.int64)
@@ -296,7 +298,7 @@ class TaskInputHandler:
 
 
 class PostHandler:
-    """``handle({"logits", "frame_indices"}) -> labels/scores``: the video's top-k from the mean logits over its
+    """``handle({"tail_logits"}) -> labels/scores (and the logits)``: the video's top-k from the mean logits over its
     frames (the protocol's video-level answer) and each frame's top-1."""
 
     def __init__(self, task: str, top_k: int = 5) -> None:
@@ -317,19 +319,22 @@ class PostHandler:
         return self._names[num_classes]
 
     def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        logits = inputs.get(LOGITS)
+        logits = inputs.get(TAIL_LOGITS)
         if logits is None:
-            raise RequestError(f"missing input '{LOGITS}'")
+            raise RequestError(f"missing input '{TAIL_LOGITS}'")
         logits = np.asarray(logits, dtype=np.float32)
         if logits.ndim != 2 or logits.shape[0] < 1:
-            raise RequestError(f"'{LOGITS}' must be (frames, classes), got shape {list(logits.shape)}")
+            raise RequestError(f"'{TAIL_LOGITS}' must be (frames, classes), got shape {list(logits.shape)}")
         names = self.names(logits.shape[1])
         video = _softmax(logits.mean(0))
         top = np.argsort(-video, kind="stable")[: self.top_k]
         frames = _softmax(logits)
         best = frames.argmax(1)
         return {"labels": names[top], "scores": video[top].astype(np.float32),
-                "frame_labels": names[best], "frame_scores": frames[np.arange(len(best)), best].astype(np.float32)}
+                "frame_labels": names[best], "frame_scores": frames[np.arange(len(best)), best].astype(np.float32),
+                # passed through so the ensemble can return it: a tensor that is both an ensemble output and
+                # another step's input is not forwarded when a client leaves it out of the requested outputs
+                LOGITS: logits}
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

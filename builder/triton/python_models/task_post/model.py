@@ -5,7 +5,7 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from builder.triton.serving import model_parameters, respond
-from builder.triton.task_serving import LOGITS, PostHandler
+from builder.triton.task_serving import TAIL_LOGITS, PostHandler
 
 
 class TritonPythonModel:
@@ -15,5 +15,5 @@ class TritonPythonModel:
         self.handler = PostHandler(params["task"], int(params.get("top_k", "5")))
 
     def execute(self, requests):
-        return respond(pb_utils, requests, (LOGITS,), self.handler.handle, self.name,
+        return respond(pb_utils, requests, (TAIL_LOGITS,), self.handler.handle, self.name,
                        pb_utils.Logger.log_warn)
