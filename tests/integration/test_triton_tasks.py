@@ -60,7 +60,8 @@ def built(store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(built):
-    srv = TritonServer(built[0].out, admin_token="test-token", startup_timeout=240)
+    # unrestricted: perf_analyzer reads the model configuration (restriction itself is tested with 'decode')
+    srv = TritonServer(built[0].out, restricted=(), startup_timeout=240)
     with srv:
         yield srv
     assert srv.returncode == 0, srv.log_tail()
@@ -197,3 +198,19 @@ def test_client_cli_prints_top1_for_each_path(server, capsys):
     code = client_main(["i3d_r50", "--video", "nope", "--url", server.grpc_url])
     _, err = capsys.readouterr()
     assert code == 1 and "unknown video ID 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_perf_sweep_reports_every_path_and_no_failures(server, tmp_path, capsys):
+    from clients.perf import main as perf_main
+
+    code = perf_main(["--url", server.grpc_url, "--repo", str(tmp_path), "--tasks", "effnet_lite0", "--videos", "car",
+                      "--concurrency", "1", "--window-ms", "500", "--hold-seconds", "3", "--hold-concurrency", "2",
+                      "--out", str(tmp_path / "perf"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    obj = json.loads(out.strip().splitlines()[-1])
+    assert {r["path"] for r in obj["results"]} == {"nvp", "fulldecode", "codec"}
+    assert all(r["infer_per_s"] > 0 and r["frames"] == 8 for r in obj["results"])
+    assert obj["failed"] == 0 and all(h["ok"] > 0 for h in obj["hold"])
+    assert (tmp_path / "perf" / "perf.png").stat().st_size > 1000
+    assert "NVP / path" in (tmp_path / "perf" / "perf.md").read_text()
