@@ -317,7 +317,10 @@ def _cmd_adapt(args: argparse.Namespace):
     r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
                     min_agreement=args.min_agreement, train=train, weights=args.weights,
                     random_init=args.random_weights, progress=not args.no_progress)
-    metric = {"detr_r50": "mAP vs raw detections", "blip": "caption CLIP score/100"}.get(args.task, "top-1 agreement")
+    from .protocols import METRICS
+    from .tasks import get_task
+
+    metric = METRICS[get_task(args.task).kind]
     text = (f"{args.video_id} / {args.task}: exit block {r['exit_block']} -> {r['layer']}, adapter "
             f"{r['adapter_params']:,} params ({100 * r['adapter_share']:.3f} % of the backbone), {metric} "
             f"{r['accuracy']:.3f}, {r['gflops']:.3f} GFLOPs/frame"

@@ -26,8 +26,8 @@ from .cka import linear_cka
 from .codec import decode_tensors, encode_tensors
 from .config import AdapterTrainConfig, QuantConfig
 from .inr import INR
-from .protocols import (CaptionScorer, classification_scores, consecutive_frames, detection_scores, gflops_of,
-                        uniform_frames)
+from .protocols import (METRICS, CaptionScorer, classification_scores, consecutive_frames, detection_scores,
+                        gflops_of, uniform_frames)
 from .store import VideoStore
 from .tasks import TaskSpec, get_task
 
@@ -209,7 +209,9 @@ def adapt_video(
     (else the most accurate). Adapters (best per exit block) and the ranking are stored with the video.
 
     ``train.joint``: then fine-tune the INR with the chosen pair's adapter (:func:`_joint`); the re-quantised INR
-    replaces the stored one, and every adapter trained on the old one is dropped (see ``summary["joint"]``)."""
+    replaces the stored one, and every adapter trained on the old one is dropped. ``summary["joint"]`` holds PSNR,
+    bpp and accuracy before/after; ``summary["accuracy"]`` is then the after value, while ``measured`` keeps the
+    frozen-INR measurements that chose the pair."""
     from training.adapters import fit_adapter
 
     task = get_task(task_name)
@@ -484,13 +486,14 @@ def plot_exits(result: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = METRICS[get_task(result["task"]).kind]
     ks = [int(k) for k in result["per_exit"]]
     rows = [result["per_exit"][str(k)] for k in ks]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ks, [r["accuracy"] for r in rows], "o-", color="C0", label="NVP top-1 agreement")
+    ax.plot(ks, [r["accuracy"] for r in rows], "o-", color="C0", label=f"NVP {metric}")
     ax.axhline(result["paths"]["fulldecode"]["accuracy"], color="C0", ls="--", lw=1, label="full decode")
     ax.set_xlabel("INR exit block")
-    ax.set_ylabel("top-1 agreement with raw frames")
+    ax.set_ylabel(f"{metric} (raw frames = 1)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xticks(ks)
     ax2 = ax.twinx()

@@ -16,7 +16,11 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["uniform_frames", "consecutive_frames", "classification_scores", "detections", "detection_scores",
-           "caption_scores", "CaptionScorer", "DETECTION_THRESHOLD", "gflops_of"]
+           "caption_scores", "CaptionScorer", "DETECTION_THRESHOLD", "METRICS", "gflops_of"]
+
+# what ``accuracy`` measures, per task kind (labels for text and plots)
+METRICS = {"classification": "top-1 agreement", "action": "top-1 agreement", "detection": "mAP vs raw detections",
+           "captioning": "caption CLIP score / 100"}
 
 DETECTION_THRESHOLD = 0.5  # DetrImageProcessor.post_process_object_detection's default
 
@@ -106,6 +110,9 @@ def caption_scores(captions: Sequence[str], raw_captions: Sequence[str],
     accuracy = mean CLIP-S / 100 = mean max(cos, 0), in [0, 1]. CLIP text embeddings of unrelated captions are
     far from orthogonal (cos often 0.5-0.8), so compare paths with each other (NVP vs full decode), not with 0.
     exact_match: share of frames whose caption is identical to the raw one.
+
+    Not torchmetrics' ``CLIPScore`` itself: it loads Hugging Face CLIP weights (``openai/clip-vit-*``), which this
+    project does not ship or download; the same definition runs on the text tower the project already has.
     """
     if len(captions) != len(raw_captions) or not captions:
         raise ValueError(f"need one caption per raw caption, got {len(captions)} and {len(raw_captions)}")
