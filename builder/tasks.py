@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TaskSpec", "TASKS", "get_task"]
+__all__ = ["TaskSpec", "TASKS", "SERVED_KINDS", "get_task", "class_names"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,26 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("blip", "captioning", "patch_embed", 8),
 )}
 
+SERVED_KINDS = ("classification", "action")  # tasks served by Triton ensembles (answer: class logits -> labels)
+
 
 def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
     return TASKS[name]
+
+
+def class_names(task: TaskSpec | str, num_classes: int) -> list[str]:
+    """Readable labels of the task's ``num_classes`` outputs: ImageNet-1k (classifiers; CLIP classifies zero-shot
+    over the same names) and Kinetics-400 (action) names ship with torchvision; other heads (ViT's ImageNet-21k,
+    small test configs) get ``class_<i>``."""
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models.video import R3D_18_Weights
+
+    task = get_task(task) if isinstance(task, str) else task
+    names: list[str] = []
+    if task.kind == "classification":
+        names = list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    elif task.kind == "action":
+        names = list(R3D_18_Weights.KINETICS400_V1.meta["categories"])
+    return names if len(names) == num_classes else [f"class_{i}" for i in range(num_classes)]

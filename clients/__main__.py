@@ -22,11 +22,13 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m clients", description="Clients of the NVP models served by Triton.")
     sub = p.add_subparsers(dest="task", required=True, metavar="TASK")
-    for name in TASKS:
-        module = importlib.import_module(f".{name}", __package__)
-        sp = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        module.add_arguments(sp)
-        sp.set_defaults(func=module.run)
+    for module_name in TASKS:
+        module = importlib.import_module(f".{module_name}", __package__)
+        for name, help_text in module.COMMANDS.items():
+            sp = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0] + "\n\n" + help_text,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+            module.add_arguments(sp, name)
+            sp.set_defaults(func=module.run, task=name)
     return p
 
 

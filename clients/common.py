@@ -26,22 +26,13 @@ class ClientError(RuntimeError):
 
 
 def parse_frames(text: str) -> list[int]:
-    """``"0,1,2"``, ``"0-7"`` (inclusive) or a mix (``"0-3,8,10-11"``) -> frame indices, in the given order."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if not m:
-            raise argparse.ArgumentTypeError(
-                f"invalid frame list {text!r}: use comma-separated indices and inclusive ranges, e.g. 0,1,2 or 0-7")
-        lo = int(m[1])
-        hi = int(m[2]) if m[2] is not None else lo
-        if hi < lo:
-            raise argparse.ArgumentTypeError(f"invalid frame range {part!r}: the end is before the start")
-        if len(out) + hi - lo + 1 > _MAX_FRAMES:
-            raise argparse.ArgumentTypeError(f"too many frames in {text!r} (at most {_MAX_FRAMES})")
-        out.extend(range(lo, hi + 1))
-    return out
+    """``"0,1,2"``, ``"0-7"`` (inclusive) or a mix (``"0-3,8,10-11"``) -> frame indices (argparse type)."""
+    from builder.video import parse_frame_list
+
+    try:
+        return parse_frame_list(text, max_frames=_MAX_FRAMES)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

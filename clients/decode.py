@@ -14,15 +14,15 @@ import numpy as np
 
 from .common import ClientError, add_common_arguments, connect, infer, parse_frames
 
-__all__ = ["NAME", "HELP", "MODEL", "add_arguments", "decode_frames", "run"]
+__all__ = ["COMMANDS", "HELP", "MODEL", "add_arguments", "decode_frames", "run"]
 
-NAME = "decode"
 HELP = "decode frames of a stored video on the server (the 'decode' model)"
+COMMANDS = {"decode": HELP}
 MODEL = "decode"
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, name: str = "decode") -> None:
     parser.add_argument("--video", required=True, metavar="ID", help="video ID in the server's store")
     parser.add_argument("--frames", required=True, type=parse_frames, metavar="LIST",
                         help="frame indices: 0,1,2 or an inclusive range 0-7 (or a mix: 0-3,8)")

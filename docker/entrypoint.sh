@@ -8,8 +8,11 @@ if [ ! -d "$STORE" ]; then
   echo "error: video store $STORE is not mounted (mount your store directory there, see docker/README.md)" >&2
   exit 1
 fi
-python -m builder build-repo --store "$STORE" --target ngc --out "$REPO" \
-  --cache-size "${NVP_CACHE_SIZE:-32}" --instances "${NVP_DECODE_INSTANCES:-1}"
+# NVP_TASKS: tasks to serve (default: every task some stored video was adapted for); the backbones' weights are
+# read from $NVP_WEIGHTS_DIR (mount them; see docs/BACKBONES.md)
+python -m builder build-repo --store "$STORE" --target ngc --out "$REPO" --no-progress \
+  ${NVP_TASKS:+--tasks $NVP_TASKS} \
+  --cache-size "${NVP_CACHE_SIZE:-32}" --instances "${NVP_INSTANCES:-${NVP_DECODE_INSTANCES:-1}}"
 exec python -m builder serve --repo "$REPO" --host 0.0.0.0 \
   --grpc-port 8001 --http-port 8000 --metrics-port 8002 \
   --tritonserver "${NVP_TRITONSERVER:-/opt/tritonserver/bin/tritonserver}" \

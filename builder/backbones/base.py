@@ -153,8 +153,8 @@ class Backbone:
 
         ``weights``: ``"default"`` (or None) resolves the family's file via ``$NVP_WEIGHTS_DIR``
         and the library's offline cache; a path loads that file. ``random_init=True`` is the only
-        way to get random weights (the same ones every time: seed 0); only then may ``config`` override the
-        architecture (small test configs, e.g. ``image_size=64``).
+        way to get random weights; only then may ``config`` override the architecture (small test
+        configs, e.g. ``image_size=64``); random weights are seeded, hence the same in every process.
         """
         if random_init and weights not in (None, "default"):
             raise ValueError("pass either a weights file or random_init=True, not both")
@@ -162,7 +162,7 @@ class Backbone:
             raise ValueError(f"architecture overrides {sorted(config)} are only allowed with random_init=True")
         self.input_size = tuple(self.default_input_size)  # build/load_weights may change it
         if random_init:
-            # seeded, without touching the caller's RNG: adapt and a later evaluate see the same random backbone
+            # seeded: every process that asks for random weights (adapt, build-repo, tests) gets the same ones
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 model = self.build(**config)

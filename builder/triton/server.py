@@ -269,7 +269,7 @@ class TritonServer:
         admin_token: str | None = None,
         log_verbose: int = 0,
         startup_timeout: float = 120.0,
-        exit_timeout: int = 5,
+        exit_timeout: int = 30,  # unloading a dozen Python-backend models on a busy 2-core machine takes > 5 s
         extra_args: Sequence[str] = (),
         echo: IO[str] | None = None,
         log_lines: int = 400,
@@ -450,7 +450,7 @@ class TritonServer:
         finally:
             client.close()
 
-    def stop(self, timeout: float = 20.0) -> int | None:
+    def stop(self, timeout: float = 45.0) -> int | None:
         """SIGTERM, then SIGKILL (of its whole process group: the backend stubs too) after ``timeout`` s."""
         proc = self._proc
         if proc is None:
@@ -594,29 +594,72 @@ def run_serve(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return f"tritonserver stopped ({summary['stopped_by']})", summary
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected TASK=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
 def add_build_repo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of ``python -m builder build-repo``; the store comes from the caller's ``--store`` (or the default)."""
+    from ..tasks import TASKS
+
+    parser.add_argument("--tasks", nargs="+", metavar="TASK",
+                        help=f"tasks to serve ({', '.join(TASKS)}); each gets an NVP ensemble named after it plus "
+                             "<task>_fulldecode and <task>_codec baselines (default: every classification/action "
+                             "task some stored video was adapted for; none -> only the decode model)")
+    parser.add_argument("--layer", type=_key_value, action="append", default=[], metavar="TASK=LAYER",
+                        help="injection layer of a task's tail (default: the layer most videos chose in adapt)")
+    parser.add_argument("--weights", type=_key_value, action="append", default=[], metavar="TASK=FILE",
+                        help="backbone weights file of a task (default: the family's file, see docs/BACKBONES.md); "
+                             "TASK=random: seeded random weights, as 'adapt --random-weights' uses")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="seeded random weights for every task (plumbing checks only)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the fulldecode and codec ensembles")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="labels returned per video (default 5)")
+    parser.add_argument("--max-frames", type=int, default=64, metavar="N",
+                        help="frames per request and largest ONNX batch (default 64)")
+    parser.add_argument("--queue-delay-us", type=int, default=2000, metavar="US",
+                        help="dynamic batching: max wait for other requests, microseconds (default 2000)")
+    parser.add_argument("--no-tensorrt", action="store_true",
+                        help="ngc: plain onnxruntime (CUDA) instead of its TensorRT accelerator (FP16)")
     parser.add_argument("--out", type=Path, default=Path("model_repository"), metavar="DIR",
                         help="repository directory (default: model_repository); model directories in it are "
                              "replaced, other files kept")
     parser.add_argument("--target", choices=("local", "ngc"), default="local",
-                        help="local: CPU instances, store path resolved here (the nvidia-pytriton server); "
-                             "ngc: GPU instances for the NGC tritonserver image, store path as given (in the "
+                        help="local: CPU instances, store path resolved here, ONNX run by onnxruntime inside "
+                             "Python-backend models (the nvidia-pytriton server has no onnxruntime backend); "
+                             "ngc: GPU instances, onnxruntime_onnx models with TensorRT, store path as given (in the "
                              "container). Default local")
     parser.add_argument("--cache-size", type=int, default=32, metavar="N",
-                        help="decoded INRs the decode model keeps in memory (default 32)")
+                        help="decoded INRs (and adapters) each serving model keeps in memory (default 32)")
     parser.add_argument("--instances", type=int, default=1, metavar="N",
-                        help="instances of the decode model (default 1)")
+                        help="instances of each model (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def run_build_repo(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    from ..store import default_store_root
-    from .repository import build_decode_repository
+    from ..store import VideoStore, default_store_root
+    from .pipelines import RepoConfig, adapted_tasks, build_repository
 
-    store = getattr(args, "store", None) or default_store_root()
-    out = build_decode_repository(args.out, store, args.target, cache_size=args.cache_size,
-                                  instances=args.instances)
-    models = _model_names(out)
-    return (f"wrote {out} ({args.target}): {', '.join(models)} over store {store}",
-            {"repository": str(out), "target": args.target, "store": str(store), "models": models})
+    store = Path(getattr(args, "store", None) or default_store_root())
+    tasks = args.tasks if args.tasks is not None else adapted_tasks(VideoStore(store))
+    weights = {**({t: "random" for t in tasks} if args.random_weights else {}), **dict(args.weights)}
+    cfg = RepoConfig(store=store, tasks=tuple(tasks), out=args.out, target=args.target, layers=dict(args.layer),
+                     weights=weights, baselines=not args.no_baselines,
+                     top_k=args.top_k, max_frames=args.max_frames, queue_delay_us=args.queue_delay_us,
+                     instances=args.instances, cache_size=args.cache_size, tensorrt=not args.no_tensorrt)
+    summary = build_repository(cfg, progress=not getattr(args, "no_progress", False))
+    lines = [f"wrote {cfg.out} ({cfg.target}) over store {store}: {len(summary['models'])} models"]
+    for name, t in summary["tasks"].items():
+        lines.append(f"  {name}: ensembles {', '.join(t['ensembles'])}; tail from {t['layer']} "
+                     f"(ONNX parity {t['parity']['tail']:.1e}); videos {', '.join(t['videos']) or 'none yet'}")
+        if t["other_layer"]:
+            lines.append(f"    adapted for another layer (served only if they also have a {t['layer']} adapter): "
+                         f"{', '.join(t['other_layer'])}")
+    if not summary["tasks"]:
+        lines.append("  no task ensembles: no stored video has adapters yet (python -m builder adapt ID --task "
+                     "effnet_lite0), so only 'decode' is served")
+    return "\n".join(lines), {"repository": str(cfg.out), "target": cfg.target, "store": str(store), **summary}

@@ -38,7 +38,7 @@ __all__ = [
     "VIDEO_ID",
     "DecodeHandler",
     "DecodeSettings",
-    "InrCache",
+    "StoreCache",
     "OnnxRunner",
     "RequestError",
     "VideoNotFoundError",
@@ -211,15 +211,17 @@ def check_frame_range(indices: np.ndarray, num_frames: int, video_id: str) -> No
 # --- the INR cache and the handler ----------------------------------------------------------------------------
 
 
-class InrCache:
-    """Decoded INRs by video ID, least recently used evicted beyond ``size``.
+class StoreCache:
+    """Objects loaded from store files, by ``(video ID, file name)``; least recently used evicted beyond ``size``.
 
-    Every lookup re-reads the entry's ``entry.json`` (small) and compares the stored SHA-256 of the INR file, so a
-    video encoded after the server started is found, and one re-encoded (``--force``) or deleted is never served
-    stale.
+    Every lookup re-reads the entry's ``entry.json`` (small) and compares the stored SHA-256 of the file, so a
+    video encoded after the server started is found, and one re-encoded (``--force``), re-adapted or deleted is
+    never served stale. ``load(store, video_id, name)`` builds the object; every store error becomes a
+    :class:`RequestError` with a message fit for an anonymous client.
     """
 
-    def __init__(self, store_root: str | Path, size: int = DEFAULT_CACHE_SIZE, device: str = "cpu") -> None:
+    def __init__(self, store_root: str | Path, size: int = DEFAULT_CACHE_SIZE,
+                 load: Callable[[Any, str, str], Any] | None = None, device: str = "cpu") -> None:
         from ..store import VideoStore
 
         if size < 1:
@@ -227,15 +229,21 @@ class InrCache:
         self.store = VideoStore(store_root)
         self.size = size
         self.device = device
-        self._items: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self.load = load or self._load_inr
+        self._items: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+
+    def _load_inr(self, store: Any, video_id: str, name: str) -> Any:
+        from ..api import load_inr
+
+        return load_inr(store, video_id, device=self.device)
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def __contains__(self, video_id: str) -> bool:
-        return video_id in self._items
+    def __contains__(self, key: str | tuple[str, str]) -> bool:
+        return any(k == key or k[0] == key for k in self._items)
 
     def clear(self) -> None:
         with self._lock:
@@ -245,45 +253,54 @@ class InrCache:
         # Error messages go to anonymous clients: keep the server's filesystem layout out of them.
         return text.replace(str(self.store.root), "<store>")
 
-    def get(self, video_id: str) -> Any:
-        """The ``DecodedINR`` of ``video_id`` (raises :class:`RequestError` subclasses)."""
-        from ..api import INR_FILE, load_inr
+    def get(self, video_id: str, name: str | None = None, missing: str | None = None) -> Any:
+        """The object loaded from file ``name`` (default: the INR) of ``video_id``; ``missing`` is the message
+        when the video exists but has no such file (raises :class:`RequestError` subclasses)."""
+        from ..api import INR_FILE
         from ..codec import CorruptBitstream
         from ..store import CorruptEntry, InvalidVideoId, MissingFile, VideoNotFound
 
+        name = name or INR_FILE
+        key = (video_id, name)
         try:
             entry = self.store.entry(video_id)
-            info = entry["files"].get(INR_FILE)
+            info = entry["files"].get(name)
+            if info is None and missing is not None:
+                raise RequestError(missing)
             digest = info.get("sha256") if isinstance(info, dict) else None
             with self._lock:
-                hit = self._items.get(video_id)
+                hit = self._items.get(key)
                 if hit is not None and digest and hit[0] == digest:
-                    self._items.move_to_end(video_id)
+                    self._items.move_to_end(key)
                     self.hits += 1
                     return hit[1]
             self.misses += 1
-            decoded = load_inr(self.store, video_id, device=self.device)
+            value = self.load(self.store, video_id, name)
+        except RequestError:
+            raise
         except InvalidVideoId as e:
             raise RequestError(str(e)) from None
         except VideoNotFound:
             with self._lock:
-                self._items.pop(video_id, None)
+                for k in [k for k in self._items if k[0] == video_id]:
+                    self._items.pop(k)
             raise VideoNotFoundError(f"unknown video ID '{video_id}': no such video in the store "
                                      "(see 'python -m builder list')") from None
         except (CorruptEntry, MissingFile) as e:
             raise VideoUnavailableError(f"video '{video_id}' cannot be served: {self._hide_root(str(e))}") from None
         except CorruptBitstream as e:
-            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its stored INR is damaged ({e}); "
+            what = "INR" if name == INR_FILE else name
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its stored {what} is damaged ({e}); "
                                         "re-encode it or delete it") from None
         except Exception as e:  # noqa: BLE001 - a bad entry must never take the model down
-            raise VideoUnavailableError(f"video '{video_id}' cannot be served: loading its INR failed "
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: loading its {name} failed "
                                         f"({type(e).__name__}: {self._hide_root(str(e))})") from None
         with self._lock:
-            self._items[video_id] = (digest or "", decoded)
-            self._items.move_to_end(video_id)
+            self._items[key] = (digest or "", value)
+            self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return decoded
+        return value
 
 
 class DecodeHandler:
@@ -298,7 +315,7 @@ class DecodeHandler:
             torch.set_num_threads(settings.num_threads)
         if settings.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {settings.device!r} requested but CUDA is not available")
-        self.cache = InrCache(settings.store_root, settings.cache_size, settings.device)
+        self.cache = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
         from .. import api  # noqa: F401 - import the decoder stack at model load, not on the first request
 
     def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -1,0 +1,36 @@
+"""Triton Python-backend model ``<task>_{nvp,fulldecode,codec}_input``: video ID + frame selection -> the tensors
+the next step reads (the adapted features at the injection layer, or the backbone's preprocessed pixels).
+
+Copied verbatim into the repository by the builder; the ``task``, ``mode`` and ``layer`` parameters say which.
+All request logic lives in ``builder.triton.task_serving`` (unit-tested without Triton).
+"""
+import json
+
+import triton_python_backend_utils as pb_utils
+
+from builder.triton.serving import VIDEO_ID, model_parameters, respond
+from builder.triton.task_serving import FRAME_SELECTION, TaskInputHandler, TaskInputSettings
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.name = args["model_name"]
+        self.logger = pb_utils.Logger
+        config = json.loads(args["model_config"])
+        device = "cpu"
+        if args.get("model_instance_kind", "CPU").upper().endswith("GPU"):
+            import torch
+
+            if torch.cuda.is_available():
+                device = f"cuda:{int(args.get('model_instance_device_id', '0'))}"
+        settings = TaskInputSettings.from_parameters(model_parameters(config), device=device)
+        self.handler = TaskInputHandler(settings, log=self.logger.log_verbose)
+        self.logger.log_info(f"{self.name}: {settings.task} {settings.mode} input over store {settings.store_root} "
+                             f"on {settings.device}")
+
+    def execute(self, requests):
+        return respond(pb_utils, requests, (VIDEO_ID, FRAME_SELECTION), self.handler.handle, self.name,
+                       self.logger.log_warn)
+
+    def finalize(self):
+        self.handler.close()

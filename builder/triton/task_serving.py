@@ -1,0 +1,342 @@
+"""Request handling of the per-task models (pure numpy/torch, no Triton import; unit-tested without a server).
+
+Every task ensemble starts with an *input* model keyed by video ID and ends with a *post* model::
+
+    <task>               = <task>_nvp_input        (INR prefix to the video's exit block + its adapter)
+                           -> <task>_tail          (ONNX: backbone after the injection layer)
+                           -> <task>_post          (labels and scores)
+    <task>_fulldecode    = <task>_fulldecode_input (full INR decode + preprocessing) -> <task>_backbone -> <task>_post
+    <task>_codec         = <task>_codec_input      (PyAV decode of the stored H.264 copy + preprocessing)
+                           -> <task>_backbone -> <task>_post
+
+Request tensors::
+
+    video_id         TYPE_STRING [1]   a store ID
+    frame_selection  TYPE_STRING [1]   "auto" (the task's protocol: 8 uniformly spaced frames, or 32 consecutive
+                                       from a seeded start), "uniform[:N]", "consecutive[:N][@START]", or explicit
+                                       indices "0-7,12"
+
+One input model serves every video: INRs and adapters are loaded by ID from the store with a bounded cache, so a
+video encoded (or adapted) after the server started is served without a restart.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .serving import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_MAX_FRAMES,
+    FRAME_INDICES,
+    VIDEO_ID,
+    RequestError,
+    StoreCache,
+    VideoUnavailableError,
+    _int_param,
+    _one_line,
+    check_frame_range,
+    parse_video_id,
+)
+
+__all__ = [
+    "FRAME_SELECTION",
+    "LOGITS",
+    "MODES",
+    "POST_OUTPUTS",
+    "PostHandler",
+    "TaskInputHandler",
+    "TaskInputSettings",
+    "TAIL_LOGITS",
+    "choose_adapter",
+    "input_names",
+    "parse_selection",
+    "select_frames",
+]
+
+FRAME_SELECTION = "frame_selection"
+LOGITS = "logits"
+TAIL_LOGITS = "tail_logits"  # the ensemble's name for the backbone's output before post-processing
+MODES = ("nvp", "fulldecode", "codec")
+# post-processing outputs: the video's top-k labels/scores (from the mean logits over its frames) and each frame's
+# top-1 label/score; and the logits themselves
+POST_OUTPUTS = ("labels", "scores", "frame_labels", "frame_scores", LOGITS)
+_MAX_SELECTION = 256
+
+
+def input_names(mode: str, n: int) -> list[str]:
+    """Names of the tensors an input model hands on: the cut's features (nvp) or the backbone's input pixels."""
+    base = "features" if mode == "nvp" else "pixels"
+    return [base] if n == 1 else [f"{base}_{i}" for i in range(n)]
+
+
+def parse_selection(value: Any) -> str:
+    """The ``frame_selection`` tensor (one BYTES element) as text."""
+    if value is None:
+        return "auto"
+    arr = np.asarray(value, dtype=object)
+    if arr.size != 1:
+        raise RequestError(f"'{FRAME_SELECTION}' must hold exactly one string, got {arr.size} elements")
+    item = arr.reshape(-1)[0]
+    if isinstance(item, (bytes, bytearray, np.bytes_)):
+        try:
+            item = bytes(item).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(f"'{FRAME_SELECTION}' is not valid UTF-8") from None
+    if not isinstance(item, str):
+        raise RequestError(f"'{FRAME_SELECTION}' must be a string (BYTES tensor), got {type(item).__name__}")
+    if len(item) > _MAX_SELECTION:
+        raise RequestError(f"'{FRAME_SELECTION}' is too long ({len(item)} > {_MAX_SELECTION} characters)")
+    return item.strip() or "auto"
+
+
+def select_frames(text: str, num_frames: int, task: Any, video_id: str = "", *, seed: int = 0,
+                  max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
+    """Frame indices of a selection (see the module docstring) for a video of ``num_frames`` frames."""
+    from ..protocols import consecutive_frames, uniform_frames
+    from ..video import parse_frame_list
+
+    t = text.strip().lower()
+    action = task.kind == "action"
+    try:
+        if t == "auto":
+            idx = (consecutive_frames(num_frames, task.clip, seed) if action
+                   else uniform_frames(num_frames, task.clip, seed))
+        elif m := re.fullmatch(r"uniform(?::(\d{1,6}))?", t):
+            idx = uniform_frames(num_frames, int(m[1] or task.clip), seed) if m[1] != "0" else []
+        elif m := re.fullmatch(r"consecutive(?::(\d{1,6}))?(?:@(\d{1,9}))?", t):
+            count = int(m[1] or task.clip)
+            if m[2] is None:
+                idx = consecutive_frames(num_frames, count, seed)
+            else:
+                idx = list(range(int(m[2]), int(m[2]) + count))
+        else:
+            idx = parse_frame_list(t, max_frames=max_frames)
+    except (ValueError, ZeroDivisionError) as e:
+        raise RequestError(f"bad frame selection {text!r} for video '{video_id}': {e}. Use auto, uniform[:N], "
+                           "consecutive[:N][@START] or indices like 0-7,12") from None
+    arr = np.asarray(idx, dtype=np.int64)
+    if arr.size == 0 or arr.size > max_frames:
+        raise RequestError(f"frame selection {text!r} gives {arr.size} frames; ask for 1..{max_frames}")
+    check_frame_range(arr, num_frames, video_id)
+    if action and arr.size != task.clip:
+        raise RequestError(f"{task.name} reads clips of exactly {task.clip} frames; the selection {text!r} gives "
+                           f"{arr.size} (use consecutive or consecutive@START)")
+    return arr
+
+
+def choose_adapter(pairing: Mapping[str, Any], adapters: Mapping[int, Mapping[str, Any]], layer: str,
+                   video_id: str, task: str) -> int:
+    """The exit block whose stored adapter this repository serves: the video's chosen exit when its adapter feeds
+    ``layer`` (the injection layer the repository's tail starts at), else the most accurate stored adapter for
+    ``layer`` (cheapest exit on ties). ``adapters``: exit block -> adapter metadata."""
+    chosen = pairing.get("exit_block")
+    if chosen in adapters and adapters[chosen].get("layer") == layer:
+        return int(chosen)
+    fits = [(m.get("accuracy", 0.0), -k, k) for k, m in adapters.items() if m.get("layer") == layer]
+    if not fits:
+        have = sorted({str(m.get("layer")) for m in adapters.values()}) or ["none"]
+        raise RequestError(f"video '{video_id}' has no {task} adapter for layer '{layer}', the injection layer this "
+                           f"server's {task} model runs from (its adapters feed: {', '.join(have)}); run "
+                           f"'python -m builder adapt {video_id} --task {task} --layers {layer}'")
+    return max(fits)[2]
+
+
+@dataclass(frozen=True)
+class TaskInputSettings:
+    """What an input model reads from its config parameters."""
+
+    store_root: Path
+    task: str
+    mode: str
+    layer: str = ""  # nvp: the injection layer of the repository's tail
+    input_size: tuple[int, ...] = ()  # the backbone's input size, as exported
+    cache_size: int = DEFAULT_CACHE_SIZE
+    max_frames: int = DEFAULT_MAX_FRAMES
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "cpu"
+    num_threads: int = 0
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str], *, device: str = "cpu") -> TaskInputSettings:
+        from ..tasks import get_task
+
+        root = params.get("store_root", "").strip()
+        if not root:
+            raise ValueError("model parameter 'store_root' (the video store directory) is required")
+        mode = params.get("mode", "")
+        if mode not in MODES:
+            raise ValueError(f"model parameter 'mode' must be one of {MODES}, got {mode!r}")
+        task = get_task(params.get("task", "")).name
+        layer = params.get("layer", "")
+        if mode == "nvp" and not layer:
+            raise ValueError("model parameter 'layer' (the tail's injection layer) is required in nvp mode")
+        size = tuple(int(s) for s in json.loads(params.get("input_size", "[]") or "[]"))
+        return cls(store_root=Path(root).expanduser(), task=task, mode=mode, layer=layer, input_size=size,
+                   cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
+                   max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
+                   batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1), device=device,
+                   num_threads=_int_param(params, "num_threads", 0, 0))
+
+
+class TaskInputHandler:
+    """``handle({"video_id", "frame_selection"}) -> {features... | pixels..., "frame_indices"}`` for one task and
+    one mode (nvp, fulldecode, codec)."""
+
+    def __init__(self, settings: TaskInputSettings, log: Callable[[str], None] | None = None) -> None:
+        import torch
+
+        from ..backbones import get_backbone
+        from ..tasks import get_task
+
+        self.settings = settings
+        self.log = log or (lambda msg: None)
+        if settings.num_threads:
+            torch.set_num_threads(settings.num_threads)
+        self.task = get_task(settings.task)
+        # preprocessing only needs the backbone's sizes and statistics: no weights are loaded here
+        self.backbone = get_backbone(self.task.name)
+        if settings.input_size:
+            self.backbone.input_size = tuple(settings.input_size)
+        self.inrs = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
+        self.adapters = StoreCache(settings.store_root, settings.cache_size, load=self._load_adapters)
+        self.codec = StoreCache(settings.store_root, settings.cache_size, load=self._codec_source)
+        from .. import nvp  # noqa: F401 - import the decoder/adapter stack at model load, not on the first request
+
+    # --- loaders (run under the caches' error mapping) ---
+
+    def _load_adapters(self, store: Any, video_id: str, name: str) -> tuple[int, Any]:
+        from ..codec import decode_tensors
+        from ..nvp import adapter_file, load_adapter
+
+        pairing = json.loads(store.get(video_id, name))
+        files = store.entry(video_id)["files"]
+        metas = {k: decode_tensors(store.get(video_id, adapter_file(self.task.name, k))).meta
+                 for k in range(1, 64) if adapter_file(self.task.name, k) in files}
+        k = choose_adapter(pairing, metas, self.settings.layer, video_id, self.task.name)
+        adapters, _ = load_adapter(store, video_id, self.task.name, k)
+        return k, adapters.to(self.settings.device)
+
+    @staticmethod
+    def _codec_source(store: Any, video_id: str, name: str) -> tuple[Path, dict[str, Any]]:
+        return store.path(video_id, name), store.meta(video_id)
+
+    # --- requests ---
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        import torch
+
+        from ..api import H264_FILE
+        from ..nvp import inr_features, pairing_file
+
+        s = self.settings
+        video_id = parse_video_id(inputs.get(VIDEO_ID))
+        selection = parse_selection(inputs.get(FRAME_SELECTION))
+        t0 = time.perf_counter()
+        video = self.task.kind == "action"
+        with torch.inference_mode():
+            if s.mode == "codec":
+                path, meta = self.codec.get(video_id, H264_FILE,
+                                            missing=f"video '{video_id}' has no H.264 copy (encoded by an older "
+                                                    "version); re-encode it to serve the codec baseline")
+                idx = select_frames(selection, int(meta["frames"]), self.task, video_id, max_frames=s.max_frames)
+                frames = self._decode_h264(path, meta, idx, video_id)
+                outs = self._preprocess(frames)
+            else:
+                model = self.inrs.get(video_id).model
+                idx = select_frames(selection, int(model.config.frames), self.task, video_id,
+                                    max_frames=s.max_frames)
+                if s.mode == "nvp":
+                    k, adapters = self.adapters.get(
+                        video_id, pairing_file(self.task.name),
+                        missing=f"video '{video_id}' has no {self.task.name} adapters; run 'python -m builder "
+                                f"adapt {video_id} --task {self.task.name}'")
+                    outs = adapters(inr_features(model, idx.tolist(), k, video))
+                else:
+                    device = next(model.parameters()).device
+                    frames = torch.cat([model(torch.from_numpy(idx[i:i + s.batch_size]).to(device))
+                                        for i in range(0, len(idx), s.batch_size)])
+                    outs = self._preprocess(frames.clamp(0, 1))
+        result = {}
+        for name, value in zip(input_names(s.mode, len(outs)), outs):
+            arr = value.float().cpu().numpy()
+            if not np.isfinite(arr).all():
+                raise VideoUnavailableError(f"video '{video_id}' cannot be served: its {s.mode} path produced "
+                                            "non-finite values")
+            result[name] = np.ascontiguousarray(arr)
+        result[FRAME_INDICES] = idx
+        self.log(f"{self.task.name} {s.mode}: {len(idx)} frame(s) of '{video_id}' in "
+                 f"{1000 * (time.perf_counter() - t0):.1f} ms")
+        return result
+
+    def _preprocess(self, frames: Any) -> tuple[Any, ...]:
+        x = self.backbone.preprocess(frames.float().cpu())
+        return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+    @staticmethod
+    def _decode_h264(path: Path, meta: Mapping[str, Any], idx: np.ndarray, video_id: str) -> Any:
+        from ..video import VideoDecodeError, read_video
+
+        lo = int(idx.min())
+        try:
+            clip = read_video(path, start=lo, count=int(idx.max()) - lo + 1)
+        except VideoDecodeError as e:
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its H.264 copy does not decode "
+                                        f"({_one_line(str(e)).replace(str(path), '<store>')})") from None
+        # x264 pads odd sizes to even ones: crop back to the INR's frame size
+        return clip.frames[(idx - lo).tolist(), :, :int(meta["height"]), :int(meta["width"])]
+
+    def close(self) -> None:
+        for cache in (self.inrs, self.adapters, self.codec):
+            cache.clear()
+
+
+class PostHandler:
+    """``handle({"tail_logits"}) -> labels/scores (and the logits)``: the video's top-k from the mean logits over its
+    frames (the protocol's video-level answer) and each frame's top-1."""
+
+    def __init__(self, task: str, top_k: int = 5) -> None:
+        from ..tasks import get_task
+
+        if top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        self.task = get_task(task)
+        self.top_k = top_k
+        self._names: dict[int, np.ndarray] = {}
+
+    def names(self, num_classes: int) -> np.ndarray:
+        if num_classes not in self._names:
+            from ..tasks import class_names
+
+            self._names[num_classes] = np.array([n.encode() for n in class_names(self.task, num_classes)],
+                                                dtype=object)
+        return self._names[num_classes]
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        logits = inputs.get(TAIL_LOGITS)
+        if logits is None:
+            raise RequestError(f"missing input '{TAIL_LOGITS}'")
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.ndim != 2 or logits.shape[0] < 1:
+            raise RequestError(f"'{TAIL_LOGITS}' must be (frames, classes), got shape {list(logits.shape)}")
+        names = self.names(logits.shape[1])
+        video = _softmax(logits.mean(0))
+        top = np.argsort(-video, kind="stable")[: self.top_k]
+        frames = _softmax(logits)
+        best = frames.argmax(1)
+        return {"labels": names[top], "scores": video[top].astype(np.float32),
+                "frame_labels": names[best], "frame_scores": frames[np.arange(len(best)), best].astype(np.float32),
+                # passed through so the ensemble can return it: a tensor that is both an ensemble output and
+                # another step's input is not forwarded when a client leaves it out of the requested outputs
+                LOGITS: logits}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)

@@ -1,0 +1,216 @@
+"""Per-task ensembles on the REAL tritonserver over real gRPC: a real clip encoded as an INR, its adapters trained
+(EfficientNet-Lite0 with its real weights; I3D with seeded random weights and a small config), the repository
+built by ``build_repository`` (ONNX tails), served, and every answer compared with the in-process pipeline."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from builder.api import encode_video, load_inr, read_h264
+from builder.backbones import get_backbone
+from builder.config import AdapterTrainConfig, TrainConfig
+from builder.nvp import NVPPath, adapt_video, load_adapter, load_task_model, pairing_file
+from builder.protocols import consecutive_frames, uniform_frames
+from builder.samples import sample_path
+from builder.store import VideoStore
+from builder.tasks import get_task
+from builder.triton.pipelines import RepoConfig, build_repository
+from builder.triton.pbtxt import read_config
+from builder.triton.server import TritonServer
+from clients.__main__ import main as client_main
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+I3D_SMALL = {"input_size": (8, 64, 64)}
+
+
+def encode(store: VideoStore, video_id: str, clip: str = "carphone") -> None:
+    encode_video(sample_path(clip), video_id, store=store, arch="nerv", count=32, step=2, size=(64, 48),
+                 model={"stem_dim": 8, "lower_width": 8, "mlp_dim": 32}, train=TrainConfig(epochs=3), progress=False)
+
+
+def adapt(store: VideoStore, video_id: str, task: str) -> dict:
+    if task == "effnet_lite0":
+        return adapt_video(store, video_id, task, exits=[2], layers=["blocks.5"], top_k=1,
+                           train=AdapterTrainConfig(epochs=2, init="ls"), max_samples=8, progress=False)
+    return adapt_video(store, video_id, task, exits=[2], layers=["blocks.3"], top_k=1, random_init=True,
+                       backbone_config=I3D_SMALL, train=AdapterTrainConfig(epochs=1), progress=False)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> VideoStore:
+    s = VideoStore(tmp_path_factory.mktemp("store"))
+    encode(s, "car")
+    adapt(s, "car", "effnet_lite0")
+    adapt(s, "car", "i3d_r50")
+    encode(s, "raw-only")  # encoded, never adapted
+    return s
+
+
+@pytest.fixture(scope="module")
+def built(store, tmp_path_factory):
+    cfg = RepoConfig(store=store.root, tasks=("effnet_lite0", "i3d_r50"), out=tmp_path_factory.mktemp("r") / "repo",
+                     weights={"i3d_r50": "random"}, backbone_config={"i3d_r50": I3D_SMALL}, max_frames=32)
+    return cfg, build_repository(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    # unrestricted: perf_analyzer reads the model configuration (restriction itself is tested with 'decode')
+    srv = TritonServer(built[0].out, restricted=(), startup_timeout=240)
+    with srv:
+        yield srv
+    assert srv.returncode == 0, srv.log_tail()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    yield c
+    c.close()
+
+
+def ask(client, model, video_id, selection="auto", *, selection_dtype="BYTES"):
+    vid = grpcclient.InferInput("video_id", [1], "BYTES")
+    vid.set_data_from_numpy(np.array([video_id.encode()], dtype=object))
+    if selection_dtype == "BYTES":
+        sel = grpcclient.InferInput("frame_selection", [1], "BYTES")
+        sel.set_data_from_numpy(np.array([selection.encode()], dtype=object))
+    else:
+        sel = grpcclient.InferInput("frame_selection", [1], selection_dtype)
+        sel.set_data_from_numpy(np.array([7], dtype=np.int64))
+    r = client.infer(model, [vid, sel])
+    return {k: r.as_numpy(k) for k in ("logits", "labels", "scores", "frame_indices", "frame_labels")}
+
+
+def test_build_summary_and_configs(built):
+    cfg, summary = built
+    eff = summary["tasks"]["effnet_lite0"]
+    assert eff["layer"] == "blocks.5" and eff["videos"] == ["car"] and eff["num_classes"] == 1000
+    assert max(eff["parity"].values()) < 1e-3  # onnxruntime vs PyTorch, checked before writing
+    for name in ("effnet_lite0", "effnet_lite0_codec", "effnet_lite0_fulldecode", "i3d_r50", "decode"):
+        assert name in summary["models"]
+    steps = [s.model_name for s in read_config(cfg.out / "effnet_lite0").ensemble_scheduling.step]
+    assert steps == ["effnet_lite0_nvp_input", "effnet_lite0_tail", "effnet_lite0_post"]
+    tail = read_config(cfg.out / "effnet_lite0_tail")
+    assert tail.max_batch_size == 32 and tail.HasField("dynamic_batching")
+    assert (cfg.out / "effnet_lite0_tail" / "1" / "model.onnx").stat().st_size > 100_000
+    assert json.loads((cfg.out / "nvp_repository.json").read_text())["tasks"]["i3d_r50"]["weights"] == "random"
+
+
+def test_classification_paths_equal_in_process_pipeline(store, client):
+    task = get_task("effnet_lite0")
+    bb = get_backbone(task.name)
+    model = load_task_model(bb, task, "default", False)
+    inr = load_inr(store, "car").model
+    idx = uniform_frames(32, 8, 0)
+    pairing = json.loads(store.get("car", pairing_file(task.name)))
+    adapters, meta = load_adapter(store, "car", task.name, pairing["exit_block"])
+    with torch.no_grad():
+        expect = {
+            "effnet_lite0": NVPPath(inr, pairing["exit_block"], adapters, bb.split(meta["layer"], model=model).tail,
+                                    False)(idx),
+            "effnet_lite0_fulldecode": model(bb.preprocess(inr(torch.tensor(idx)).clamp(0, 1))),
+            "effnet_lite0_codec": model(bb.preprocess(read_h264(store, "car", idx))),
+        }
+    for name, ref in expect.items():
+        got = ask(client, name, "car")
+        assert got["frame_indices"].tolist() == idx
+        np.testing.assert_allclose(got["logits"], ref.numpy(), rtol=1e-3, atol=2e-3 * float(ref.abs().max()))
+        top = ref.mean(0).argmax().item()
+        assert got["labels"][0].decode() == bb_label(top)
+        assert 0 < got["scores"][0] <= 1 and list(got["scores"]) == sorted(got["scores"], reverse=True)
+
+
+def bb_label(i: int) -> str:
+    from builder.tasks import class_names
+
+    return class_names("effnet_lite0", 1000)[i]
+
+
+def test_action_task_equals_in_process_pipeline(store, client):
+    task = get_task("i3d_r50")
+    bb = get_backbone(task.name)
+    model = load_task_model(bb, task, None, True, I3D_SMALL)
+    inr = load_inr(store, "car").model
+    pairing = json.loads(store.get("car", pairing_file(task.name)))
+    adapters, meta = load_adapter(store, "car", task.name, pairing["exit_block"])
+    idx = consecutive_frames(32, 32, 0)
+    with torch.no_grad():
+        ref = NVPPath(inr, pairing["exit_block"], adapters, bb.split(meta["layer"], model=model).tail, True)(idx)
+    got = ask(client, "i3d_r50", "car")
+    assert got["frame_indices"].tolist() == idx and got["logits"].shape == (1, 400)
+    np.testing.assert_allclose(got["logits"], ref.numpy(), rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
+    with pytest.raises(InferenceServerException, match="exactly 32 frames"):
+        ask(client, "i3d_r50", "car", "0-7")
+
+
+@pytest.mark.parametrize("video_id,selection,message", [
+    ("nope", "auto", "unknown video ID 'nope'"),
+    ("../etc", "auto", "invalid video ID"),
+    ("", "auto", "invalid video ID"),
+    ("car", "0-20,40", "frame 40 out of range for video 'car'"),
+    ("car", "uniform:0", "gives 0 frames"),
+    ("car", "consecutive:8@30", "frame 32 out of range"),
+    ("car", "x" * 300, "too long"),
+    ("car", "1;rm -rf /", "bad frame selection"),
+    ("raw-only", "auto", "has no effnet_lite0 adapters; run 'python -m builder adapt raw-only"),
+])
+def test_bad_requests_get_clear_errors_and_server_stays_up(client, video_id, selection, message):
+    with pytest.raises(InferenceServerException, match=message.replace("(", r"\(")):
+        ask(client, "effnet_lite0", video_id, selection)
+    assert client.is_server_live() and client.is_model_ready("effnet_lite0")
+
+
+def test_wrong_dtype_and_shape_are_rejected(client):
+    with pytest.raises(InferenceServerException, match="data-type is 'INT64', but model 'effnet_lite0' expects 'BYTES'"):
+        ask(client, "effnet_lite0", "car", selection_dtype="INT64")
+    vid = grpcclient.InferInput("video_id", [2], "BYTES")
+    vid.set_data_from_numpy(np.array([b"car", b"car"], dtype=object))
+    sel = grpcclient.InferInput("frame_selection", [1], "BYTES")
+    sel.set_data_from_numpy(np.array([b"auto"], dtype=object))
+    with pytest.raises(InferenceServerException, match="(?i)shape|exactly one"):
+        client.infer("effnet_lite0", [vid, sel])
+    assert client.is_server_live() and client.is_model_ready("effnet_lite0_codec")
+
+
+def test_video_encoded_and_adapted_while_serving_is_served(store, client):
+    with pytest.raises(InferenceServerException, match="unknown video ID 'late'"):
+        ask(client, "effnet_lite0", "late")
+    encode(store, "late", clip="bikes")
+    adapt(store, "late", "effnet_lite0")
+    got = ask(client, "effnet_lite0", "late", "0-3")
+    assert got["frame_indices"].tolist() == [0, 1, 2, 3] and got["logits"].shape == (4, 1000)
+
+
+def test_client_cli_prints_top1_for_each_path(server, capsys):
+    code = client_main(["effnet_lite0", "--video", "car", "--path", "all", "--url", server.grpc_url, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    obj = json.loads(out.strip().splitlines()[-1])
+    assert set(obj["paths"]) == {"nvp", "fulldecode", "codec"} and obj["top1"] == obj["paths"]["nvp"]["top1"]
+    assert 0 < obj["score"] <= 1 and len(obj["paths"]["codec"]["frames"]) == 8
+    assert "1. " in out and "effnet_lite0_codec" in out
+    code = client_main(["i3d_r50", "--video", "nope", "--url", server.grpc_url])
+    _, err = capsys.readouterr()
+    assert code == 1 and "unknown video ID 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_perf_sweep_reports_every_path_and_no_failures(server, tmp_path, capsys):
+    from clients.perf import main as perf_main
+
+    code = perf_main(["--url", server.grpc_url, "--repo", str(tmp_path), "--tasks", "effnet_lite0", "--videos", "car",
+                      "--concurrency", "1", "--window-ms", "500", "--hold-seconds", "3", "--hold-concurrency", "2",
+                      "--out", str(tmp_path / "perf"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    obj = json.loads(out.strip().splitlines()[-1])
+    assert {r["path"] for r in obj["results"]} == {"nvp", "fulldecode", "codec"}
+    assert all(r["infer_per_s"] > 0 and r["frames"] == 8 for r in obj["results"])
+    assert obj["failed"] == 0 and all(h["ok"] > 0 for h in obj["hold"])
+    assert (tmp_path / "perf" / "perf.png").stat().st_size > 1000
+    assert "NVP / path" in (tmp_path / "perf" / "perf.md").read_text()

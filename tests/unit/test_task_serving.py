@@ -1,0 +1,135 @@
+"""Request logic of the per-task models without a server: frame selections, adapter choice, post-processing,
+and the repository config's checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from builder.tasks import class_names, get_task
+from builder.triton.pipelines import RepoConfig
+from builder.triton.serving import RequestError
+from builder.triton.task_serving import PostHandler, choose_adapter, parse_selection, select_frames
+
+EFF = get_task("effnet_lite0")
+I3D = get_task("i3d_r50")
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("uniform:4", None),
+    ("0-3,9", [0, 1, 2, 3, 9]),
+    ("consecutive:3@5", [5, 6, 7]),
+    (" 7 ", [7]),
+])
+def test_selections(text, expect):
+    idx = select_frames(text, 32, EFF, "v")
+    assert idx.dtype == np.int64
+    if expect is None:
+        assert len(idx) == 4 and (np.diff(idx) == 8).all()
+    else:
+        assert idx.tolist() == expect
+
+
+def test_auto_selection_is_the_evaluation_protocol():
+    from builder.protocols import consecutive_frames, uniform_frames
+
+    assert select_frames("auto", 50, EFF).tolist() == uniform_frames(50, 8, 0)
+    assert select_frames("auto", 50, I3D).tolist() == consecutive_frames(50, 32, 0)
+
+
+@pytest.mark.parametrize("text,task,message", [
+    ("0-40", EFF, "frame 32 out of range for video 'v': it has 32 frames"),
+    ("uniform:0", EFF, "gives 0 frames"),
+    ("5-2", EFF, "end is before the start"),
+    ("../x", EFF, "bad frame selection"),
+    ("0-7", I3D, "exactly 32 frames"),
+    ("consecutive@10", I3D, "frame 32 out of range"),
+])
+def test_bad_selections(text, task, message):
+    with pytest.raises(RequestError, match=message):
+        select_frames(text, 32, task, "v")
+
+
+def test_too_many_frames_is_refused():
+    with pytest.raises(RequestError, match="at most 16"):
+        select_frames("0-20", 32, EFF, "v", max_frames=16)
+
+
+def test_parse_selection():
+    assert parse_selection(np.array([b" 0-3 "], dtype=object)) == "0-3"
+    assert parse_selection(np.array([b""], dtype=object)) == "auto"
+    for bad, msg in [(np.array([b"a", b"b"], dtype=object), "exactly one"), (np.array([b"\xff"], dtype=object),
+                     "UTF-8"), (np.array([b"1" * 300], dtype=object), "too long")]:
+        with pytest.raises(RequestError, match=msg):
+            parse_selection(bad)
+
+
+def test_choose_adapter_prefers_the_videos_choice_then_the_best_for_the_layer():
+    adapters = {1: {"layer": "blocks.5", "accuracy": 0.5}, 2: {"layer": "blocks.6", "accuracy": 1.0},
+                3: {"layer": "blocks.5", "accuracy": 0.9}}
+    assert choose_adapter({"exit_block": 2}, adapters, "blocks.6", "v", "t") == 2
+    assert choose_adapter({"exit_block": 2}, adapters, "blocks.5", "v", "t") == 3
+    with pytest.raises(RequestError, match="no t adapter for layer 'blocks.4'.*blocks.5, blocks.6.*--layers blocks.4"):
+        choose_adapter({"exit_block": 2}, adapters, "blocks.4", "v", "t")
+
+
+def test_post_handler_video_topk_and_frame_top1():
+    logits = np.zeros((3, 1000), dtype=np.float32)
+    logits[:, 7] = [5, 5, 0]
+    logits[2, 9] = 8
+    out = PostHandler("effnet_lite0", top_k=3).handle({"tail_logits": logits})
+    names = class_names("effnet_lite0", 1000)
+    assert [b.decode() for b in out["labels"]] == [names[7], names[9], names[0]]
+    assert out["scores"].dtype == np.float32 and 1 > out["scores"][0] > out["scores"][1]
+    assert [b.decode() for b in out["frame_labels"]] == [names[7], names[7], names[9]]
+    assert out["logits"] is not None and out["logits"].shape == (3, 1000)
+    with pytest.raises(RequestError, match="frames, classes"):
+        PostHandler("effnet_lite0").handle({"tail_logits": np.zeros(5, dtype=np.float32)})
+
+
+def test_class_names():
+    assert class_names("i3d_r50", 400)[0] == "abseiling"
+    assert class_names("effnet_lite0", 1000)[0] == "tench"
+    assert class_names("vit_b16", 10) == [f"class_{i}" for i in range(10)]
+
+
+def test_repo_config_checks(tmp_path):
+    with pytest.raises(ValueError, match="detection.*cannot be served"):
+        RepoConfig(store=tmp_path, tasks=("detr_r50",))
+    with pytest.raises(ValueError, match="--layer names task"):
+        RepoConfig(store=tmp_path, tasks=("effnet_lite0",), layers={"resnet50": "layer3"})
+    with pytest.raises(ValueError, match="needs random weights"):
+        RepoConfig(store=tmp_path, tasks=("resnet50",), backbone_config={"resnet50": {"image_size": 64}})
+    with pytest.raises(ValueError, match="target"):
+        RepoConfig(store=tmp_path, target="cloud")
+    assert RepoConfig(store=tmp_path, tasks=("resnet50", "resnet50")).tasks == ("resnet50",)
+
+
+@pytest.mark.slow
+def test_ngc_repository_configs_parse_and_reference_existing_files(tmp_path):
+    """--target ngc without a GPU here: every config parses, ONNX models run on onnxruntime_onnx with TensorRT and
+    GPU instances, every referenced file exists, and the layer override works for a store with no adapted video."""
+    from builder.triton.pbtxt import read_config
+    from builder.triton.pipelines import build_repository
+
+    cfg = RepoConfig(store=tmp_path / "store", tasks=("resnet50",), out=tmp_path / "repo", target="ngc",
+                     layers={"resnet50": "layer3"}, weights={"resnet50": "random"},
+                     backbone_config={"resnet50": {"image_size": 64}})
+    summary = build_repository(cfg, progress=False)
+    assert summary["tasks"]["resnet50"]["videos"] == [] and max(summary["tasks"]["resnet50"]["parity"].values()) < 1e-3
+    models = {d.name: read_config(d) for d in cfg.out.iterdir() if (d / "config.pbtxt").is_file()}
+    assert set(models) == set(summary["models"])
+    for name in ("resnet50_tail", "resnet50_backbone"):
+        c = models[name]
+        assert c.platform == "onnxruntime_onnx" and (cfg.out / name / "1" / "model.onnx").is_file()
+        assert c.instance_group[0].kind == c.instance_group[0].KIND_GPU
+        assert c.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+        assert c.max_batch_size == 64 and c.HasField("dynamic_batching")
+    for name in ("resnet50_nvp_input", "resnet50_codec_input", "decode"):
+        c = models[name]
+        assert c.backend == "python" and (cfg.out / name / "1" / "model.py").is_file()
+        assert c.instance_group[0].kind == c.instance_group[0].KIND_GPU
+        assert c.parameters["store_root"].string_value == str(tmp_path / "store")  # the container's path, as given
+    assert models["resnet50_nvp_input"].parameters["layer"].string_value == "layer3"
+    for ens in ("resnet50", "resnet50_fulldecode", "resnet50_codec"):
+        for step in models[ens].ensemble_scheduling.step:
+            assert step.model_name in models
