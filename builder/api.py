@@ -6,7 +6,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -17,8 +17,8 @@ from .metrics import ms_ssim, psnr
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_video, write_pngs, write_video
 
-__all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "load_inr", "decode_video", "eval_video",
-           "cost_table", "read_source", "read_h264"]
+__all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video",
+           "eval_video", "cost_table", "read_source", "read_h264"]
 
 INR_FILE = "inr.nvp"
 H264_FILE = "h264.mp4"  # the codec baseline: the same frames as H.264 in at most the INR's bytes
@@ -130,6 +130,28 @@ def encode_video(
     store.put(video_id, {INR_FILE: blob, H264_FILE: h264}, meta, overwrite=overwrite)
     ckpt.unlink(missing_ok=True)
     return {"id": video_id, **meta}
+
+
+def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames: torch.Tensor, *,
+                drop: Iterable[str] = (), meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store a changed INR (e.g. after joint fine-tuning) in place of ``video_id``'s: quantised and coded with the
+    entry's own QuantConfig, PSNR / MS-SSIM measured on the decoded bytes, bpp from their length, the H.264 twin
+    re-made for the new size. Files named in ``drop`` are removed (what depended on the old weights); the rest are
+    kept. One atomic store write. Returns the new metadata (``meta`` merged in)."""
+    entry = store.entry(video_id)
+    old = entry["meta"]
+    if model.config != INRConfig.from_dict(old["inr"]):
+        raise ValueError(f"the INR's architecture differs from video '{video_id}''s; encode it as a new video")
+    blob = encode_inr(model, QuantConfig.from_dict(old["quant"]))
+    decoded = decode_inr(blob)
+    t, _, h, w = frames.shape
+    h264, h264_meta = h264_copy(frames, old["fps"], len(blob))
+    drop = set(drop)
+    files = {n: store.get(video_id, n) for n in entry["files"] if n not in drop and n not in (INR_FILE, H264_FILE)}
+    new = {**old, **_quality(decoded.model, frames), "bpp": round(len(blob) * 8 / (t * h * w), 6),
+           "bytes": len(blob), "params": decoded.model.num_params(), "h264": h264_meta, **(meta or {})}
+    store.put(video_id, {INR_FILE: blob, H264_FILE: h264, **files}, new, overwrite=True)
+    return new
 
 
 def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> DecodedINR:

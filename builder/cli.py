@@ -161,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "loss (default 0: the seed recipe)")
     a.add_argument("--target", choices=("raw", "decoded"), default="raw",
                    help="fit the backbone's features of the raw frames (default) or of the INR's decoded frames")
+    j = a.add_argument_group("joint mode (fine-tunes the INR: the stored video changes)")
+    j.add_argument("--joint", action="store_true",
+                   help="after choosing the pair, fine-tune the INR together with its adapter (reconstruction + "
+                        "feature + task loss), re-quantise and store it in place of the old INR; adapters of "
+                        "other tasks on this video are deleted (they were fitted to the old INR); prints PSNR and "
+                        "bpp before/after")
+    j.add_argument("--joint-epochs", type=_positive_int, default=10, help="joint epochs (default 10)")
+    j.add_argument("--joint-lr", type=_positive_float, default=1e-4, help="INR learning rate (default 1e-4)")
+    j.add_argument("--joint-weights", type=float, nargs=3, default=(1.0, 0.5, 0.2),
+                   metavar=("RECON", "FEATURE", "TASK"),
+                   help="loss weights (default 1.0 0.5 0.2); the task term needs class logits (not detr_r50/blip)")
     a.add_argument("--no-progress", action="store_true")
 
     ev = sub.add_parser("evaluate", parents=[common, wparent], help="accuracy and GFLOPs of the raw, full-decode "
@@ -285,26 +296,40 @@ _ADAPT_HELP = """Pair the video's INR exit blocks with the task backbone's injec
 (debiased), train a seed adapter for the top-K pairs (INR and backbone frozen; loss 1.0 MSE + 0.2 (1 - cos) +
 0.1 SmoothL1), measure each one's top-1 agreement with the raw frames on the task's protocol frames, and store
 the best adapter per exit block plus the ranking with the video. Prints the chosen exit block, injection layer and
-adapter size."""
+adapter size. Accuracy is the task's metric against the raw frames: top-1 agreement (classification, action), mAP
+with the raw-frame detections as ground truth (detr_r50), CLIP text score / 100 against the raw-frame captions
+(blip). With --joint the INR is fine-tuned with the chosen adapter and stored again (see the joint options)."""
 
 _EVAL_HELP = """Seed protocols: 8 uniformly spaced frames per video (classification: top-1 agreement with the raw frames'
-predictions), 32 consecutive frames from a random start (action recognition). Reports accuracy and GFLOPs per
-frame for raw frames + full backbone, full INR decode + full backbone, and the NVP path."""
+predictions; detection: mAP against the raw frames' detections; captioning: CLIP text score of the captions
+against the raw frames' captions, / 100), 32 consecutive frames from a random start (action recognition). Reports
+accuracy and GFLOPs per frame for raw frames + full backbone, full INR decode + full backbone, and the NVP path."""
 
 
 def _cmd_adapt(args: argparse.Namespace):
     from .config import AdapterTrainConfig
     from .nvp import adapt_video
 
+    recon, feature, task = args.joint_weights
     train = AdapterTrainConfig(lr=args.lr, epochs=args.epochs, init=args.init, target=args.target,
-                               task_loss=args.task_loss)
+                               task_loss=args.task_loss, joint=args.joint, joint_epochs=args.joint_epochs,
+                               joint_lr=args.joint_lr, joint_recon=recon, joint_feature=feature, joint_task=task)
     r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
                     min_agreement=args.min_agreement, train=train, weights=args.weights,
                     random_init=args.random_weights, progress=not args.no_progress)
+    from .protocols import METRICS
+    from .tasks import get_task
+
+    metric = METRICS[get_task(args.task).kind]
     text = (f"{args.video_id} / {args.task}: exit block {r['exit_block']} -> {r['layer']}, adapter "
-            f"{r['adapter_params']:,} params ({100 * r['adapter_share']:.3f} % of the backbone), top-1 agreement "
+            f"{r['adapter_params']:,} params ({100 * r['adapter_share']:.3f} % of the backbone), {metric} "
             f"{r['accuracy']:.3f}, {r['gflops']:.3f} GFLOPs/frame"
             + ("" if r["met_budget"] else f"  (no pair reached --min-agreement {r['min_agreement']})"))
+    if "joint" in r:
+        j = r["joint"]
+        text += (f"\n  joint ({j['epochs']} epochs): PSNR {j['psnr_before']:.2f} -> {j['psnr_after']:.2f} dB, "
+                 f"{j['bpp_before']:.4f} -> {j['bpp_after']:.4f} bpp, accuracy {j['accuracy_before']:.3f} -> "
+                 f"{j['accuracy_after']:.3f}" + (f"; deleted stale {', '.join(j['dropped'])}" if j["dropped"] else ""))
     short = {k: v for k, v in r.items() if k not in ("ranking",)}
     return text, short
 

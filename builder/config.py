@@ -165,7 +165,12 @@ class TrainConfig:
 class AdapterTrainConfig:
     """Adapter fitting with INR and backbone frozen (seed 000 §1.1 / issue recipe): loss 1.0 MSE + 0.2 (1 - cos)
     + 0.1 SmoothL1 on the injection layer's features, Adam ``lr``, early stopping after ``patience`` epochs without
-    a 1 % loss improvement. ``init="ls"`` starts 1x1 adapters from the closed-form least-squares fit."""
+    a 1 % loss improvement. ``init="ls"`` starts 1x1 adapters from the closed-form least-squares fit.
+
+    ``joint=True`` then fine-tunes the INR with the chosen pair's adapter for ``joint_epochs`` (``training.joint``):
+    ``joint_recon`` x reconstruction + ``joint_feature`` x feature loss + ``joint_task`` x KL to the raw-frame
+    logits (tasks with class logits), INR at ``joint_lr``, adapter at ``lr``. The seed names the joint mode but
+    gives no weights; 1.0 / 0.5 / 0.2 are this project's defaults (issue 3)."""
 
     lr: float = 1e-4
     batch_size: int = 4
@@ -175,6 +180,12 @@ class AdapterTrainConfig:
     target: str = "raw"  # backbone features of the "raw" frames or of the INR's "decoded" frames
     task_loss: float = 0.0  # weight of KL(raw-frame logits || NVP logits) through the frozen tail; 0 = seed recipe
     seed: int = 0
+    joint: bool = False  # also fine-tune the INR (then it is re-quantised and stored again)
+    joint_epochs: int = 10
+    joint_lr: float = 1e-4  # the INR is already fitted: a tenth of the fitting recipes' peak lr
+    joint_recon: float = 1.0
+    joint_feature: float = 0.5
+    joint_task: float = 0.2
 
     def __post_init__(self) -> None:
         if self.task_loss < 0:
@@ -185,6 +196,12 @@ class AdapterTrainConfig:
             raise ValueError(f"target must be 'raw' or 'decoded', got {self.target!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.joint_epochs < 1 or self.joint_lr <= 0:
+            raise ValueError("joint_epochs must be >= 1 and joint_lr > 0")
+        if min(self.joint_recon, self.joint_feature, self.joint_task) < 0:
+            raise ValueError("joint loss weights must be >= 0")
+        if self.joint and self.joint_recon == 0:
+            raise ValueError("joint_recon must be > 0: without reconstruction the INR stops being the video")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,12 +26,13 @@ from .cka import linear_cka
 from .codec import decode_tensors, encode_tensors
 from .config import AdapterTrainConfig, QuantConfig
 from .inr import INR
-from .protocols import classification_scores, consecutive_frames, gflops_of, uniform_frames
+from .protocols import (METRICS, CaptionScorer, classification_scores, consecutive_frames, detection_scores,
+                        gflops_of, uniform_frames)
 from .store import VideoStore
 from .tasks import TaskSpec, get_task
 
-__all__ = ["AdapterSet", "NVPPath", "adapt_video", "evaluate_task", "plot_exits", "load_task_model", "load_adapter",
-           "save_adapter", "adapter_file", "pairing_file"]
+__all__ = ["AdapterSet", "DerivedMask", "NVPPath", "adapt_video", "evaluate_task", "plot_exits", "load_task_model",
+           "load_adapter", "save_adapter", "adapter_file", "pairing_file"]
 
 
 def adapter_file(task: str, exit_block: int) -> str:
@@ -62,8 +63,34 @@ def inr_features(inr: INR, frames: Sequence[int], exit_block: int, video: bool) 
     return f.permute(1, 0, 2, 3).unsqueeze(0) if video else f
 
 
+class DerivedMask(nn.Module):
+    """A cut's padding mask, made rather than learned (DETR's cut carries features + mask): all-valid, at the
+    shape and dtype the head produces. Frames of one video share one size, so DETR never pads them and the head's
+    own mask is all ones too."""
+
+    kind = "mask"
+
+    def __init__(self, shape: Sequence[int], dtype: str) -> None:
+        super().__init__()
+        self.shape, self.dtype = tuple(int(s) for s in shape), dtype
+
+    def forward(self, f: Tensor) -> Tensor:
+        return torch.ones((f.shape[0], *self.shape), dtype=getattr(torch, self.dtype), device=f.device)
+
+    def num_params(self) -> int:
+        return 0
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "out_shape": list(self.shape), "dtype": self.dtype}
+
+
+def _piece_from_config(cfg: dict[str, Any]) -> nn.Module:
+    return DerivedMask(cfg["out_shape"], cfg["dtype"]) if cfg["kind"] == DerivedMask.kind else adapter_from_config(cfg)
+
+
 class AdapterSet(nn.ModuleList):
-    """One adapter per tensor crossing the cut (one for most backbones; SlowFast's cut carries two pathways)."""
+    """One adapter per tensor crossing the cut (one for most backbones; SlowFast's cut carries two pathways;
+    DETR's carries features + a :class:`DerivedMask`)."""
 
     def forward(self, f: Tensor) -> tuple[Tensor, ...]:
         return tuple(a(f) for a in self)
@@ -99,7 +126,7 @@ def save_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, l
 
 def load_adapter(store: VideoStore, video_id: str, task: str, exit_block: int) -> tuple[AdapterSet, dict[str, Any]]:
     dec = decode_tensors(store.get(video_id, adapter_file(task, exit_block)))
-    adapters = AdapterSet([adapter_from_config(c) for c in dec.meta["adapters"]])
+    adapters = AdapterSet([_piece_from_config(c) for c in dec.meta["adapters"]])
     adapters.load_state_dict(dec.tensors)
     return adapters.eval(), dec.meta
 
@@ -114,10 +141,46 @@ class _Candidate:
     cka_debiased: float | None
 
 
-def _score(task: TaskSpec, out: Any, raw: Any) -> dict[str, float]:
+def _score(task: TaskSpec, out: Any, raw: Any, captioner: CaptionScorer | None = None) -> dict[str, float]:
+    """The path's output against the raw frames' (builder.protocols); ``accuracy`` is the task's metric."""
     if task.kind in ("classification", "action"):
         return classification_scores(_logits(out), _logits(raw))
-    raise NotImplementedError(f"scoring for {task.kind} tasks ({task.name}) is not implemented yet")
+    if task.kind == "detection":
+        return detection_scores(out, raw)
+    if task.kind == "captioning":
+        if captioner is None:
+            raise ValueError(f"{task.name} scores need a caption scorer (see _caption_scorer)")
+        return captioner(out, raw)
+    raise NotImplementedError(f"scoring for {task.kind} tasks ({task.name}) is not implemented")
+
+
+def _caption_scorer(task: TaskSpec, model: nn.Module, random_init: bool) -> CaptionScorer | None:
+    """Captioning: BLIP captions each path's image embeddings; CLIP-RN50's text tower (its real weights, or a
+    small random CLIP with ``random_init``) scores them against the raw frames' captions."""
+    if task.kind != "captioning":
+        return None
+    from .weights import WeightsNotFound
+
+    clip_bb = get_backbone("clip_rn50")
+    try:
+        clip = clip_bb.load(None, random_init=True, small=True) if random_init else clip_bb.load()
+    except WeightsNotFound as e:
+        raise WeightsNotFound(f"{task.name} captions are scored with CLIP-RN50's text tower, whose weights are "
+                              f"missing: {e}") from None
+
+    def caption(embeds: Tensor) -> list[str]:
+        if getattr(model, "tokenizer", None) is None and random_init:
+            # random weights come without a tokenizer: caption token ids as text (plumbing only)
+            return [" ".join(map(str, ids.tolist())) for ids in model.generate(embeds)]
+        return model.captions(embeds)
+
+    return CaptionScorer(caption, clip.encode_texts)
+
+
+def _rank(row: dict[str, Any]) -> tuple[float, float]:
+    """Selection key: higher accuracy, then fewer GFLOPs; an undefined accuracy (NaN) ranks last."""
+    acc = row["accuracy"]
+    return (-math.inf if math.isnan(acc) else acc, -row["gflops"])
 
 
 def _logits(out: Any) -> Tensor:
@@ -143,13 +206,22 @@ def adapt_video(
 ) -> dict[str, Any]:
     """Rank (exit block, injection layer) pairs by CKA, train adapters for the top ``top_k``, measure each one's
     agreement on the protocol frames, and choose the cheapest exit whose best adapter reaches ``min_agreement``
-    (else the most accurate). Adapters (best per exit block) and the ranking are stored with the video."""
+    (else the most accurate). Adapters (best per exit block) and the ranking are stored with the video.
+
+    ``train.joint``: then fine-tune the INR with the chosen pair's adapter (:func:`_joint`); the re-quantised INR
+    replaces the stored one, and every adapter trained on the old one is dropped. ``summary["joint"]`` holds PSNR,
+    bpp and accuracy before/after; ``summary["accuracy"]`` is then the after value, while ``measured`` keeps the
+    frozen-INR measurements that chose the pair."""
     from training.adapters import fit_adapter
 
     task = get_task(task_name)
     video = task.kind == "action"
+    has_logits = task.kind in ("classification", "action")
+    if train.task_loss > 0 and not has_logits:  # task_loss is a KL over class logits
+        raise ValueError(f"--task-loss needs class logits; {task.name} ({task.kind}) trains on features only")
     bb = backbone or get_backbone(task.name)
     model = load_task_model(bb, task, weights, random_init, backbone_config)
+    captioner = _caption_scorer(task, model, random_init)
     meta = store.meta(video_id)
     inr = load_inr(store, video_id).model
     frames = read_source(meta).frames
@@ -170,12 +242,12 @@ def adapt_video(
             targets[l] = [torch.cat([o[j] for o in outs]) for j in range(len(outs[0]))]
         # the raw frames' answers, one row per training sample (the task loss's target)
         teacher = (torch.cat([_logits(model(bb.preprocess(frames[s]))) for s in samples])
-                   if train.task_loss > 0 else None)
+                   if has_logits and (train.task_loss > 0 or (train.joint and train.joint_task > 0)) else None)
     # CKA pre-filter (debiased when there are enough samples)
     cands = []
     for k in exits:
         for l in layers:
-            x, ys = inputs_by_exit[k], targets[l]
+            x, ys = inputs_by_exit[k], [y for y in targets[l] if y.is_floating_point()]  # not masks
             m = x.shape[0]  # CKA needs samples: >= 2 (plain), >= 5 (debiased); one 32-frame window has none
             plain = sum(linear_cka(x, y) for y in ys) / len(ys) if m >= 2 else None
             deb = sum(linear_cka(x, y, debiased=True) for y in ys) / len(ys) if m >= 5 else plain
@@ -192,30 +264,30 @@ def adapt_video(
     for c in tqdm(kept, desc=f"adapt {task.name}", file=sys.stderr, disable=not progress):
         sm = splits[c.layer]
         x = inputs_by_exit[c.exit_block]
-        adapters = AdapterSet([build_adapter(_adapter_kind(task, y), tuple(x.shape[1:]), tuple(y.shape[1:]))
-                               for y in targets[c.layer]])
+        adapters = AdapterSet([_cut_piece(task, x, y) for y in targets[c.layer]])
         if train.task_loss > 0 and len(adapters) == 1:
             fits = [fit_adapter(adapters[0], x, targets[c.layer][0], train, tail=sm.tail, teacher=teacher,
                                 progress=False)]
         else:  # the task loss needs the whole cut: multi-tensor cuts (SlowFast) train on features alone
             feat_only = dataclasses.replace(train, task_loss=0.0)
-            fits = [fit_adapter(a, x, y, feat_only, progress=False) for a, y in zip(adapters, targets[c.layer])]
+            fits = [fit_adapter(a, x, y, feat_only, progress=False) for a, y in zip(adapters, targets[c.layer])
+                    if not isinstance(a, DerivedMask)]
         path = NVPPath(inr, c.exit_block, adapters, sm.tail, video)
-        scores = _score(task, path(eval_idx), raw_out)
+        scores = _score(task, path(eval_idx), raw_out, captioner)
         gf = _nvp_gflops(inr, c.exit_block, adapters, sm.tail, video, x[:1])
         row = {"exit_block": c.exit_block, "layer": c.layer, "cka": c.cka, "cka_debiased": c.cka_debiased,
                "rel_mse": max(f.rel_mse for f in fits), "epochs": max(f.epochs for f in fits),
                "adapter_params": adapters.num_params(), "gflops": gf, **scores}
         results.append(row)
         prev = best_by_exit.get(c.exit_block)
-        if prev is None or (row["accuracy"], -row["gflops"]) > (prev[0]["accuracy"], -prev[0]["gflops"]):
+        if prev is None or _rank(row) > _rank(prev[0]):
             best_by_exit[c.exit_block] = (row, adapters)
     for k, (row, adapters) in best_by_exit.items():
         save_adapter(store, video_id, task.name, k, row["layer"], adapters,
                      {"accuracy": row["accuracy"], "train": train.to_dict()})
     ok = [r for r, _ in best_by_exit.values() if r["accuracy"] >= min_agreement]
     chosen = (min(ok, key=lambda r: r["gflops"]) if ok
-              else max((r for r, _ in best_by_exit.values()), key=lambda r: (r["accuracy"], -r["gflops"])))
+              else max((r for r, _ in best_by_exit.values()), key=_rank))
     summary = {
         "id": video_id, "task": task.name, "exit_block": chosen["exit_block"], "layer": chosen["layer"],
         "adapter_params": chosen["adapter_params"], "backbone_params": bb.num_params(model),
@@ -224,8 +296,68 @@ def adapt_video(
         "weights": "random" if random_init else str(weights), "seconds": round(time.perf_counter() - t0, 2),
         "ranking": [c.__dict__ for c in cands], "measured": results,
     }
+    if train.joint:
+        k, layer = chosen["exit_block"], chosen["layer"]
+        summary["joint"] = _joint(store, video_id, task, inr, frames, samples, k, best_by_exit[k][1],
+                                  splits[layer], targets[layer], train, teacher=teacher, video=video,
+                                  eval_idx=eval_idx, raw_out=raw_out, captioner=captioner, progress=progress)
+        summary["accuracy"] = summary["joint"]["accuracy_after"]
     store.add_file(video_id, pairing_file(task.name), json.dumps(summary, indent=1).encode())
     return summary
+
+
+def _joint(store: VideoStore, video_id: str, task: TaskSpec, inr: INR, frames: Tensor, samples: list[list[int]],
+           exit_block: int, adapters: AdapterSet, split: Any, targets: list[Tensor], train: AdapterTrainConfig, *,
+           teacher: Tensor | None, video: bool, eval_idx: list[int], raw_out: Any,
+           captioner: CaptionScorer | None, progress: bool) -> dict[str, Any]:
+    """Joint mode: fine-tune the INR with the chosen pair's adapter (``training.joint``), store the re-quantised
+    INR in place of the old one, re-measure the pair on the decoded (stored) INR and keep only its adapter.
+
+    Every other adapter of the video (other exits of this task, all other tasks) was fitted to the old INR's
+    features and is now stale: it is deleted with a warning, and those tasks need ``adapt`` again.
+    """
+    import warnings
+
+    from training.joint import fit_joint
+    from training.recipes import RECIPES
+
+    from .api import replace_inr
+
+    meta = store.meta(video_id)
+    before = {"psnr": meta["psnr"], "bpp": meta["bpp"], "bytes": meta["bytes"]}
+    accuracy_before = _score(task, NVPPath(inr, exit_block, adapters, split.tail, video)(eval_idx), raw_out,
+                             captioner)["accuracy"]
+    use_task = teacher is not None and train.joint_task > 0
+    if train.joint_task > 0 and not use_task:
+        warnings.warn(f"joint mode: {task.name} ({task.kind}) has no class logits, so the task term "
+                      f"(weight {train.joint_task}) is left out", stacklevel=3)
+    t0 = time.perf_counter()
+    fit = fit_joint(inr, adapters, split.tail, frames, samples, exit_block, targets, train,
+                    recon_loss=RECIPES[meta["arch"]].loss, video=video, teacher=teacher if use_task else None,
+                    progress=progress)
+    stale = sorted(n for n in store.entry(video_id)["files"]
+                   if n.startswith(("adapter-", "pairing-")) and n != pairing_file(task.name))
+    others = [n for n in stale if not n.startswith((f"adapter-{task.name}-", f"pairing-{task.name}."))]
+    new = replace_inr(store, video_id, inr, frames, drop=stale, meta={"joint": {
+        "task": task.name, "exit_block": exit_block, "epochs": fit.epochs, "psnr_before": before["psnr"],
+        "bpp_before": before["bpp"]}})
+    if others:
+        warnings.warn(f"joint mode changed the INR of '{video_id}': deleted the stale adapters {others}; run "
+                      f"adapt again for those tasks", stacklevel=3)
+    stored = load_inr(store, video_id).model  # measure what is stored: the quantised INR
+    after = _score(task, NVPPath(stored, exit_block, adapters, split.tail, video)(eval_idx), raw_out, captioner)
+    save_adapter(store, video_id, task.name, exit_block, split.at, adapters,
+                 {"accuracy": after["accuracy"], "train": train.to_dict(), "joint": True})
+    return {
+        "epochs": fit.epochs, "seconds": round(time.perf_counter() - t0, 2),
+        "weights": {"recon": train.joint_recon, "feature": train.joint_feature,
+                    "task": train.joint_task if use_task else 0.0},
+        "psnr_before": before["psnr"], "psnr_after": new["psnr"], "train_psnr": fit.psnr,
+        "bpp_before": before["bpp"], "bpp_after": new["bpp"], "bytes_before": before["bytes"],
+        "bytes_after": new["bytes"], "accuracy_before": accuracy_before, "accuracy_after": after["accuracy"],
+        "scores_after": after, "dropped": [n for n in stale if n != adapter_file(task.name, exit_block)],
+        "history": fit.history,
+    }
 
 
 def load_task_model(bb: Backbone, task: TaskSpec, weights: str | None, random_init: bool,
@@ -248,6 +380,14 @@ def _adapter_kind(task: TaskSpec, target: Tensor) -> str:
     if task.adapter == "patch_embed" and rank == 3:
         return "conv1x1"
     return task.adapter
+
+
+def _cut_piece(task: TaskSpec, x: Tensor, target: Tensor) -> nn.Module:
+    """What produces one cut tensor from INR features ``x``: a trained adapter, or for a non-float tensor (DETR's
+    padding mask) a :class:`DerivedMask` of the target's size."""
+    if not target.is_floating_point():
+        return DerivedMask(target.shape[1:], str(target.dtype).removeprefix("torch."))
+    return build_adapter(_adapter_kind(task, target), tuple(x.shape[1:]), tuple(target.shape[1:]))
 
 
 def _nvp_gflops(inr: INR, exit_block: int, adapters: AdapterSet, tail: nn.Module, video: bool,
@@ -280,6 +420,7 @@ def evaluate_task(
     video = task.kind == "action"
     bb = backbone or get_backbone(task.name)
     model = load_task_model(bb, task, weights, random_init, backbone_config)
+    captioner = _caption_scorer(task, model, random_init)
     per_video, per_exit_all = [], {}
     for vid in video_ids:
         meta = store.meta(vid)
@@ -299,8 +440,8 @@ def evaluate_task(
         # fresh input: pytorchvideo's SlowFast overwrites its input list in place
         g_backbone = gflops_of(model, bb.preprocess(frames[idx]), per=len(idx))
         g_inr = inr.total_gflops
-        paths = {"raw": {**_score(task, raw, raw), "gflops": g_backbone},
-                 "fulldecode": {**_score(task, full, raw), "gflops": g_inr + g_backbone}}
+        paths = {"raw": {**_score(task, raw, raw, captioner), "gflops": g_backbone},
+                 "fulldecode": {**_score(task, full, raw, captioner), "gflops": g_inr + g_backbone}}
         for k in range(1, inr.num_blocks + 1):
             try:
                 adapters, ameta = load_adapter(store, vid, task.name, k)
@@ -309,7 +450,8 @@ def evaluate_task(
             sm = bb.split(ameta["layer"], model=model)
             path = NVPPath(inr, k, adapters, sm.tail, video)
             feat = inr_features(inr, idx[:1] if not video else idx, k, video)
-            row = {**_score(task, path(idx), raw), "gflops": _nvp_gflops(inr, k, adapters, sm.tail, video, feat),
+            row = {**_score(task, path(idx), raw, captioner),
+                   "gflops": _nvp_gflops(inr, k, adapters, sm.tail, video, feat),
                    "layer": ameta["layer"], "adapter_params": adapters.num_params()}
             per_exit_all.setdefault(k, []).append(row)
             if k == chosen:
@@ -344,13 +486,14 @@ def plot_exits(result: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = METRICS[get_task(result["task"]).kind]
     ks = [int(k) for k in result["per_exit"]]
     rows = [result["per_exit"][str(k)] for k in ks]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ks, [r["accuracy"] for r in rows], "o-", color="C0", label="NVP top-1 agreement")
+    ax.plot(ks, [r["accuracy"] for r in rows], "o-", color="C0", label=f"NVP {metric}")
     ax.axhline(result["paths"]["fulldecode"]["accuracy"], color="C0", ls="--", lw=1, label="full decode")
     ax.set_xlabel("INR exit block")
-    ax.set_ylabel("top-1 agreement with raw frames")
+    ax.set_ylabel(f"{metric} (raw frames = 1)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xticks(ks)
     ax2 = ax.twinx()

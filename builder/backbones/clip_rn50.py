@@ -9,7 +9,8 @@ strictly and infers the sizes from the file.
 The loaded module is :class:`ClipImageClassifier`: ``forward(images)`` returns L2-normalised
 image embeddings (B, 1024) until :meth:`ClipImageClassifier.set_classifier` installs zero-shot
 text embeddings as ``classifier``; then it returns logits over those labels
-(``logit_scale * cos``). Preprocessing: resize 224x224, CLIP mean/std.
+(``logit_scale * cos``). :meth:`ClipImageClassifier.encode_texts` embeds free text (BLIP captions are
+scored with it). Preprocessing: resize 224x224, CLIP mean/std.
 """
 
 from __future__ import annotations
@@ -57,12 +58,17 @@ class ClipImageClassifier(nn.Module):
         return self.classifier(feats)
 
     @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> Tensor:
+        """(N, D) L2-normalised text-tower embeddings (texts longer than 77 tokens are truncated)."""
+        texts = list(texts)
+        # batched: one text-tower call per 256 texts instead of one per text (1000 classes: ~20x faster)
+        return torch.cat([F.normalize(self.text.encode_text(self._tokenizer(texts[i:i + 256])), dim=-1)
+                          for i in range(0, len(texts), 256)])
+
+    @torch.no_grad()
     def zero_shot_classifier(self, class_names: Sequence[str], templates: Sequence[str] = IMAGENET_TEMPLATES) -> Tensor:
         """(C, D) normalised text embeddings, averaged over ``templates`` (CLIP's prompt ensembling)."""
-        prompts = [t.format(name) for name in class_names for t in templates]
-        # batched: one text-tower call per 256 prompts instead of one per class (1000 classes: ~20x faster)
-        embs = torch.cat([F.normalize(self.text.encode_text(self._tokenizer(prompts[i:i + 256])), dim=-1)
-                          for i in range(0, len(prompts), 256)])
+        embs = self.encode_texts([t.format(name) for name in class_names for t in templates])
         return F.normalize(embs.view(len(class_names), len(templates), -1).mean(1), dim=-1)
 
     def set_classifier(self, class_names_or_embeddings: Sequence[str] | Tensor) -> None:

@@ -98,8 +98,9 @@ class BlipVisionTail(nn.Module):
 
 def _small_config() -> dict[str, Any]:
     return dict(
+        # initializer_range: BLIP's default (1e-10) makes random patch embeddings ~0, so every image would look alike
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=10, num_attention_heads=2,
-                           image_size=64, patch_size=16),
+                           image_size=64, patch_size=16, initializer_range=0.02),
         text_config=dict(vocab_size=30524, hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
                          num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64),
     )

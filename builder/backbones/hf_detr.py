@@ -161,11 +161,15 @@ class DetrR50(Backbone):
     curated_cuts = tuple(PREFIX + s for s in STAGES) + ("detr.model.input_projection",)
     default_cut = "detr.model.input_projection"
 
-    def build(self, *, small: bool = False, input_size: tuple[int, int] | None = None, **config: Any) -> nn.Module:
+    def build(self, *, small: bool = False, input_size: tuple[int, int] | None = None,
+              shortest_edge: int | None = None, longest_edge: int | None = None, **config: Any) -> nn.Module:
+        """Random weights. ``shortest_edge``/``longest_edge`` shrink :meth:`preprocess`'s resize (fast tests)."""
         from transformers import DetrConfig, DetrForObjectDetection
 
         if input_size is not None:
             self.input_size = tuple(input_size)
+        self.shortest_edge = shortest_edge or type(self).shortest_edge
+        self.longest_edge = longest_edge or type(self).longest_edge
         kw = dict(use_timm_backbone=True, backbone="resnet50", use_pretrained_backbone=False)
         if small:
             kw.update(_small_config())
@@ -175,6 +179,7 @@ class DetrR50(Backbone):
     def load_weights(self, path: Path) -> nn.Module:
         from transformers import DetrForObjectDetection
 
+        self.shortest_edge, self.longest_edge = type(self).shortest_edge, type(self).longest_edge
         return DetrDetector(from_pretrained_local(DetrForObjectDetection, path))
 
     def node_names(self, model: nn.Module | None = None) -> list[str]:

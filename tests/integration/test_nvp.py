@@ -104,3 +104,89 @@ def test_action_tasks_use_32_consecutive_frames_and_3d_adapters(tmp_path, task, 
                  model={"stem_dim": 16, "enc_dim": 16}, train=TrainConfig(recipe="hnerv", epochs=1), progress=False)
     with pytest.raises(ValueError, match="32 consecutive frames"):
         adapt_video(vs, "car8", task, random_init=True, backbone_config=cfg, progress=False)
+
+
+# DETR-R50 / BLIP with random weights at small sizes (plumbing): the seed's metrics are mAP against the raw frames'
+# detections and CLIP score against the raw frames' captions
+# frames 160x68 -> 64x150; one class, so that some random-weight queries score above the 0.5 threshold
+SMALL_DETR = {"small": True, "shortest_edge": 64, "longest_edge": 160, "input_size": (64, 150), "num_labels": 1}
+SMALL_BLIP = {"small": True, "image_size": 64}
+
+
+def test_detr_adapts_features_and_derives_the_mask(store):
+    from builder.config import AdapterTrainConfig
+    from builder.nvp import DerivedMask, adapt_video, evaluate_task, load_adapter
+
+    vs = VideoStore(store)
+    layer = "detr.model.input_projection"
+    r = adapt_video(vs, "bikes12", "detr_r50", exits=[2], layers=[layer], top_k=1, random_init=True,
+                    backbone_config=SMALL_DETR, train=AdapterTrainConfig(epochs=2), progress=False)
+    m = r["measured"][0]
+    assert r["layer"] == layer and m["pseudo_gt"] > 0 and 0 <= m["accuracy"] <= 1
+    assert m["accuracy"] == m["map"] and {"map_50", "map_75", "mar_100"} <= set(m)
+    adapters, _ = load_adapter(vs, "bikes12", "detr_r50", 2)
+    assert [type(a).__name__ for a in adapters] == ["Conv1x1Adapter", "DerivedMask"]
+    assert isinstance(adapters[1], DerivedMask) and adapters[1].dtype == "bool"
+    ev = evaluate_task(vs, ["bikes12"], "detr_r50", random_init=True, backbone_config=SMALL_DETR)
+    paths = ev["paths"]
+    assert paths["raw"]["accuracy"] == pytest.approx(1.0)  # the raw detections are the ground truth
+    assert paths["nvp"]["accuracy"] == pytest.approx(r["accuracy"])  # same seeded random backbone
+    assert paths["nvp"]["gflops"] < paths["fulldecode"]["gflops"]
+    with pytest.raises(ValueError, match="class logits"):
+        adapt_video(vs, "bikes12", "detr_r50", random_init=True, backbone_config=SMALL_DETR,
+                    train=AdapterTrainConfig(task_loss=1.0), progress=False)
+
+
+def test_blip_patch_embedding_adapter_scored_by_clip_text_similarity(store):
+    from builder.config import AdapterTrainConfig
+    from builder.nvp import adapt_video, evaluate_task
+
+    vs = VideoStore(store)
+    layer = "blip.vision_model.embeddings"
+    r = adapt_video(vs, "bikes12", "blip", exits=[2], layers=[layer], top_k=1, random_init=True,
+                    backbone_config=SMALL_BLIP, train=AdapterTrainConfig(epochs=2), progress=False)
+    m = r["measured"][0]
+    assert r["layer"] == layer and 0 <= m["accuracy"] <= 1
+    assert m["clip_score"] == pytest.approx(100 * m["accuracy"]) and 0 <= m["exact_match"] <= 1
+    ev = evaluate_task(vs, ["bikes12"], "blip", random_init=True, backbone_config=SMALL_BLIP)
+    paths = ev["paths"]
+    assert paths["raw"]["accuracy"] == 1.0 and paths["raw"]["exact_match"] == 1.0
+    assert paths["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
+    assert set(paths) == {"raw", "fulldecode", "nvp"}
+
+
+def test_joint_mode_fine_tunes_and_restores_the_inr(tmp_path, capsys):
+    import math
+
+    import torch
+
+    from builder.api import load_inr
+    from builder.config import AdapterTrainConfig
+    from builder.nvp import adapt_video
+
+    vs = VideoStore(tmp_path)
+    encode_video(sample_path("carphone"), "car8", store=vs, arch="hnerv", count=8, size=(64, 48),
+                 model={"stem_dim": 16, "enc_dim": 16}, train=TrainConfig(recipe="hnerv", epochs=3), progress=False)
+    before = load_inr(vs, "car8").model.state_dict()
+    # another task's adapter: stale once the INR changes
+    adapt_video(vs, "car8", "clip_rn50", exits=[1], layers=["visual.layer3"], top_k=1, random_init=True,
+                backbone_config={"small": True, "image_size": 64}, train=AdapterTrainConfig(epochs=1), progress=False)
+    with pytest.warns(UserWarning, match="stale adapters"):
+        r = run_json(capsys, "adapt", "car8", "--task", "effnet_lite0", "--store", tmp_path, "--exits", "1",
+                     "--layers", "blocks.5", "--top-k", "1", "--epochs", "1", "--joint", "--joint-epochs", "2",
+                     "--no-progress")
+    j = r["joint"]
+    for k in ("psnr_before", "psnr_after", "bpp_before", "bpp_after", "train_psnr"):
+        assert math.isfinite(j[k]), k
+    assert j["epochs"] == 2 and j["weights"] == {"recon": 1.0, "feature": 0.5, "task": 0.2}
+    assert j["dropped"] == ["adapter-clip_rn50-e1.nvp", "pairing-clip_rn50.json"]
+    files = vs.entry("car8")["files"]
+    assert "adapter-clip_rn50-e1.nvp" not in files and "adapter-effnet_lite0-e1.nvp" in files
+    stored = load_inr(vs, "car8").model  # the new entry decodes
+    after = stored.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert stored.decode_all().shape == (8, 3, 48, 64)
+    meta = vs.meta("car8")
+    assert meta["psnr"] == j["psnr_after"] and meta["joint"]["task"] == "effnet_lite0"
+    ev = run_json(capsys, "evaluate", "--task", "effnet_lite0", "--videos", "car8", "--store", tmp_path)
+    assert ev["paths"]["nvp"]["accuracy"] == pytest.approx(r["accuracy"])

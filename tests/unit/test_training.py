@@ -93,3 +93,45 @@ def test_bad_inputs_are_rejected():
         fit_inr(model, torch.rand(2, 32, 32), TrainConfig(epochs=1), progress=False)
     with pytest.raises(ValueError, match="recipe"):
         TrainConfig(recipe="siren")
+
+
+def test_joint_fine_tuning_moves_inr_and_adapter_with_all_three_losses():
+    from torch import nn
+
+    from builder.adapters import build_adapter
+    from builder.config import AdapterTrainConfig
+    from builder.nvp import AdapterSet, DerivedMask
+    from training.joint import fit_joint
+    from training.recipes import hnerv_loss
+
+    torch.manual_seed(0)
+    frames = torch.rand(4, 3, 32, 32)
+    inr = build_inr(nerv_config(4, 32, 32, **TINY))
+    fit_inr(inr, frames, TrainConfig(epochs=2), progress=False)
+    k = 1
+    c = inr.features([0], k).shape[1]
+    class Tail(nn.Module):  # a real (tiny) tail: features + mask in, class logits out, like DETR's two-tensor cut
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(16, 5, 1)
+
+        def forward(self, f, mask):
+            return self.conv(f * mask[:, None]).mean((2, 3))
+
+    tail = Tail()
+    adapters = AdapterSet([build_adapter("conv1x1", (c, 8, 8), (16, 4, 4)), DerivedMask((4, 4), "bool")])
+    samples = [[0], [2]]  # frames 1 and 3 only get the reconstruction term
+    targets = [torch.randn(2, 16, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool)]
+    teacher = torch.randn(2, 5)
+    w0 = {n: p.detach().clone() for n, p in inr.named_parameters()}
+    a0 = adapters[0].conv.weight.detach().clone()
+    cfg = AdapterTrainConfig(joint=True, joint_epochs=2, batch_size=2)
+    r = fit_joint(inr, adapters, tail, frames, samples, k, targets, cfg, recon_loss=hnerv_loss, teacher=teacher,
+                  progress=False)
+    assert r.epochs == 2 and math.isfinite(r.psnr)
+    assert all(h["recon"] > 0 and h["feature"] > 0 and h["task"] > 0 for h in r.history)
+    assert any(not torch.equal(w0[n], p) for n, p in inr.named_parameters())
+    assert not torch.equal(a0, adapters[0].conv.weight)
+    assert not tail.conv.weight.requires_grad  # the tail stays frozen
+    with pytest.raises(ValueError, match="joint_recon"):
+        AdapterTrainConfig(joint=True, joint_recon=0.0)
