@@ -20,9 +20,19 @@ __all__ = ["run_command"]
 def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _finite(o: Any) -> Any:
+    """NaN/inf (e.g. mAP without reference boxes) as null: strict JSON has no NaN, and json.dumps never hands
+    plain floats to ``default``."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
 
 
 def run_command(args: argparse.Namespace, errors: tuple[type[BaseException], ...]) -> int:
@@ -42,5 +52,5 @@ def run_command(args: argparse.Namespace, errors: tuple[type[BaseException], ...
         return 130
     print(text)
     if as_json:
-        print(json.dumps(obj, default=_json_default))
+        print(json.dumps(_finite(obj), default=_json_default, allow_nan=False))
     return 0
