@@ -15,7 +15,7 @@ Capacity ablations of ``conv1x1`` (not in the seed; same input and output, built
   1x1 conv.
 
 Both start as exactly the 1x1 adapter (depthwise kernel = identity, branch output = 0), so the least-squares fit of
-their 1x1 path (``ls_terms``) starts them where the LS 1x1 adapter ends, and training explores from there.
+their 1x1 path (``ls_input``) starts them where the LS 1x1 adapter ends, and training explores from there.
 
 Every adapter records its ``in_spec``/``out_spec`` and a JSON config, so it can be stored next to its video and
 rebuilt with :func:`adapter_from_config`.
@@ -65,9 +65,9 @@ class Adapter(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def ls_terms(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """For least-squares init of the linear 1x1 path ``self.conv``: the conv's input at the output's size and
-        the rest of the output (None when there is none): ``forward(x) == conv(inputs) + rest``."""
+    def ls_input(self, x: Tensor) -> Tensor:
+        """For least-squares init of the linear 1x1 path ``self.conv``: its input at the output's size, so that
+        ``forward(x) == conv(ls_input(x))``."""
         raise ValueError(f"least-squares init needs an adapter with a linear 1x1 path, not {self.kind}")
 
 
@@ -96,8 +96,8 @@ class Conv1x1Adapter(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         return self.spatial(self.conv(x)) if self.conv_first else self.conv(self.spatial(x))
 
-    def ls_terms(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.spatial(x), None
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(x)
 
 
 class Conv3x3Adapter(Conv1x1Adapter):
@@ -119,8 +119,8 @@ class Conv3x3Adapter(Conv1x1Adapter):
             return self.spatial(self.conv(self.dw(x)))
         return self.conv(self.dw(self.spatial(x)))
 
-    def ls_terms(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        return (self.spatial(self.dw(x)) if self.conv_first else self.dw(self.spatial(x))), None
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(self.dw(x)) if self.conv_first else self.dw(self.spatial(x))
 
 
 class BottleneckAdapter(Conv1x1Adapter):
@@ -155,8 +155,8 @@ class BottleneckAdapter(Conv1x1Adapter):
             return self.spatial(self.conv(self.mixed(x)))
         return self.conv(self.mixed(self.spatial(x)))
 
-    def ls_terms(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        return (self.spatial(self.mixed(x)) if self.conv_first else self.mixed(self.spatial(x))), None
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(self.mixed(x)) if self.conv_first else self.mixed(self.spatial(x))
 
 
 class PatchEmbedAdapter(Adapter):
@@ -207,8 +207,8 @@ class Conv3dAdapter(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(self.spatial(x))
 
-    def ls_terms(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.spatial(x), None
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(x)
 
 
 ADAPTERS: dict[str, type[Adapter]] = {a.kind: a for a in (Conv1x1Adapter, Conv3x3Adapter, BottleneckAdapter,

@@ -34,10 +34,8 @@ def least_squares_init(adapter: Adapter, inputs: Tensor, targets: Tensor) -> Non
     """Closed-form least-squares weights for the linear 1x1 path of an adapter (2-D or 3-D), the rest held fixed:
     for a plain 1x1 adapter the best any such adapter can fit; for ``conv3x3``/``bottleneck`` (which start as a
     1x1) the same fit, as their starting point."""
-    x, rest = adapter.ls_terms(inputs)  # raises for adapters without a linear 1x1 path
+    x = adapter.ls_input(inputs)  # raises for adapters without a linear 1x1 path
     conv = adapter.conv
-    if rest is not None:
-        targets = targets - rest
     cin = x.shape[1]
     a = x.movedim(1, -1).reshape(-1, cin).double()
     b = targets.movedim(1, -1).reshape(-1, targets.shape[1]).double()
