@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,17 @@ def run_recipe(name: str, vid: str, recipe_name: str, recipe: AdapterTrainConfig
             "loadavg": os.getloadavg()}
 
 
+def baselines(results: list[dict], clip: str) -> dict[str, dict]:
+    """The clip's raw / codec / fulldecode rows, ms per frame = the median over its recipes' evaluate calls (the
+    scores are the same in every call; the timings are not)."""
+    mine = [r["baselines"] for r in results if r["clip"] == clip]
+    out = {}
+    for p in mine[0]:
+        out[p] = {**mine[0][p], "ms_per_frame": statistics.median(b[p]["ms_per_frame"] for b in mine if p in b),
+                  "calls": sum(p in b for b in mine)}
+    return out
+
+
 def table(results: list[dict]) -> str:
     lines = ["| clip | recipe | exit | layer | adapter | share % | top-1 agr. | video agr. | top-5 | KL | NVP ms | "
              "codec ms | full-decode ms | raw ms | codec/NVP | chosen |", "|" + "---|" * 16]
@@ -130,7 +142,8 @@ def table(results: list[dict]) -> str:
                 f"{r['top5']:.2f} | {r['kl']:.2f} | {r['ms_per_frame']:.2f} | {codec:.1f} | "
                 f"{b['fulldecode']['ms_per_frame']:.1f} | {b['raw']['ms_per_frame']:.1f} | "
                 f"{codec / r['ms_per_frame']:.2f} | {'*' if r['chosen'] else ''} |")
-    lines += ["", "Baselines (first recipe's evaluate call per clip) and the clip's raw-prediction stability:", "",
+    lines += ["", "Baselines per clip (ms/frame: median over the clip's evaluate calls, one per recipe) and the "
+              "clip's raw-prediction stability:", "",
               "| clip | path | top-1 agr. | video agr. | top-5 | KL | ms/frame | GFLOPs | INR / H.264 PSNR | "
               "INR / H.264 bpp | raw frames agreeing with video top-1 | raw mean top-1 prob |", "|" + "---|" * 12]
     seen = set()
@@ -140,7 +153,7 @@ def table(results: list[dict]) -> str:
         seen.add(res["clip"])
         h = res["h264"] or {}
         st = res["raw_stability"] or {}
-        for p, b in res["baselines"].items():
+        for p, b in baselines(results, res["clip"]).items():
             lines.append(f"| {res['clip']} | {p} | {b['accuracy']:.3f} | {b['video_accuracy']:.0f} | {b['top5']:.2f} | "
                          f"{b['kl']:.2f} | {b['ms_per_frame']:.1f} | {b['gflops']:.3f} | "
                          f"{res['inr']['psnr']:.2f} / {h.get('psnr', float('nan')):.2f} | "
@@ -170,7 +183,7 @@ def plot(results: list[dict], recipes: list[str], path: Path) -> None:
             rows = sorted(res["rows"], key=lambda r: r["ms_per_frame"])
             ax.plot([r["ms_per_frame"] for r in rows], [r["accuracy"] for r in rows], marker=markers[res["recipe"]],
                     ls="-", lw=1, label=f"NVP {res['recipe']}")
-        b = mine[0]["baselines"]
+        b = baselines(results, clip)
         if "codec" in b:
             ax.plot(b["codec"]["ms_per_frame"], b["codec"]["accuracy"], "*", ms=16, color="black",
                     label="codec path (H.264 copy)")
