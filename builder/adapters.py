@@ -7,6 +7,16 @@
 - ``conv3d``: MaxPool3d over time when the clip is longer than the target, trilinear resize, one 1x1x1 Conv3d
   (I3D, SlowFast).
 
+Capacity ablations of ``conv1x1`` (not in the seed; same input and output, built to stay under 1 % of a backbone):
+
+- ``conv3x3``: a depthwise 3x3 conv (spatial context per channel) before the 1x1 conv. A dense 3x3 would cost 9x
+  the 1x1's weights, over the 1 % budget at mid and late cuts of a seed-sized INR (148 channels).
+- ``bottleneck``: a residual nonlinear branch (1x1 down -> GELU -> 1x1 up, in the INR's channel space) before the
+  1x1 conv.
+
+Both start as exactly the 1x1 adapter (depthwise kernel = identity, branch output = 0), so the least-squares fit of
+their 1x1 path (``ls_input``) starts them where the LS 1x1 adapter ends, and training explores from there.
+
 Every adapter records its ``in_spec``/``out_spec`` and a JSON config, so it can be stored next to its video and
 rebuilt with :func:`adapter_from_config`.
 """
@@ -19,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FeatureSpec", "Adapter", "Conv1x1Adapter", "PatchEmbedAdapter", "Conv3dAdapter", "ADAPTERS",
-           "build_adapter", "adapter_from_config"]
+__all__ = ["FeatureSpec", "Adapter", "Conv1x1Adapter", "Conv3x3Adapter", "BottleneckAdapter", "PatchEmbedAdapter",
+           "Conv3dAdapter", "ADAPTERS", "IMAGE_ADAPTERS", "build_adapter", "adapter_from_config"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,11 @@ class Adapter(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def ls_input(self, x: Tensor) -> Tensor:
+        """For least-squares init of the linear 1x1 path ``self.conv``: its input at the output's size, so that
+        ``forward(x) == conv(ls_input(x))``."""
+        raise ValueError(f"least-squares init needs an adapter with a linear 1x1 path, not {self.kind}")
+
 
 class Conv1x1Adapter(Adapter):
     """Bilinear resize + 1x1 conv. Both are linear per pixel / per channel, so they commute (bilinear weights sum
@@ -80,6 +95,68 @@ class Conv1x1Adapter(Adapter):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.spatial(self.conv(x)) if self.conv_first else self.conv(self.spatial(x))
+
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(x)
+
+
+class Conv3x3Adapter(Conv1x1Adapter):
+    """Depthwise 3x3 conv (``in`` channels) + 1x1 conv, at the smaller of the input and output resolutions (before
+    the resize when the input is smaller, after it otherwise). The depthwise kernel starts as the identity."""
+
+    kind = "conv3x3"
+
+    def __init__(self, in_spec: FeatureSpec, out_spec: FeatureSpec) -> None:
+        super().__init__(in_spec, out_spec)
+        cin = in_spec.channels
+        self.dw = nn.Conv2d(cin, cin, 3, padding=1, groups=cin, padding_mode="replicate")
+        with torch.no_grad():
+            self.dw.weight.zero_()[:, 0, 1, 1] = 1.0
+            self.dw.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.conv_first:  # 1x1 and bilinear resize commute: convolve at the small size, then resize
+            return self.spatial(self.conv(self.dw(x)))
+        return self.conv(self.dw(self.spatial(x)))
+
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(self.dw(x)) if self.conv_first else self.dw(self.spatial(x))
+
+
+class BottleneckAdapter(Conv1x1Adapter):
+    """``conv1x1(z + up(GELU(down(z))))``: a residual two-layer bottleneck (1x1 down to ``hidden`` channels, GELU,
+    1x1 up) on the INR features z, then the 1x1 conv. The branch works in the INR's channel space, so its size does
+    not grow with the target's channels (1280 at EfficientNet's last cut); default ``hidden`` = max(8, in / 16)
+    keeps the adapter under 1 % of a backbone wherever the seed's 1x1 is. ``up`` starts at zero, so the adapter
+    starts as the 1x1 (and its LS fit). Runs at the smaller resolution, like :class:`Conv3x3Adapter`."""
+
+    kind = "bottleneck"
+
+    def __init__(self, in_spec: FeatureSpec, out_spec: FeatureSpec, hidden: int | None = None) -> None:
+        super().__init__(in_spec, out_spec)
+        cin = in_spec.channels
+        self.hidden = int(hidden) if hidden is not None else max(8, cin // 16)
+        if self.hidden < 1:
+            raise ValueError(f"bottleneck hidden width must be >= 1, got {hidden}")
+        self.down = nn.Conv2d(cin, self.hidden, 1)
+        self.act = nn.GELU()
+        self.up = nn.Conv2d(self.hidden, cin, 1)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "hidden": self.hidden}
+
+    def mixed(self, x: Tensor) -> Tensor:
+        return x + self.up(self.act(self.down(x)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.conv_first:
+            return self.spatial(self.conv(self.mixed(x)))
+        return self.conv(self.mixed(self.spatial(x)))
+
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(self.mixed(x)) if self.conv_first else self.mixed(self.spatial(x))
 
 
 class PatchEmbedAdapter(Adapter):
@@ -130,17 +207,30 @@ class Conv3dAdapter(Adapter):
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(self.spatial(x))
 
+    def ls_input(self, x: Tensor) -> Tensor:
+        return self.spatial(x)
 
-ADAPTERS: dict[str, type[Adapter]] = {a.kind: a for a in (Conv1x1Adapter, PatchEmbedAdapter, Conv3dAdapter)}
+
+ADAPTERS: dict[str, type[Adapter]] = {a.kind: a for a in (Conv1x1Adapter, Conv3x3Adapter, BottleneckAdapter,
+                                                          PatchEmbedAdapter, Conv3dAdapter)}
+# interchangeable kinds for (C, H, W) -> (C, H, W) cuts: the seed's 1x1 first, then its capacity ablations
+IMAGE_ADAPTERS = ("conv1x1", "conv3x3", "bottleneck")
 
 
-def build_adapter(kind: str, in_spec: FeatureSpec | tuple[int, ...],
-                  out_spec: FeatureSpec | tuple[int, ...]) -> Adapter:
+def build_adapter(kind: str, in_spec: FeatureSpec | tuple[int, ...], out_spec: FeatureSpec | tuple[int, ...],
+                  **options: Any) -> Adapter:
+    """``options``: kind-specific settings (``bottleneck``: ``hidden``)."""
     if kind not in ADAPTERS:
         raise ValueError(f"unknown adapter kind {kind!r}; choose one of {sorted(ADAPTERS)}")
     as_spec = lambda s: s if isinstance(s, FeatureSpec) else FeatureSpec(tuple(s))  # noqa: E731
-    return ADAPTERS[kind](as_spec(in_spec), as_spec(out_spec))
+    try:
+        return ADAPTERS[kind](as_spec(in_spec), as_spec(out_spec), **options)
+    except TypeError as e:
+        if not options:
+            raise
+        raise ValueError(f"adapter {kind!r} does not take options {sorted(options)}: {e}") from None
 
 
 def adapter_from_config(cfg: dict[str, Any]) -> Adapter:
-    return build_adapter(cfg["kind"], tuple(cfg["in_shape"]), tuple(cfg["out_shape"]))
+    options = {k: v for k, v in cfg.items() if k not in ("kind", "in_shape", "out_shape")}
+    return build_adapter(cfg["kind"], tuple(cfg["in_shape"]), tuple(cfg["out_shape"]), **options)

@@ -15,7 +15,7 @@ from .config import INRConfig, QuantConfig, TrainConfig, inr_config
 from .inr import DecodedINR, HNeRV, block_info, build_inr, decode_inr, encode_inr
 from .metrics import ms_ssim, psnr
 from .store import EntryExists, VideoStore, validate_video_id
-from .video import Clip, read_video, write_pngs, write_video
+from .video import Clip, read_frames, read_video, write_pngs, write_video
 
 __all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video",
            "eval_video", "cost_table", "read_source", "read_h264"]
@@ -161,14 +161,13 @@ def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu
 
 def read_h264(store: VideoStore, video_id: str, indices: Sequence[int]) -> torch.Tensor:
     """Frames ``indices`` of the video's stored H.264 copy (the codec baseline), decoded with PyAV: (N, 3, H, W)
-    in [0, 1], at the INR's size. Decodes from the first requested frame's GOP start to the last one."""
+    in [0, 1] at the INR's size (``read_frames``: decodes up to the last one, converts only those)."""
     meta = store.meta(video_id)
     idx = [int(i) for i in indices]
     if not idx or min(idx) < 0 or max(idx) >= meta["frames"]:
         raise ValueError(f"frames {idx} out of range for video '{video_id}' ({meta['frames']} frames)")
-    lo = min(idx)
-    clip = read_video(store.path(video_id, H264_FILE), start=lo, count=max(idx) - lo + 1)
-    return clip.frames[[i - lo for i in idx], :, :meta["height"], :meta["width"]]  # x264 pads to even sizes
+    frames = read_frames(store.path(video_id, H264_FILE), idx)
+    return frames[..., :meta["height"], :meta["width"]]  # x264 pads odd sizes to even ones
 
 
 def read_source(meta: dict[str, Any], source: str | Path | None = None) -> Clip:

@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("cost", "per-block GFLOPs and parameters of a stored video's INR (seed Table 2)", _cmd_cost)
     c.add_argument("video_id", metavar="ID")
 
+    from .config import IMAGE_ADAPTER_KINDS
+
     tasks = ("effnet_lite0", "resnet50", "clip_rn50", "vit_b16", "i3d_r50", "slowfast_r50", "detr_r50", "blip")
     wparent = argparse.ArgumentParser(add_help=False)
     wparent.add_argument("--task", required=True, choices=tasks, help="downstream task, named after its model")
@@ -150,8 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layers", nargs="+", metavar="LAYER", help="injection layers to try (default: the "
                    "backbone's curated split points)")
     a.add_argument("--top-k", type=_positive_int, default=10, help="pairs kept after CKA ranking (default 10)")
-    a.add_argument("--min-agreement", type=float, default=0.9,
-                   help="accuracy budget: choose the cheapest exit whose adapter reaches it (default 0.9)")
+    a.add_argument("--min-agreement", type=float, default=0.95,
+                   help="accuracy budget: choose the fastest measured pair whose frame-level and video-level top-1 "
+                        "agreement with the raw frames both reach it (default 0.95; else the most accurate pair)")
+    a.add_argument("--repeats", type=_positive_int, default=3,
+                   help="timed runs per measured pair; ms per frame is their median (default 3)")
+    a.add_argument("--max-samples", type=_positive_int, metavar="N",
+                   help="train on at most N frames (action tasks: 32-frame windows), evenly spread (default: all "
+                        "of them, as far as their features fit in 2 GiB)")
     a.add_argument("--epochs", type=_positive_int, default=30, help="adapter epochs (default 30, early stopping)")
     a.add_argument("--lr", type=_positive_float, default=1e-4, help="adapter learning rate (default 1e-4)")
     a.add_argument("--init", choices=("default", "ls"), default="default",
@@ -159,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--task-loss", type=float, default=0.0, metavar="W",
                    help="add W x KL(raw-frame logits || NVP logits) through the frozen tail to the seed's feature "
                         "loss (default 0: the seed recipe)")
+    a.add_argument("--adapter", choices=IMAGE_ADAPTER_KINDS,
+                   help="adapter at (C, H, W) cuts: conv1x1 (the seed's, default), conv3x3 (+ depthwise 3x3) or "
+                        "bottleneck (+ 1x1 down, GELU, 1x1 up branch); --init ls fits their 1x1 path")
     a.add_argument("--target", choices=("raw", "decoded"), default="raw",
                    help="fit the backbone's features of the raw frames (default) or of the INR's decoded frames")
     j = a.add_argument_group("joint mode (fine-tunes the INR: the stored video changes)")
@@ -181,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--exit-block", type=_positive_int, help="exit block of the NVP path (default: the adapted one)")
     ev.add_argument("--plot", type=Path, metavar="PNG", help="write accuracy and GFLOPs vs exit block here")
     ev.add_argument("--seed", type=int, default=0, help="seed of the protocol's frame sampling")
+    ev.add_argument("--repeats", type=_positive_int, default=3,
+                    help="timed runs per path; ms_per_frame is their median (default 3)")
 
     from .triton.server import add_build_repo_arguments, add_serve_arguments
 
@@ -293,17 +306,23 @@ def _cmd_cost(args: argparse.Namespace):
 
 
 _ADAPT_HELP = """Pair the video's INR exit blocks with the task backbone's injection layers: rank all pairs by linear CKA
-(debiased), train a seed adapter for the top-K pairs (INR and backbone frozen; loss 1.0 MSE + 0.2 (1 - cos) +
-0.1 SmoothL1), measure each one's top-1 agreement with the raw frames on the task's protocol frames, and store
-the best adapter per exit block plus the ranking with the video. Prints the chosen exit block, injection layer and
-adapter size. Accuracy is the task's metric against the raw frames: top-1 agreement (classification, action), mAP
-with the raw-frame detections as ground truth (detr_r50), CLIP text score / 100 against the raw-frame captions
-(blip). With --joint the INR is fine-tuned with the chosen adapter and stored again (see the joint options)."""
+(debiased; only a pre-filter), train an adapter for the top-K pairs (INR and backbone frozen; loss 1.0 MSE +
+0.2 (1 - cos) + 0.1 SmoothL1, optionally + KL through the frozen tail) on every frame of the video, then measure
+each one on the task's protocol frames: its accuracy against the raw frames and wall-clock ms per frame. Accuracy
+is the task's metric: top-1 agreement, frame- and video-level (classification, action), mAP with the raw-frame
+detections as ground truth (detr_r50), CLIP text score / 100 against the raw-frame captions (blip). The chosen
+pair is the fastest one meeting --min-agreement, on the Pareto front of agreement vs ms per frame; the front, every
+measurement and the codec path's (stored H.264 copy) go into the pairing JSON stored with the video, with one
+adapter per exit block. Prints the chosen exit block, injection layer and adapter size. With --joint the INR is
+fine-tuned with the chosen adapter and stored again (see the joint options)."""
 
 _EVAL_HELP = """Seed protocols: 8 uniformly spaced frames per video (classification: top-1 agreement with the raw frames'
 predictions; detection: mAP against the raw frames' detections; captioning: CLIP text score of the captions
 against the raw frames' captions, / 100), 32 consecutive frames from a random start (action recognition). Reports
-accuracy and GFLOPs per frame for raw frames + full backbone, full INR decode + full backbone, and the NVP path."""
+accuracy, GFLOPs and wall-clock ms per frame (the protocol sample as one batch, median of --repeats runs in this
+process) of four paths: raw (frames already in memory + full backbone: decoding not counted), codec (decode the
+video's stored H.264 copy with PyAV + resize + full backbone), fulldecode (full INR decode + full backbone) and nvp
+(INR prefix + adapter + backbone tail). Per video, also how stable the raw frames' own predictions are."""
 
 
 def _cmd_adapt(args: argparse.Namespace):
@@ -312,19 +331,28 @@ def _cmd_adapt(args: argparse.Namespace):
 
     recon, feature, task = args.joint_weights
     train = AdapterTrainConfig(lr=args.lr, epochs=args.epochs, init=args.init, target=args.target,
-                               task_loss=args.task_loss, joint=args.joint, joint_epochs=args.joint_epochs,
-                               joint_lr=args.joint_lr, joint_recon=recon, joint_feature=feature, joint_task=task)
+                               task_loss=args.task_loss, adapter=args.adapter, joint=args.joint,
+                               joint_epochs=args.joint_epochs, joint_lr=args.joint_lr, joint_recon=recon,
+                               joint_feature=feature, joint_task=task)
     r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
-                    min_agreement=args.min_agreement, train=train, weights=args.weights,
-                    random_init=args.random_weights, progress=not args.no_progress)
+                    min_agreement=args.min_agreement, train=train, max_samples=args.max_samples,
+                    weights=args.weights, random_init=args.random_weights, progress=not args.no_progress,
+                    repeats=args.repeats)
     from .protocols import METRICS
     from .tasks import get_task
 
     metric = METRICS[get_task(args.task).kind]
-    text = (f"{args.video_id} / {args.task}: exit block {r['exit_block']} -> {r['layer']}, adapter "
-            f"{r['adapter_params']:,} params ({100 * r['adapter_share']:.3f} % of the backbone), {metric} "
-            f"{r['accuracy']:.3f}, {r['gflops']:.3f} GFLOPs/frame"
-            + ("" if r["met_budget"] else f"  (no pair reached --min-agreement {r['min_agreement']})"))
+    codec = r.get("codec")
+    video_acc = r.get("video_accuracy")
+    text = (f"{args.video_id} / {args.task}: exit block {r['exit_block']} -> {r['layer']}, {r['adapter_kind']} "
+            f"adapter {r['adapter_params']:,} params ({100 * r['adapter_share']:.3f} % of the backbone), {metric} "
+            f"{r['accuracy']:.3f}" + ("" if video_acc is None else f" (video {video_acc:.0f})")
+            + f", {r['ms_per_frame']:.2f} ms/frame, {r['gflops']:.3f} GFLOPs/frame"
+            + ("" if codec is None else f"; codec path {codec['ms_per_frame']:.2f} ms/frame")
+            + ("" if r["met_budget"] else f"  (no pair reached --min-agreement {r['min_agreement']})")
+            + "\nPareto front (ms/frame vs accuracy): " + ", ".join(
+                f"e{f['exit_block']}->{f['layer']} {f['ms_per_frame']:.2f} ms {f['accuracy']:.2f}"
+                for f in r["pareto_front"]))
     if "joint" in r:
         j = r["joint"]
         text += (f"\n  joint ({j['epochs']} epochs): PSNR {j['psnr_before']:.2f} -> {j['psnr_after']:.2f} dB, "
@@ -338,11 +366,14 @@ def _cmd_evaluate(args: argparse.Namespace):
     from .nvp import evaluate_task, plot_exits
 
     r = evaluate_task(_store(args), args.videos, args.task, exit_block=args.exit_block, weights=args.weights,
-                      random_init=args.random_weights, seed=args.seed)
+                      random_init=args.random_weights, seed=args.seed, repeats=args.repeats)
     lines = [f"{r['task']} on {len(args.videos)} video(s), NVP exit block {r['exit_block']}",
-             f"{'path':<11} {'accuracy':>9} {'GFLOPs/frame':>13}"]
+             f"{'path':<11} {'accuracy':>9} {'video acc':>10} {'GFLOPs/frame':>13} {'ms/frame':>9}"]
     for name, p in r["paths"].items():
-        lines.append(f"{name:<11} {p['accuracy']:>9.3f} {p['gflops']:>13.3f}")
+        lines.append(f"{name:<11} {p['accuracy']:>9.3f} {p.get('video_accuracy', float('nan')):>10.3f} "
+                     f"{p['gflops']:>13.3f} {p['ms_per_frame']:>9.2f}")
+    lines.append(f"ms/frame: batch of {r['timing']['frames_per_batch']} frames, median of {args.repeats} runs in "
+                 f"this process; raw = backbone only on frames already decoded")
     if args.plot:
         plot_exits(r, args.plot)
         lines.append(f"plot: {args.plot}")

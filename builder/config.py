@@ -26,6 +26,7 @@ __all__ = [
 ARCHS = ("nerv", "hnerv")
 ACTIVATIONS = ("relu", "gelu", "silu", "leaky_relu")
 NORMS = ("instance", "none")
+IMAGE_ADAPTER_KINDS = ("conv1x1", "conv3x3", "bottleneck")  # = builder.adapters.IMAGE_ADAPTERS (no torch import here)
 
 
 def _from_dict(cls, d: dict[str, Any]):
@@ -165,7 +166,9 @@ class TrainConfig:
 class AdapterTrainConfig:
     """Adapter fitting with INR and backbone frozen (seed 000 §1.1 / issue recipe): loss 1.0 MSE + 0.2 (1 - cos)
     + 0.1 SmoothL1 on the injection layer's features, Adam ``lr``, early stopping after ``patience`` epochs without
-    a 1 % loss improvement. ``init="ls"`` starts 1x1 adapters from the closed-form least-squares fit.
+    a 1 % loss improvement. ``init="ls"`` starts 1x1 adapters from the closed-form least-squares fit (and
+    ``conv3x3``/``bottleneck`` from that fit of their 1x1 path). ``adapter`` replaces the seed's ``conv1x1`` at
+    (C, H, W) cuts with a capacity ablation (None: the task's seed adapter).
 
     ``joint=True`` then fine-tunes the INR with the chosen pair's adapter for ``joint_epochs`` (``training.joint``):
     ``joint_recon`` x reconstruction + ``joint_feature`` x feature loss + ``joint_task`` x KL to the raw-frame
@@ -180,6 +183,7 @@ class AdapterTrainConfig:
     target: str = "raw"  # backbone features of the "raw" frames or of the INR's "decoded" frames
     task_loss: float = 0.0  # weight of KL(raw-frame logits || NVP logits) through the frozen tail; 0 = seed recipe
     seed: int = 0
+    adapter: str | None = None  # None: the task's seed adapter; else one of IMAGE_ADAPTER_KINDS at (C, H, W) cuts
     joint: bool = False  # also fine-tune the INR (then it is re-quantised and stored again)
     joint_epochs: int = 10
     joint_lr: float = 1e-4  # the INR is already fitted: a tenth of the fitting recipes' peak lr
@@ -194,6 +198,8 @@ class AdapterTrainConfig:
             raise ValueError(f"init must be 'default' or 'ls', got {self.init!r}")
         if self.target not in ("raw", "decoded"):
             raise ValueError(f"target must be 'raw' or 'decoded', got {self.target!r}")
+        if self.adapter is not None and self.adapter not in IMAGE_ADAPTER_KINDS:
+            raise ValueError(f"adapter must be None (the seed's) or one of {IMAGE_ADAPTER_KINDS}, got {self.adapter!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
         if self.joint_epochs < 1 or self.joint_lr <= 0:

@@ -32,7 +32,7 @@ from .store import VideoStore
 from .tasks import TaskSpec, get_task
 
 __all__ = ["AdapterSet", "DerivedMask", "NVPPath", "adapt_video", "evaluate_task", "plot_exits", "load_task_model",
-           "load_adapter", "save_adapter", "adapter_file", "pairing_file"]
+           "load_adapter", "save_adapter", "adapter_file", "pairing_file", "pareto_front", "select_pair", "TIMING"]
 
 
 def adapter_file(task: str, exit_block: int) -> str:
@@ -45,14 +45,15 @@ def pairing_file(task: str) -> str:
 
 # --- feature plumbing ---------------------------------------------------------------------------------------
 
-def _samples(task: TaskSpec, num_frames: int, max_samples: int) -> list[list[int]]:
-    """Training samples: single frames for image tasks, 32-frame windows (stride 8) for action tasks."""
+def _samples(task: TaskSpec, num_frames: int, max_samples: int | None) -> list[list[int]]:
+    """Training samples: single frames for image tasks, 32-frame windows (stride 8) for action tasks; all of them
+    when ``max_samples`` is None, else at most that many, evenly spread."""
     if task.kind == "action":
         if num_frames < task.clip:
             raise ValueError(f"{task.name} needs {task.clip} consecutive frames; this video has {num_frames}")
         starts = list(range(0, num_frames - task.clip + 1, 8))[:max_samples]
         return [list(range(s, s + task.clip)) for s in starts]
-    step = max(1, math.ceil(num_frames / max_samples))
+    step = 1 if max_samples is None else max(1, math.ceil(num_frames / max_samples))
     return [[i] for i in range(0, num_frames, step)]
 
 
@@ -177,12 +178,6 @@ def _caption_scorer(task: TaskSpec, model: nn.Module, random_init: bool) -> Capt
     return CaptionScorer(caption, clip.encode_texts)
 
 
-def _rank(row: dict[str, Any]) -> tuple[float, float]:
-    """Selection key: higher accuracy, then fewer GFLOPs; an undefined accuracy (NaN) ranks last."""
-    acc = row["accuracy"]
-    return (-math.inf if math.isnan(acc) else acc, -row["gflops"])
-
-
 def _logits(out: Any) -> Tensor:
     return out if isinstance(out, Tensor) else out["logits"] if isinstance(out, dict) else out[0]
 
@@ -196,23 +191,33 @@ def adapt_video(
     exits: Sequence[int] | None = None,
     layers: Sequence[str] | None = None,
     top_k: int = 10,
-    min_agreement: float = 0.9,
+    min_agreement: float = 0.95,
     train: AdapterTrainConfig = AdapterTrainConfig(),
-    max_samples: int = 64,
+    max_samples: int | None = None,
     weights: str | None = "default",
     random_init: bool = False,
     backbone_config: dict[str, Any] | None = None,
     progress: bool = True,
+    repeats: int = 3,
 ) -> dict[str, Any]:
-    """Rank (exit block, injection layer) pairs by CKA, train adapters for the top ``top_k``, measure each one's
-    agreement on the protocol frames, and choose the cheapest exit whose best adapter reaches ``min_agreement``
-    (else the most accurate). Adapters (best per exit block) and the ranking are stored with the video.
+    """Rank (exit block, injection layer) pairs by debiased CKA (a pre-filter only), train adapters for the top
+    ``top_k``, and measure each one on the protocol frames: agreement with the raw frames' answers and wall-clock
+    ms per frame (median of ``repeats``). The chosen pair is the fastest one whose frame-level and video-level
+    agreement both reach ``min_agreement``, i.e. the fastest point of the Pareto front (quality = video-level, then
+    frame-level agreement, vs ms per frame) of the pairs meeting the budget; when none does, the most accurate
+    (then fastest) pair. The same rule picks the adapter stored for every other exit block. The pairing JSON keeps
+    the ranking, every measured pair, the Pareto front and the codec path's measurement (the honest baseline).
+
+    ``max_samples`` None trains on every frame (action tasks: every 32-frame window at stride 8), unless their
+    features would not fit in :data:`FEATURE_BUDGET` bytes; then as many as fit, evenly spread.
 
     ``train.joint``: then fine-tune the INR with the chosen pair's adapter (:func:`_joint`); the re-quantised INR
     replaces the stored one, and every adapter trained on the old one is dropped. ``summary["joint"]`` holds PSNR,
     bpp and accuracy before/after; ``summary["accuracy"]`` is then the after value, while ``measured`` keeps the
     frozen-INR measurements that chose the pair."""
     from training.adapters import fit_adapter
+
+    from .protocols import ms_per_frame
 
     task = get_task(task_name)
     video = task.kind == "action"
@@ -233,6 +238,8 @@ def adapt_video(
 
     # targets: backbone features at each layer, from the raw (or INR-decoded) frames
     src = frames if train.target == "raw" else inr.decode_all()
+    if max_samples is None:  # every frame, as far as their features fit in memory
+        samples = _samples(task, n, _affordable_samples(task, n, inr, bb, splits, exits, src, video))
     t0 = time.perf_counter()
     with torch.no_grad():
         inputs_by_exit = {k: torch.cat([inr_features(inr, s, k, video) for s in samples]) for k in exits}
@@ -260,11 +267,11 @@ def adapt_video(
     eval_idx = (consecutive_frames(n, task.clip) if video else uniform_frames(n, task.clip))
     with torch.no_grad():
         raw_out = model(bb.preprocess(frames[eval_idx]))
-    results, best_by_exit = [], {}
+    results, trained = [], []
     for c in tqdm(kept, desc=f"adapt {task.name}", file=sys.stderr, disable=not progress):
         sm = splits[c.layer]
         x = inputs_by_exit[c.exit_block]
-        adapters = AdapterSet([_cut_piece(task, x, y) for y in targets[c.layer]])
+        adapters = AdapterSet([_cut_piece(task, x, y, train.adapter) for y in targets[c.layer]])
         if train.task_loss > 0 and len(adapters) == 1:
             fits = [fit_adapter(adapters[0], x, targets[c.layer][0], train, tail=sm.tail, teacher=teacher,
                                 progress=False)]
@@ -277,28 +284,40 @@ def adapt_video(
         gf = _nvp_gflops(inr, c.exit_block, adapters, sm.tail, video, x[:1])
         row = {"exit_block": c.exit_block, "layer": c.layer, "cka": c.cka, "cka_debiased": c.cka_debiased,
                "rel_mse": max(f.rel_mse for f in fits), "epochs": max(f.epochs for f in fits),
-               "adapter_params": adapters.num_params(), "gflops": gf, **scores}
+               "adapter_kind": adapters[0].kind, "adapter_params": adapters.num_params(),
+               "adapter_share": adapters.num_params() / bb.num_params(model), "gflops": gf,
+               "ms_per_frame": ms_per_frame(lambda: path(eval_idx), len(eval_idx), repeats), **scores}
         results.append(row)
-        prev = best_by_exit.get(c.exit_block)
-        if prev is None or _rank(row) > _rank(prev[0]):
-            best_by_exit[c.exit_block] = (row, adapters)
-    for k, (row, adapters) in best_by_exit.items():
+        trained.append((row, adapters))
+    chosen, met = select_pair(results, min_agreement)
+    stored = []
+    for k in sorted({r["exit_block"] for r in results}):
+        row = chosen if k == chosen["exit_block"] else select_pair(
+            [r for r in results if r["exit_block"] == k], min_agreement)[0]
+        adapters = next(a for r, a in trained if r is row)
         save_adapter(store, video_id, task.name, k, row["layer"], adapters,
                      {"accuracy": row["accuracy"], "train": train.to_dict()})
-    ok = [r for r, _ in best_by_exit.values() if r["accuracy"] >= min_agreement]
-    chosen = (min(ok, key=lambda r: r["gflops"]) if ok
-              else max((r for r, _ in best_by_exit.values()), key=_rank))
+        stored.append(k)
+    codec = _codec_measurement(store, video_id, meta, task, model, bb, eval_idx, raw_out, repeats, captioner)
+    front_keys = ("exit_block", "layer", "adapter_kind", "video_accuracy", "accuracy", "top5", "kl", "ms_per_frame",
+                  "gflops", "adapter_share")
     summary = {
         "id": video_id, "task": task.name, "exit_block": chosen["exit_block"], "layer": chosen["layer"],
         "adapter_params": chosen["adapter_params"], "backbone_params": bb.num_params(model),
         "adapter_share": chosen["adapter_params"] / bb.num_params(model), "accuracy": chosen["accuracy"],
-        "gflops": chosen["gflops"], "met_budget": bool(ok), "min_agreement": min_agreement,
+        "video_accuracy": chosen.get("video_accuracy", chosen["accuracy"]), "ms_per_frame": chosen["ms_per_frame"],
+        "gflops": chosen["gflops"], "met_budget": met, "min_agreement": min_agreement,
+        "adapter_kind": chosen["adapter_kind"], "stored_exits": stored,
+        "pareto_front": [{k: r.get(k) for k in front_keys} for r in pareto_front(results)],
+        "codec": codec, "faster_than_codec": None if codec is None else chosen["ms_per_frame"] < codec["ms_per_frame"],
+        "repeats": repeats, "samples": len(samples),
         "weights": "random" if random_init else str(weights), "seconds": round(time.perf_counter() - t0, 2),
         "ranking": [c.__dict__ for c in cands], "measured": results,
     }
     if train.joint:
         k, layer = chosen["exit_block"], chosen["layer"]
-        summary["joint"] = _joint(store, video_id, task, inr, frames, samples, k, best_by_exit[k][1],
+        summary["joint"] = _joint(store, video_id, task, inr, frames, samples, k,
+                                  next(a for r, a in trained if r is chosen),
                                   splits[layer], targets[layer], train, teacher=teacher, video=video,
                                   eval_idx=eval_idx, raw_out=raw_out, captioner=captioner, progress=progress)
         summary["accuracy"] = summary["joint"]["accuracy_after"]
@@ -382,12 +401,12 @@ def _adapter_kind(task: TaskSpec, target: Tensor) -> str:
     return task.adapter
 
 
-def _cut_piece(task: TaskSpec, x: Tensor, target: Tensor) -> nn.Module:
+def _cut_piece(task: TaskSpec, x: Tensor, target: Tensor, adapter: str | None = None) -> nn.Module:
     """What produces one cut tensor from INR features ``x``: a trained adapter, or for a non-float tensor (DETR's
     padding mask) a :class:`DerivedMask` of the target's size."""
     if not target.is_floating_point():
         return DerivedMask(target.shape[1:], str(target.dtype).removeprefix("torch."))
-    return build_adapter(_adapter_kind(task, target), tuple(x.shape[1:]), tuple(target.shape[1:]))
+    return build_adapter(_ablation_kind(task, target, adapter), tuple(x.shape[1:]), tuple(target.shape[1:]))
 
 
 def _nvp_gflops(inr: INR, exit_block: int, adapters: AdapterSet, tail: nn.Module, video: bool,
@@ -400,7 +419,108 @@ def _nvp_gflops(inr: INR, exit_block: int, adapters: AdapterSet, tail: nn.Module
     return prefix + rest
 
 
+# --- pair selection by measurement ---------------------------------------------------------------------------
+
+FEATURE_BUDGET = 2 << 30  # bytes of INR features + backbone targets adapt may hold for training (all exits, layers)
+
+
+def _ablation_kind(task: TaskSpec, target: Tensor, override: str | None) -> str:
+    """The task's seed adapter, or ``override`` (a capacity ablation) where the seed's is the 1x1 conv."""
+    kind = _adapter_kind(task, target)
+    if override is None or override == kind:
+        return kind
+    if kind != "conv1x1":
+        raise ValueError(f"adapter {override!r} replaces the seed's conv1x1 at (C, H, W) cuts; this {task.name} "
+                         f"cut takes {kind!r} adapters")
+    return override
+
+
+def _affordable_samples(task: TaskSpec, n: int, inr: INR, bb: Backbone, splits: dict[str, Any],
+                        exits: Sequence[int], src: Tensor, video: bool, budget: int = FEATURE_BUDGET) -> int | None:
+    """None when the training features of every sample (INR features at every exit + backbone targets at every
+    layer) fit in ``budget`` bytes, else how many samples do (measured on one sample)."""
+    one = _samples(task, n, 1)[0]
+    with torch.no_grad():
+        per = sum(inr_features(inr, one, k, video).nbytes for k in exits)
+        per += sum(t.nbytes for sm in splits.values() for t in sm.head(bb.preprocess(src[one])))
+    fit = max(1, budget // max(per, 1))
+    total = len(_samples(task, n, None))
+    if total <= fit:
+        return None
+    print(f"adapt: training on {fit} of {total} samples (features of all would exceed {budget / 2**30:.1f} GiB)",
+          file=sys.stderr)
+    return fit
+
+
+def _quality(row: dict[str, Any]) -> tuple[float, float]:
+    """Pareto quality of a measured pair: video-level agreement first (frame-level is noisy on unstable clips), then
+    frame-level agreement. Rows without a video-level score (non-classification tasks) use ``accuracy`` twice."""
+    acc = float(row["accuracy"])
+    acc = -math.inf if math.isnan(acc) else acc  # undefined (mAP without reference boxes) ranks last
+    return float(row.get("video_accuracy", acc)), acc
+
+
+def pareto_front(rows: Sequence[dict[str, Any]], cost: str = "ms_per_frame") -> list[dict[str, Any]]:
+    """The rows no other row beats: none is at most as costly and at least as good (:func:`_quality`, compared
+    lexicographically) and strictly better in one. Sorted by cost, so quality strictly rises along the front; of
+    rows tied in cost and quality, the first is kept."""
+    front: list[dict[str, Any]] = []
+    for r in sorted(rows, key=lambda r: (r[cost], tuple(-q for q in _quality(r)))):
+        if not front or _quality(r) > _quality(front[-1]):
+            front.append(r)
+    return front
+
+
+def select_pair(rows: Sequence[dict[str, Any]], min_agreement: float,
+                cost: str = "ms_per_frame") -> tuple[dict[str, Any], bool]:
+    """The pair to use, and whether it met the budget: the cheapest row whose frame-level and video-level
+    agreement both reach ``min_agreement`` (the first point of the Pareto front of those rows); when none does, the
+    best-quality row (the front's last point: ties in quality go to the cheaper one)."""
+    if not rows:
+        raise ValueError("no measured pairs to select from")
+    ok = [r for r in rows if min(_quality(r)) >= min_agreement]
+    if ok:
+        return pareto_front(ok, cost)[0], True
+    return pareto_front(rows, cost)[-1], False
+
+
+def _codec_measurement(store: VideoStore, video_id: str, meta: dict[str, Any], task: TaskSpec, model: nn.Module,
+                       bb: Backbone, idx: Sequence[int], raw: Any, repeats: int,
+                       captioner: Any = None) -> dict[str, Any] | None:
+    """Scores and ms per frame of the codec path (stored H.264 copy -> PyAV -> backbone); None without a copy."""
+    from .protocols import ms_per_frame
+
+    from .api import read_h264
+
+    if _codec_file(store, video_id) is None:
+        return None
+    run = lambda: model(bb.preprocess(read_h264(store, video_id, idx)))  # noqa: E731
+    with torch.no_grad():
+        out = run()
+    return {**_score(task, out, raw, captioner), "ms_per_frame": ms_per_frame(run, len(idx), repeats)}
+
+
 # --- evaluate ------------------------------------------------------------------------------------------------
+
+TIMING = {
+    "raw": "preprocess + full backbone on frames already decoded in memory (no decoding counted)",
+    "codec": "PyAV decode of the stored H.264 copy up to the last protocol frame (RGB conversion of the protocol "
+             "frames only) + resize + full backbone",
+    "fulldecode": "INR decode of the protocol frames (all blocks + RGB head) + resize + full backbone",
+    "nvp": "INR prefix up to the exit block + adapter + backbone tail",
+}
+
+
+def _codec_file(store: VideoStore, vid: str) -> Path | None:
+    """The stored H.264 copy of ``vid`` (None for entries encoded before the store kept one)."""
+    from .api import H264_FILE
+    from .store import MissingFile
+
+    try:
+        return store.path(vid, H264_FILE)
+    except MissingFile:
+        return None
+
 
 def evaluate_task(
     store: VideoStore,
@@ -413,18 +533,32 @@ def evaluate_task(
     backbone: Backbone | None = None,
     backbone_config: dict[str, Any] | None = None,
     seed: int = 0,
+    repeats: int = 3,
 ) -> dict[str, Any]:
-    """Accuracy and GFLOPs per frame of the raw, fulldecode and NVP paths, averaged over ``video_ids``; plus the
-    same for every exit block that has a stored adapter (for the accuracy-vs-exit plot)."""
+    """Accuracy, GFLOPs and wall-clock ms per frame of the raw, codec, fulldecode and NVP paths, averaged over
+    ``video_ids``; plus the same for every exit block that has a stored adapter (for the accuracy-vs-exit plot).
+
+    Accuracy is agreement with the raw frames' answers (pseudo ground truth) on the task's protocol frames.
+    ``ms_per_frame`` is measured here, in this process: the protocol sample (8 frames, or one 32-frame clip) as one
+    batch, one warm-up call, median of ``repeats`` calls, divided by its frames; :data:`TIMING` says what each
+    path's time covers. ``setup_ms`` is the one-off per-video cost of turning the stored INR bits into a decoder
+    (entropy decoding + dequantisation), paid once per video, not per frame. The codec path is skipped for store
+    entries without an H.264 copy.
+    """
+    from .protocols import ms_per_frame, prediction_stability
+
     task = get_task(task_name)
     video = task.kind == "action"
     bb = backbone or get_backbone(task.name)
     model = load_task_model(bb, task, weights, random_init, backbone_config)
     captioner = _caption_scorer(task, model, random_init)
+    backbone_params = bb.num_params(model)
     per_video, per_exit_all = [], {}
     for vid in video_ids:
         meta = store.meta(vid)
+        t_setup = time.perf_counter()
         inr = load_inr(store, vid).model
+        setup_ms = 1000 * (time.perf_counter() - t_setup)
         frames = read_source(meta).frames
         n = frames.shape[0]
         idx = consecutive_frames(n, task.clip, seed) if video else uniform_frames(n, task.clip, seed)
@@ -434,15 +568,22 @@ def evaluate_task(
             raise ValueError(f"video '{vid}' has no {task.name} adapters yet; run 'python -m builder adapt {vid} "
                              f"--task {task.name}' first") from None
         chosen = exit_block or pairing["exit_block"]
+        # each path as a closure over its whole work, so the scored and the timed call run the same code; fresh
+        # inputs per call: pytorchvideo's SlowFast overwrites its input list in place
+        run_raw = lambda: model(bb.preprocess(frames[idx]))  # noqa: E731
+        run_full = lambda: model(bb.preprocess(inr(torch.tensor(idx))))  # noqa: E731
         with torch.no_grad():
-            raw = model(bb.preprocess(frames[idx]))
-            full = model(bb.preprocess(inr(torch.tensor(idx))))
-        # fresh input: pytorchvideo's SlowFast overwrites its input list in place
+            raw, full = run_raw(), run_full()
         g_backbone = gflops_of(model, bb.preprocess(frames[idx]), per=len(idx))
-        g_inr = inr.total_gflops
-        paths = {"raw": {**_score(task, raw, raw, captioner), "gflops": g_backbone},
-                 "fulldecode": {**_score(task, full, raw, captioner), "gflops": g_inr + g_backbone}}
-        for k in range(1, inr.num_blocks + 1):
+        paths = {"raw": {**_score(task, raw, raw, captioner), "gflops": g_backbone,
+                         "ms_per_frame": ms_per_frame(run_raw, len(idx), repeats)}}
+        codec = _codec_measurement(store, vid, meta, task, model, bb, idx, raw, repeats, captioner)
+        if codec is not None:  # GFLOPs: the backbone's; H.264 decoding is not conv/matmul work
+            paths["codec"] = {**codec, "gflops": g_backbone}
+        paths["fulldecode"] = {**_score(task, full, raw, captioner), "gflops": inr.total_gflops + g_backbone,
+                               "ms_per_frame": ms_per_frame(run_full, len(idx), repeats), "setup_ms": setup_ms}
+        # exits adapted by the last `adapt` (older pairings do not say: every exit with a stored adapter)
+        for k in pairing.get("stored_exits", range(1, inr.num_blocks + 1)):
             try:
                 adapters, ameta = load_adapter(store, vid, task.name, k)
             except KeyError:  # no adapter stored for this exit block
@@ -450,24 +591,38 @@ def evaluate_task(
             sm = bb.split(ameta["layer"], model=model)
             path = NVPPath(inr, k, adapters, sm.tail, video)
             feat = inr_features(inr, idx[:1] if not video else idx, k, video)
-            row = {**_score(task, path(idx), raw, captioner),
-                   "gflops": _nvp_gflops(inr, k, adapters, sm.tail, video, feat),
-                   "layer": ameta["layer"], "adapter_params": adapters.num_params()}
+            with torch.no_grad():
+                out = path(idx)
+            row = {**_score(task, out, raw, captioner), "gflops": _nvp_gflops(inr, k, adapters, sm.tail, video, feat),
+                   "ms_per_frame": ms_per_frame(lambda: path(idx), len(idx), repeats), "setup_ms": setup_ms,
+                   "layer": ameta["layer"], "adapter_kind": adapters[0].kind,
+                   "adapter_params": adapters.num_params(),
+                   "adapter_share": adapters.num_params() / backbone_params}
             per_exit_all.setdefault(k, []).append(row)
             if k == chosen:
                 paths["nvp"] = row
         if "nvp" not in paths:
             raise ValueError(f"video '{vid}' has no {task.name} adapter for exit block {chosen}; run "
                              f"'python -m builder adapt {vid} --task {task.name}' first")
-        per_video.append({"id": vid, "exit_block": chosen, "paths": paths})
-    return {
+        entry = {"id": vid, "exit_block": chosen, "paths": paths, "inr_bytes": meta.get("bytes"),
+                 "h264": meta.get("h264")}
+        if task.kind == "classification":
+            entry["raw_stability"] = prediction_stability(_logits(raw))
+        per_video.append(entry)
+    names = [p for p in ("raw", "codec", "fulldecode", "nvp") if any(p in v["paths"] for v in per_video)]
+    result = {
         "task": task.name,
         "exit_block": per_video[0]["exit_block"],
         "weights": "random" if random_init else str(weights),
-        "paths": {p: _mean([v["paths"][p] for v in per_video]) for p in ("raw", "fulldecode", "nvp")},
+        "paths": {p: _mean([v["paths"][p] for v in per_video if p in v["paths"]]) for p in names},
         "per_exit": {str(k): _mean(rows) for k, rows in sorted(per_exit_all.items())},
+        "timing": {"repeats": repeats, "frames_per_batch": len(idx), "threads": torch.get_num_threads(),
+                   **{p: TIMING[p] for p in names}},
         "videos": per_video,
     }
+    if "codec" in names:
+        result["paths"]["codec"]["videos"] = sum("codec" in v["paths"] for v in per_video)
+    return result
 
 
 def _mean(rows: list[dict[str, Any]]) -> dict[str, Any]:

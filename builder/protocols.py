@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -16,7 +18,8 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["uniform_frames", "consecutive_frames", "classification_scores", "detections", "detection_scores",
-           "caption_scores", "CaptionScorer", "DETECTION_THRESHOLD", "METRICS", "gflops_of"]
+           "caption_scores", "CaptionScorer", "DETECTION_THRESHOLD", "METRICS", "gflops_of", "prediction_stability",
+           "ms_per_frame"]
 
 # what ``accuracy`` measures, per task kind (labels for text and plots)
 METRICS = {"classification": "top-1 agreement", "action": "top-1 agreement", "detection": "mAP vs raw detections",
@@ -146,8 +149,33 @@ class CaptionScorer:
         return caption_scores(texts, ref, self.embed_text)
 
 
+def prediction_stability(logits: Tensor) -> dict[str, float]:
+    """How steady one video's predictions are over its sampled frames ``(N, classes)``: the share of frames whose
+    top-1 is the video-level top-1 (mean logits), and the mean top-1 probability. Agreement with pseudo ground
+    truth means little on a clip whose own raw-frame answer flips from frame to frame."""
+    logits = logits.float()
+    video_top1 = logits.mean(0).argmax()
+    return {"frames_agreeing_with_video_top1": (logits.argmax(1) == video_top1).float().mean().item(),
+            "mean_top1_prob": logits.softmax(1).max(1).values.mean().item()}
+
+
 def gflops_of(fn: Callable[..., object], *args: object, per: int = 1) -> float:
     """Conv/matmul GFLOPs of one call of ``fn`` (torch's flop counter), divided by ``per`` (e.g. frames)."""
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         fn(*args)
     return fc.get_total_flops() / 1e9 / per
+
+
+def ms_per_frame(fn: Callable[[], object], frames: int, repeats: int = 3) -> float:
+    """Wall-clock milliseconds per frame of ``fn()`` (which processes ``frames`` frames): one warm-up call, then the
+    median of ``repeats`` timed calls, under ``torch.no_grad``."""
+    if repeats < 1 or frames < 1:
+        raise ValueError(f"repeats and frames must be >= 1, got {repeats} and {frames}")
+    times = []
+    with torch.no_grad():
+        fn()  # warm-up: lazy init, allocator, caches
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times) / frames

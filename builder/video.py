@@ -32,6 +32,7 @@ __all__ = [
     "Clip",
     "probe",
     "read_video",
+    "read_frames",
     "parse_size",
     "write_video",
     "write_pngs",
@@ -231,6 +232,39 @@ def read_video(
         )
     frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
     return Clip(frames=frames.contiguous(), fps=info.fps, info=info, start=start, step=step)
+
+
+def read_frames(path: PathLike, indices: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """Decode the frames at ``indices`` (0-based, decode order) as ``(len(indices), 3, H, W)`` float in [0, 1],
+    in the order given (repeats allowed).
+
+    Decodes from the start up to the last wanted frame (an inter-coded stream needs every frame before it) and
+    colour-converts only the wanted ones: the work a codec path does to get a few frames of a stored clip.
+    """
+    if not indices:
+        raise ValueError("indices must not be empty")
+    if min(indices) < 0:
+        raise ValueError(f"frame indices must be >= 0, got {min(indices)}")
+    p = Path(path)
+    wanted, last = set(indices), max(indices)
+    got: dict[int, np.ndarray] = {}
+    decoded = 0
+    with _open(p) as container:
+        stream = _video_stream(container, p)
+        stream.thread_type = "AUTO"
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                decoded = index + 1
+                if index in wanted:
+                    got[index] = frame.to_ndarray(format="rgb24")
+                if index >= last:
+                    break
+        except (av.error.FFmpegError, OSError) as err:
+            raise VideoDecodeError(p, f"error after {decoded} frames: {_av_reason(err)}") from err
+    if last not in got:
+        raise VideoDecodeError(p, f"frame {last} requested but the clip has {decoded} frames")
+    arr = np.stack([got[i] for i in indices])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 def parse_size(text: str) -> tuple[int, int]:

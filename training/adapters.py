@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from builder.adapters import Adapter, Conv1x1Adapter, Conv3dAdapter
+from builder.adapters import Adapter
 from builder.config import AdapterTrainConfig
 
 __all__ = ["AdapterFitResult", "feature_loss", "task_loss", "fit_adapter", "least_squares_init"]
@@ -31,11 +31,11 @@ class AdapterFitResult:
 
 @torch.no_grad()
 def least_squares_init(adapter: Adapter, inputs: Tensor, targets: Tensor) -> None:
-    """Closed-form least-squares weights for a 1x1 (2-D or 3-D) adapter: the best any such adapter can fit."""
-    if not isinstance(adapter, (Conv1x1Adapter, Conv3dAdapter)):
-        raise ValueError(f"least-squares init needs a 1x1 adapter, not {adapter.kind}")
+    """Closed-form least-squares weights for the linear 1x1 path of an adapter (2-D or 3-D), the rest held fixed:
+    for a plain 1x1 adapter the best any such adapter can fit; for ``conv3x3``/``bottleneck`` (which start as a
+    1x1) the same fit, as their starting point."""
+    x = adapter.ls_input(inputs)  # raises for adapters without a linear 1x1 path
     conv = adapter.conv
-    x = adapter.spatial(inputs)
     cin = x.shape[1]
     a = x.movedim(1, -1).reshape(-1, cin).double()
     b = targets.movedim(1, -1).reshape(-1, targets.shape[1]).double()

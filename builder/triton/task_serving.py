@@ -281,16 +281,15 @@ class TaskInputHandler:
 
     @staticmethod
     def _decode_h264(path: Path, meta: Mapping[str, Any], idx: np.ndarray, video_id: str) -> Any:
-        from ..video import VideoDecodeError, read_video
+        from ..video import VideoDecodeError, read_frames
 
-        lo = int(idx.min())
         try:
-            clip = read_video(path, start=lo, count=int(idx.max()) - lo + 1)
+            frames = read_frames(path, idx.tolist())
         except VideoDecodeError as e:
             raise VideoUnavailableError(f"video '{video_id}' cannot be served: its H.264 copy does not decode "
                                         f"({_one_line(str(e)).replace(str(path), '<store>')})") from None
         # x264 pads odd sizes to even ones: crop back to the INR's frame size
-        return clip.frames[(idx - lo).tolist(), :, :int(meta["height"]), :int(meta["width"])]
+        return frames[..., :int(meta["height"]), :int(meta["width"])]
 
     def close(self) -> None:
         for cache in (self.inrs, self.adapters, self.codec):

@@ -34,21 +34,36 @@ def run_json(capsys, *argv):
 
 def test_adapt_and_evaluate_effnet_lite0_real_weights(store, capsys, tmp_path):
     r = run_json(capsys, "adapt", "bikes12", "--task", "effnet_lite0", "--store", store, "--exits", "1", "2",
-                 "--layers", "blocks.5", "blocks.6", "--top-k", "3", "--epochs", "3", "--init", "ls", "--no-progress")
+                 "--layers", "blocks.5", "blocks.6", "--top-k", "3", "--epochs", "3", "--init", "ls", "--no-progress",
+                 "--repeats", "1")
     assert r["exit_block"] in (1, 2) and r["layer"] in ("blocks.5", "blocks.6")
     assert 0 < r["adapter_share"] < 0.01  # tiny: < 1 % of the backbone's parameters
-    assert len(r["measured"]) == 3 and all(0 <= m["accuracy"] <= 1 for m in r["measured"])
+    assert len(r["measured"]) == 3 and all(0 <= m["accuracy"] <= 1 and m["ms_per_frame"] > 0 for m in r["measured"])
+    assert r["samples"] == 12 and r["adapter_kind"] == "conv1x1"  # trained on every frame of the video
+    # chosen by measurement: a point of the stored Pareto front (agreement vs ms per frame)
+    front = r["pareto_front"]
+    assert front and (r["exit_block"], r["layer"]) in {(f["exit_block"], f["layer"]) for f in front}
+    assert [f["ms_per_frame"] for f in front] == sorted(f["ms_per_frame"] for f in front)
+    assert r["codec"]["ms_per_frame"] > 0 and isinstance(r["faster_than_codec"], bool)
     vs = VideoStore(store)
-    assert json.loads(vs.get("bikes12", pairing_file("effnet_lite0")))["exit_block"] == r["exit_block"]
+    pairing = json.loads(vs.get("bikes12", pairing_file("effnet_lite0")))
+    assert pairing["exit_block"] == r["exit_block"] and pairing["pareto_front"] == front
     assert vs.get("bikes12", adapter_file("effnet_lite0", r["exit_block"]))
     ev = run_json(capsys, "evaluate", "--task", "effnet_lite0", "--videos", "bikes12", "--store", store,
-                  "--plot", tmp_path / "exits.png")
+                  "--plot", tmp_path / "exits.png", "--repeats", "1")
     assert ev["task"] == "effnet_lite0" and ev["exit_block"] == r["exit_block"]
     paths = ev["paths"]
-    assert set(paths) == {"raw", "fulldecode", "nvp"}
+    assert set(paths) == {"raw", "codec", "fulldecode", "nvp"}
     assert paths["raw"]["accuracy"] == 1.0  # pseudo ground truth is the raw path itself
     for p in paths.values():
-        assert 0 <= p["accuracy"] <= 1 and p["gflops"] > 0
+        assert 0 <= p["accuracy"] <= 1 and p["gflops"] > 0 and p["ms_per_frame"] > 0
+        assert {"video_accuracy", "top5", "kl"} <= set(p)
+    assert set(ev["timing"]) >= {"raw", "codec", "fulldecode", "nvp", "repeats"}
+    assert "already decoded" in ev["timing"]["raw"]
+    # the codec path reads the stored H.264 copy (at most the INR's bytes): near-lossless at this size
+    assert paths["codec"]["top5"] > 0.5
+    stab = ev["videos"][0]["raw_stability"]
+    assert 0 < stab["frames_agreeing_with_video_top1"] <= 1 and 0 < stab["mean_top1_prob"] <= 1
     # the NVP path skips the late INR blocks and the early backbone layers
     assert paths["nvp"]["gflops"] < paths["fulldecode"]["gflops"]
     assert paths["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
@@ -60,8 +75,27 @@ def test_adapt_and_evaluate_random_weight_backbones(store, capsys, task, layer):
     r = run_json(capsys, "adapt", "bikes12", "--task", task, "--store", store, "--random-weights", "--exits", "2",
                  "--layers", layer, "--top-k", "1", "--epochs", "2", "--no-progress")
     assert r["weights"] == "random" and r["layer"] == layer
-    ev = run_json(capsys, "evaluate", "--task", task, "--videos", "bikes12", "--store", store, "--random-weights")
+    ev = run_json(capsys, "evaluate", "--task", task, "--videos", "bikes12", "--store", store, "--random-weights",
+                  "--repeats", "1")
     assert ev["paths"]["nvp"]["gflops"] < ev["paths"]["fulldecode"]["gflops"]
+
+
+def test_adapt_with_ablation_adapters(store, capsys):
+    """--adapter swaps the seed's 1x1 for a capacity ablation (stored and rebuilt from its config); it applies
+    only where the seed's adapter is the 1x1 conv."""
+    r = run_json(capsys, "adapt", "bikes12", "--task", "effnet_lite0", "--store", store, "--exits", "2",
+                 "--layers", "blocks.4", "--top-k", "1", "--epochs", "2", "--init", "ls", "--adapter", "bottleneck",
+                 "--task-loss", "1", "--lr", "1e-3", "--repeats", "1", "--max-samples", "6", "--no-progress")
+    assert r["adapter_kind"] == "bottleneck" and r["samples"] == 6 and 0 < r["adapter_share"] < 0.01
+    ev = run_json(capsys, "evaluate", "--task", "effnet_lite0", "--videos", "bikes12", "--store", store,
+                  "--repeats", "1")
+    assert ev["paths"]["nvp"]["adapter_kind"] == "bottleneck"
+    assert ev["paths"]["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
+    assert list(ev["per_exit"]) == ["2"]  # only the exits of the last adapt run
+    code = main(["adapt", "bikes12", "--task", "vit_b16", "--store", str(store), "--random-weights", "--exits", "2",
+                 "--layers", "encoder.dropout", "--top-k", "1", "--epochs", "1", "--adapter", "conv3x3",
+                 "--no-progress"])
+    assert code == 1 and "patch_embed" in capsys.readouterr().err
 
 
 def test_evaluate_without_adapters_says_what_to_do(store, capsys):
@@ -81,8 +115,9 @@ def test_vit_patch_embedding_adapter_path(store, capsys, task, layer):
     r = run_json(capsys, "adapt", "bikes12", "--task", task, "--store", store, "--random-weights", "--exits", "2",
                  "--layers", layer, "--top-k", "1", "--epochs", "1", "--no-progress")
     assert r["layer"] == layer and r["adapter_share"] < 0.01
-    ev = run_json(capsys, "evaluate", "--task", task, "--videos", "bikes12", "--store", store, "--random-weights")
-    assert set(ev["paths"]) == {"raw", "fulldecode", "nvp"}
+    ev = run_json(capsys, "evaluate", "--task", task, "--videos", "bikes12", "--store", store, "--random-weights",
+                  "--repeats", "1")
+    assert set(ev["paths"]) == {"raw", "codec", "fulldecode", "nvp"}
 
 
 @pytest.mark.parametrize("task,layer,cfg", [
@@ -96,9 +131,9 @@ def test_action_tasks_use_32_consecutive_frames_and_3d_adapters(tmp_path, task, 
     encode_video(sample_path("carphone"), "car32", store=vs, arch="hnerv", count=32, size=(64, 48),
                  model={"stem_dim": 16, "enc_dim": 16}, train=TrainConfig(recipe="hnerv", epochs=3), progress=False)
     r = adapt_video(vs, "car32", task, exits=[1], layers=[layer], top_k=1, random_init=True, backbone_config=cfg,
-                    progress=False)
+                    progress=False, repeats=1)
     assert r["layer"] == layer and all(m["adapter_params"] > 0 for m in r["measured"])
-    ev = evaluate_task(vs, ["car32"], task, random_init=True, backbone_config=cfg)
+    ev = evaluate_task(vs, ["car32"], task, random_init=True, backbone_config=cfg, repeats=1)
     assert ev["paths"]["nvp"]["gflops"] < ev["paths"]["fulldecode"]["gflops"]
     encode_video(sample_path("carphone"), "car8", store=vs, arch="hnerv", count=8, size=(64, 48),
                  model={"stem_dim": 16, "enc_dim": 16}, train=TrainConfig(recipe="hnerv", epochs=1), progress=False)

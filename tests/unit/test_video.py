@@ -10,6 +10,7 @@ from builder.video import (
     VideoDecodeError,
     parse_size,
     probe,
+    read_frames,
     read_video,
     to_uint8,
     write_pngs,
@@ -66,6 +67,15 @@ def test_step_takes_every_nth_frame(carphone8):
     torch.testing.assert_close(every2.frames, carphone8.frames[::2], rtol=0, atol=0)
     later = read_video(sample_path("carphone"), start=3, count=2)
     torch.testing.assert_close(later.frames, carphone8.frames[3:5], rtol=0, atol=0)
+
+
+def test_read_frames_picks_indices_in_the_given_order(carphone8):
+    got = read_frames(sample_path("carphone"), [6, 1, 6])
+    torch.testing.assert_close(got, carphone8.frames[[6, 1, 6]], rtol=0, atol=0)
+    with pytest.raises(VideoDecodeError, match="120 frames"):
+        read_frames(sample_path("carphone"), [0, 500])
+    with pytest.raises(ValueError, match="empty"):
+        read_frames(sample_path("carphone"), [])
 
 
 def test_max_frames_caps_without_error():
