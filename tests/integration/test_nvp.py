@@ -187,7 +187,7 @@ def test_blip_patch_embedding_adapter_scored_by_clip_text_similarity(store):
     paths = ev["paths"]
     assert paths["raw"]["accuracy"] == 1.0 and paths["raw"]["exact_match"] == 1.0
     assert paths["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
-    assert set(paths) == {"raw", "fulldecode", "nvp"}
+    assert set(paths) == {"raw", "codec", "fulldecode", "nvp"} and 0 <= paths["codec"]["accuracy"] <= 1
 
 
 def test_joint_mode_fine_tunes_and_restores_the_inr(tmp_path, capsys):
