@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .repository import TARGETS, RepositoryBuilder, decode_model_kwargs
 from .serving import DEFAULT_MAX_FRAMES, FRAME_INDICES, VIDEO_ID
-from .specs import DynamicBatching, EnsembleStep, TensorSpec
+from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, TensorSpec
 from ..tasks import SERVED_KINDS
 from .task_serving import FRAME_SELECTION, LOGITS, MODES, POST_OUTPUTS, TAIL_LOGITS, input_names
 
@@ -190,7 +190,7 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
     from ..backbones import get_backbone
     from ..nvp import load_task_model
     from ..store import VideoStore
-    from ..tasks import get_task
+    from ..tasks import class_names, get_task
 
     store = VideoStore(cfg.store)
     ngc = cfg.target == "ngc"
@@ -237,9 +237,12 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
                           **onnx_kw)
             post_outs = [_spec(o, "TYPE_STRING" if "labels" in o else "TYPE_FP32", [-1]) for o in POST_OUTPUTS[:-1]]
             post_outs.append(_spec(LOGITS, "TYPE_FP32", [-1, num_classes]))
-            repo.add_python(f"{name}_post", _PYTHON_MODELS / "task_post" / "model.py",
-                            [_spec(TAIL_LOGITS, "TYPE_FP32", [-1, num_classes])], post_outs,
-                            parameters={"task": name, "top_k": str(cfg.top_k)}, instances=cfg.instances)
+            labels = Path(tmp) / f"{name}_labels.json"
+            labels.write_text(json.dumps(class_names(task, num_classes)), encoding="utf-8")
+            repo.add(PythonModelSpec(name=f"{name}_post", source=_PYTHON_MODELS / "task_post" / "model.py",
+                                     inputs=(_spec(TAIL_LOGITS, "TYPE_FP32", [-1, num_classes]),),
+                                     outputs=tuple(post_outs), files={"labels.json": labels},
+                                     parameters={"task": name, "top_k": str(cfg.top_k)}, instances=cfg.instances))
             modes = MODES if cfg.baselines else ("nvp",)
             if cfg.baselines:
                 repo.add_onnx(f"{name}_backbone", Path(tmp) / f"{name}_backbone.onnx",

@@ -298,39 +298,32 @@ class TaskInputHandler:
 
 class PostHandler:
     """``handle({"tail_logits"}) -> labels/scores (and the logits)``: the video's top-k from the mean logits over its
-    frames (the protocol's video-level answer) and each frame's top-1."""
+    frames (the protocol's video-level answer) and each frame's top-1. ``labels`` come with the model (a
+    ``labels.json`` written by the builder), so this step needs numpy only."""
 
-    def __init__(self, task: str, top_k: int = 5) -> None:
-        from ..tasks import get_task
-
+    def __init__(self, labels: list[str], top_k: int = 5) -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
-        self.task = get_task(task)
+        if not labels:
+            raise ValueError("labels must not be empty")
+        self.labels = np.array([str(n).encode() for n in labels], dtype=object)
         self.top_k = top_k
-        self._names: dict[int, np.ndarray] = {}
-
-    def names(self, num_classes: int) -> np.ndarray:
-        if num_classes not in self._names:
-            from ..tasks import class_names
-
-            self._names[num_classes] = np.array([n.encode() for n in class_names(self.task, num_classes)],
-                                                dtype=object)
-        return self._names[num_classes]
 
     def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         logits = inputs.get(TAIL_LOGITS)
         if logits is None:
             raise RequestError(f"missing input '{TAIL_LOGITS}'")
         logits = np.asarray(logits, dtype=np.float32)
-        if logits.ndim != 2 or logits.shape[0] < 1:
-            raise RequestError(f"'{TAIL_LOGITS}' must be (frames, classes), got shape {list(logits.shape)}")
-        names = self.names(logits.shape[1])
+        if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] != len(self.labels):
+            raise RequestError(f"'{TAIL_LOGITS}' must be (frames, {len(self.labels)}), got shape "
+                               f"{list(logits.shape)}")
         video = _softmax(logits.mean(0))
         top = np.argsort(-video, kind="stable")[: self.top_k]
         frames = _softmax(logits)
         best = frames.argmax(1)
-        return {"labels": names[top], "scores": video[top].astype(np.float32),
-                "frame_labels": names[best], "frame_scores": frames[np.arange(len(best)), best].astype(np.float32),
+        return {"labels": self.labels[top], "scores": video[top].astype(np.float32),
+                "frame_labels": self.labels[best],
+                "frame_scores": frames[np.arange(len(best)), best].astype(np.float32),
                 # passed through so the ensemble can return it: a tensor that is both an ensemble output and
                 # another step's input is not forwarded when a client leaves it out of the requested outputs
                 LOGITS: logits}

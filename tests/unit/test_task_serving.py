@@ -2,6 +2,8 @@
 and the repository config's checks."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -76,14 +78,14 @@ def test_post_handler_video_topk_and_frame_top1():
     logits = np.zeros((3, 1000), dtype=np.float32)
     logits[:, 7] = [5, 5, 0]
     logits[2, 9] = 8
-    out = PostHandler("effnet_lite0", top_k=3).handle({"tail_logits": logits})
     names = class_names("effnet_lite0", 1000)
+    out = PostHandler(names, top_k=3).handle({"tail_logits": logits})
     assert [b.decode() for b in out["labels"]] == [names[7], names[9], names[0]]
     assert out["scores"].dtype == np.float32 and 1 > out["scores"][0] > out["scores"][1]
     assert [b.decode() for b in out["frame_labels"]] == [names[7], names[7], names[9]]
     assert out["logits"] is not None and out["logits"].shape == (3, 1000)
-    with pytest.raises(RequestError, match="frames, classes"):
-        PostHandler("effnet_lite0").handle({"tail_logits": np.zeros(5, dtype=np.float32)})
+    with pytest.raises(RequestError, match=r"must be \(frames, 1000\)"):
+        PostHandler(names).handle({"tail_logits": np.zeros(5, dtype=np.float32)})
 
 
 def test_class_names():
@@ -129,6 +131,7 @@ def test_ngc_repository_configs_parse_and_reference_existing_files(tmp_path):
         assert c.backend == "python" and (cfg.out / name / "1" / "model.py").is_file()
         assert c.instance_group[0].kind == c.instance_group[0].KIND_GPU
         assert c.parameters["store_root"].string_value == str(tmp_path / "store")  # the container's path, as given
+    assert len(json.loads((cfg.out / "resnet50_post" / "1" / "labels.json").read_text())) == 1000
     assert models["resnet50_nvp_input"].parameters["layer"].string_value == "layer3"
     for ens in ("resnet50", "resnet50_fulldecode", "resnet50_codec"):
         for step in models[ens].ensemble_scheduling.step:
