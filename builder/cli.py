@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min-agreement", type=float, default=0.95,
                    help="accuracy budget: choose the fastest measured pair whose frame-level and video-level top-1 "
                         "agreement with the raw frames both reach it (default 0.95; else the most accurate pair)")
+    a.add_argument("--max-adapter-share", type=float, default=0.01, metavar="F",
+                   help="parameter budget: pairs whose adapter exceeds this share of the backbone's parameters are "
+                        "measured but never chosen (default 0.01 = 1 %%)")
     a.add_argument("--repeats", type=_positive_int, default=3,
                    help="timed runs per measured pair; ms per frame is their median (default 3)")
     a.add_argument("--max-samples", type=_positive_int, metavar="N",
@@ -335,7 +338,8 @@ def _cmd_adapt(args: argparse.Namespace):
                                joint_epochs=args.joint_epochs, joint_lr=args.joint_lr, joint_recon=recon,
                                joint_feature=feature, joint_task=task)
     r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
-                    min_agreement=args.min_agreement, train=train, max_samples=args.max_samples,
+                    min_agreement=args.min_agreement, max_adapter_share=args.max_adapter_share, train=train,
+                    max_samples=args.max_samples,
                     weights=args.weights, random_init=args.random_weights, progress=not args.no_progress,
                     repeats=args.repeats)
     from .protocols import METRICS

@@ -192,6 +192,7 @@ def adapt_video(
     layers: Sequence[str] | None = None,
     top_k: int = 10,
     min_agreement: float = 0.95,
+    max_adapter_share: float = 0.01,
     train: AdapterTrainConfig = AdapterTrainConfig(),
     max_samples: int | None = None,
     weights: str | None = "default",
@@ -289,11 +290,18 @@ def adapt_video(
                "ms_per_frame": ms_per_frame(lambda: path(eval_idx), len(eval_idx), repeats), **scores}
         results.append(row)
         trained.append((row, adapters))
-    chosen, met = select_pair(results, min_agreement)
+    # adapters must stay tiny: pairs over the parameter budget are measured and reported, never chosen (e.g. a
+    # 1x1 from a wide INR block into a 1280-channel last stage is a classifier of its own, not an adapter)
+    small = [r for r in results if r["adapter_share"] <= max_adapter_share]
+    if not small:
+        raise ValueError(f"every measured adapter exceeds --max-adapter-share {max_adapter_share:.2%} of the "
+                         f"backbone (smallest {min(r['adapter_share'] for r in results):.2%}); try earlier layers "
+                         "(--layers) or a larger budget")
+    chosen, met = select_pair(small, min_agreement)
     stored = []
-    for k in sorted({r["exit_block"] for r in results}):
+    for k in sorted({r["exit_block"] for r in small}):
         row = chosen if k == chosen["exit_block"] else select_pair(
-            [r for r in results if r["exit_block"] == k], min_agreement)[0]
+            [r for r in small if r["exit_block"] == k], min_agreement)[0]
         adapters = next(a for r, a in trained if r is row)
         save_adapter(store, video_id, task.name, k, row["layer"], adapters,
                      {"accuracy": row["accuracy"], "train": train.to_dict()})
@@ -307,8 +315,9 @@ def adapt_video(
         "adapter_share": chosen["adapter_params"] / bb.num_params(model), "accuracy": chosen["accuracy"],
         "video_accuracy": chosen.get("video_accuracy", chosen["accuracy"]), "ms_per_frame": chosen["ms_per_frame"],
         "gflops": chosen["gflops"], "met_budget": met, "min_agreement": min_agreement,
+        "max_adapter_share": max_adapter_share,
         "adapter_kind": chosen["adapter_kind"], "stored_exits": stored,
-        "pareto_front": [{k: r.get(k) for k in front_keys} for r in pareto_front(results)],
+        "pareto_front": [{k: r.get(k) for k in front_keys} for r in pareto_front(small)],
         "codec": codec, "faster_than_codec": None if codec is None else chosen["ms_per_frame"] < codec["ms_per_frame"],
         "repeats": repeats, "samples": len(samples),
         "weights": "random" if random_init else str(weights), "seconds": round(time.perf_counter() - t0, 2),

@@ -225,3 +225,10 @@ def test_joint_mode_fine_tunes_and_restores_the_inr(tmp_path, capsys):
     assert meta["psnr"] == j["psnr_after"] and meta["joint"]["task"] == "effnet_lite0"
     ev = run_json(capsys, "evaluate", "--task", "effnet_lite0", "--videos", "car8", "--store", tmp_path)
     assert ev["paths"]["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
+
+
+def test_adapters_over_the_parameter_budget_are_never_chosen(store, capsys):
+    code = main(["adapt", "bikes12", "--task", "effnet_lite0", "--store", str(store), "--exits", "1", "--layers",
+                 "blocks.5", "--top-k", "1", "--epochs", "1", "--max-adapter-share", "1e-6", "--no-progress"])
+    _, err = capsys.readouterr()
+    assert code == 1 and "every measured adapter exceeds --max-adapter-share 0.00%" in err and "--layers" in err
