@@ -18,7 +18,7 @@ from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_frames, read_video, write_pngs, write_video
 
 __all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video",
-           "eval_video", "cost_table", "read_source", "read_h264"]
+           "eval_video", "cost_table", "read_source", "read_h264", "h264_frames"]
 
 INR_FILE = "inr.nvp"
 H264_FILE = "h264.mp4"  # the codec baseline: the same frames as H.264 in at most the INR's bytes
@@ -161,13 +161,18 @@ def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu
 
 def read_h264(store: VideoStore, video_id: str, indices: Sequence[int]) -> torch.Tensor:
     """Frames ``indices`` of the video's stored H.264 copy (the codec baseline), decoded with PyAV: (N, 3, H, W)
-    in [0, 1] at the INR's size (``read_frames``: decodes up to the last one, converts only those)."""
+    in [0, 1] at the INR's size."""
     meta = store.meta(video_id)
     idx = [int(i) for i in indices]
     if not idx or min(idx) < 0 or max(idx) >= meta["frames"]:
         raise ValueError(f"frames {idx} out of range for video '{video_id}' ({meta['frames']} frames)")
-    frames = read_frames(store.path(video_id, H264_FILE), idx)
-    return frames[..., :meta["height"], :meta["width"]]  # x264 pads odd sizes to even ones
+    return h264_frames(store.path(video_id, H264_FILE), meta, idx)
+
+
+def h264_frames(path: str | Path, meta: dict[str, Any], indices: Sequence[int]) -> torch.Tensor:
+    """Frames ``indices`` of an H.264 copy at ``path`` whose entry metadata is ``meta`` (``read_frames``: decodes
+    up to the last one, converts only those), cropped to the INR's size: x264 pads odd sizes to even ones."""
+    return read_frames(path, [int(i) for i in indices])[..., :meta["height"], :meta["width"]]
 
 
 def read_source(meta: dict[str, Any], source: str | Path | None = None) -> Clip:

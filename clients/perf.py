@@ -157,6 +157,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     from builder.triton.server import TritonServer
 
+    from .classify import classify
+
     manifest_file = args.repo / "nvp_repository.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {"tasks": {}}
     tasks = args.tasks or list(manifest["tasks"])
@@ -182,8 +184,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 data.write_text(json.dumps({"data": [{"video_id": [v], "frame_selection": [args.frames]}
                                                      for v in videos]}))
                 # frames per request, from one real answer
-                from clients.classify import classify
-
                 frames = len(classify(client, url, task, videos[0], args.frames, "nvp")["frames"])
                 for path in PATHS:
                     rows = run_perf(url, task, path, data, Path(tmp) / f"{task}-{path}.csv", args.concurrency,

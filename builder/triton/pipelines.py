@@ -33,10 +33,11 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..nvp import _logits
+from ..tasks import SERVED_KINDS
 from .repository import TARGETS, RepositoryBuilder, decode_model_kwargs
 from .serving import DEFAULT_MAX_FRAMES, FRAME_INDICES, VIDEO_ID
 from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, TensorSpec
-from ..tasks import SERVED_KINDS
 from .task_serving import FRAME_SELECTION, LOGITS, MODES, POST_OUTPUTS, TAIL_LOGITS, input_names
 
 __all__ = ["RepoConfig", "adapted_tasks", "build_repository", "export_onnx", "serving_layer", "SERVED_KINDS"]
@@ -134,8 +135,6 @@ class _Logits(nn.Module):
         self.model, self.as_list = model, as_list
 
     def forward(self, *x: Tensor) -> Tensor:
-        from ..nvp import _logits
-
         return _logits(self.model(list(x)) if self.as_list else self.model(*x))
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "VideoUnavailableError",
     "check_frame_range",
     "error_info",
+    "model_device",
     "model_parameters",
     "parse_frame_indices",
     "parse_video_id",
@@ -98,6 +99,22 @@ def model_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def model_device(params: Mapping[str, str], instance_kind: str = "CPU", device_id: str | int = 0) -> str:
+    """The torch device of a model instance: the ``device`` parameter (``auto`` by default: ``cuda:<device_id>`` for
+    a GPU instance with CUDA available, else ``cpu``)."""
+    device = params.get("device", "auto").strip() or "auto"
+    if device == "auto":
+        device = "cpu"
+        if str(instance_kind).upper().endswith("GPU"):
+            import torch
+
+            if torch.cuda.is_available():
+                device = f"cuda:{int(device_id)}"
+    elif device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"model parameter 'device' must be auto, cpu or cuda[:N], got {device!r}")
+    return device
+
+
 def _int_param(params: Mapping[str, str], key: str, default: int, minimum: int) -> int:
     raw = params.get(key, "")
     if raw.strip() == "":
@@ -131,16 +148,7 @@ class DecodeSettings:
         root = params.get("store_root", "").strip()
         if not root:
             raise ValueError("model parameter 'store_root' (the video store directory) is required")
-        device = params.get("device", "auto").strip() or "auto"
-        if device == "auto":
-            device = "cpu"
-            if str(instance_kind).upper().endswith("GPU"):
-                import torch
-
-                if torch.cuda.is_available():
-                    device = f"cuda:{int(device_id)}"
-        elif device != "cpu" and not device.startswith("cuda"):
-            raise ValueError(f"model parameter 'device' must be auto, cpu or cuda[:N], got {device!r}")
+        device = model_device(params, instance_kind, device_id)
         return cls(
             store_root=Path(root).expanduser(),
             cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),

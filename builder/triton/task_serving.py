@@ -42,6 +42,7 @@ from .serving import (
     _int_param,
     _one_line,
     check_frame_range,
+    model_device,
     parse_video_id,
 )
 
@@ -164,7 +165,8 @@ class TaskInputSettings:
     num_threads: int = 0
 
     @classmethod
-    def from_parameters(cls, params: Mapping[str, str], *, device: str = "cpu") -> TaskInputSettings:
+    def from_parameters(cls, params: Mapping[str, str], *, instance_kind: str = "CPU",
+                        device_id: str | int = 0) -> TaskInputSettings:
         from ..tasks import get_task
 
         root = params.get("store_root", "").strip()
@@ -181,7 +183,8 @@ class TaskInputSettings:
         return cls(store_root=Path(root).expanduser(), task=task, mode=mode, layer=layer, input_size=size,
                    cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
                    max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
-                   batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1), device=device,
+                   batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
+                   device=model_device(params, instance_kind, device_id),
                    num_threads=_int_param(params, "num_threads", 0, 0))
 
 
@@ -212,16 +215,16 @@ class TaskInputHandler:
     # --- loaders (run under the caches' error mapping) ---
 
     def _load_adapters(self, store: Any, video_id: str, name: str) -> tuple[int, Any]:
-        from ..codec import decode_tensors
         from ..nvp import adapter_file, load_adapter
 
         pairing = json.loads(store.get(video_id, name))
         files = store.entry(video_id)["files"]
-        metas = {k: decode_tensors(store.get(video_id, adapter_file(self.task.name, k))).meta
-                 for k in range(1, 64) if adapter_file(self.task.name, k) in files}
-        k = choose_adapter(pairing, metas, self.settings.layer, video_id, self.task.name)
-        adapters, _ = load_adapter(store, video_id, self.task.name, k)
-        return k, adapters.to(self.settings.device)
+        # every stored adapter of the task is small: load each once, keep the one for the served layer
+        stored = {k: load_adapter(store, video_id, self.task.name, k)
+                  for k in range(1, 64) if adapter_file(self.task.name, k) in files}
+        k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, self.settings.layer, video_id,
+                           self.task.name)
+        return k, stored[k][0].to(self.settings.device)
 
     @staticmethod
     def _codec_source(store: Any, video_id: str, name: str) -> tuple[Path, dict[str, Any]]:
@@ -281,15 +284,14 @@ class TaskInputHandler:
 
     @staticmethod
     def _decode_h264(path: Path, meta: Mapping[str, Any], idx: np.ndarray, video_id: str) -> Any:
-        from ..video import VideoDecodeError, read_frames
+        from ..api import h264_frames
+        from ..video import VideoDecodeError
 
         try:
-            frames = read_frames(path, idx.tolist())
+            return h264_frames(path, meta, idx.tolist())
         except VideoDecodeError as e:
             raise VideoUnavailableError(f"video '{video_id}' cannot be served: its H.264 copy does not decode "
                                         f"({_one_line(str(e)).replace(str(path), '<store>')})") from None
-        # x264 pads odd sizes to even ones: crop back to the INR's frame size
-        return frames[..., :int(meta["height"]), :int(meta["width"])]
 
     def close(self) -> None:
         for cache in (self.inrs, self.adapters, self.codec):

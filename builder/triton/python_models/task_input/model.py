@@ -17,13 +17,11 @@ class TritonPythonModel:
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
         config = json.loads(args["model_config"])
-        device = "cpu"
-        if args.get("model_instance_kind", "CPU").upper().endswith("GPU"):
-            import torch
-
-            if torch.cuda.is_available():
-                device = f"cuda:{int(args.get('model_instance_device_id', '0'))}"
-        settings = TaskInputSettings.from_parameters(model_parameters(config), device=device)
+        settings = TaskInputSettings.from_parameters(
+            model_parameters(config),
+            instance_kind=args.get("model_instance_kind", "CPU"),
+            device_id=args.get("model_instance_device_id", "0"),
+        )
         self.handler = TaskInputHandler(settings, log=self.logger.log_verbose)
         self.logger.log_info(f"{self.name}: {settings.task} {settings.mode} input over store {settings.store_root} "
                              f"on {settings.device}")
