@@ -23,15 +23,15 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _finite(o: Any) -> Any:
+def finite_json(o: Any) -> Any:
     """NaN/inf (e.g. mAP without reference boxes) as null: strict JSON has no NaN, and json.dumps never hands
     plain floats to ``default``."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
+        return {k: finite_json(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
+        return [finite_json(v) for v in o]
     return o
 
 
@@ -52,5 +52,5 @@ def run_command(args: argparse.Namespace, errors: tuple[type[BaseException], ...
         return 130
     print(text)
     if as_json:
-        print(json.dumps(_finite(obj), default=_json_default, allow_nan=False))
+        print(json.dumps(finite_json(obj), default=_json_default, allow_nan=False))
     return 0

@@ -23,6 +23,7 @@ from .adapters import adapter_from_config, build_adapter
 from .api import load_inr, read_source
 from .backbones import Backbone, get_backbone
 from .cka import linear_cka
+from .cliutil import finite_json
 from .codec import decode_tensors, encode_tensors
 from .config import AdapterTrainConfig, QuantConfig
 from .inr import INR
@@ -120,7 +121,9 @@ class NVPPath(nn.Module):
 def save_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, layer: str, adapters: AdapterSet,
                  extra: dict[str, Any]) -> None:
     tensors = {k: v.detach().float().cpu() for k, v in adapters.state_dict().items()}
-    meta = {"task": task, "exit_block": exit_block, "layer": layer, "adapters": adapters.configs(), **extra}
+    # strict JSON in the bitstream: an undefined score (mAP of frames without detections) is stored as null
+    meta = finite_json({"task": task, "exit_block": exit_block, "layer": layer, "adapters": adapters.configs(),
+                        **extra})
     blob = encode_tensors(tensors, quant=QuantConfig(), meta=meta, raw=set(tensors))  # fp32, lossless
     store.add_file(video_id, adapter_file(task, exit_block), blob)
 
@@ -170,10 +173,8 @@ def _caption_scorer(task: TaskSpec, model: nn.Module, random_init: bool) -> Capt
                               f"missing: {e}") from None
 
     def caption(embeds: Tensor) -> list[str]:
-        if getattr(model, "tokenizer", None) is None and random_init:
-            # random weights come without a tokenizer: caption token ids as text (plumbing only)
-            return [" ".join(map(str, ids.tolist())) for ids in model.generate(embeds)]
-        return model.captions(embeds)
+        # random weights come without a tokenizer: caption token ids as text (plumbing only)
+        return model.captions(embeds, ids_without_tokenizer=random_init)
 
     return CaptionScorer(caption, clip.encode_texts)
 
@@ -330,7 +331,7 @@ def adapt_video(
                                   splits[layer], targets[layer], train, teacher=teacher, video=video,
                                   eval_idx=eval_idx, raw_out=raw_out, captioner=captioner, progress=progress)
         summary["accuracy"] = summary["joint"]["accuracy_after"]
-    store.add_file(video_id, pairing_file(task.name), json.dumps(summary, indent=1).encode())
+    store.add_file(video_id, pairing_file(task.name), json.dumps(finite_json(summary), indent=1).encode())
     return summary
 
 

@@ -69,13 +69,12 @@ def detections(logits: Tensor, boxes: Tensor, threshold: float | None = None) ->
     """DETR outputs ``(B, queries, classes + 1)`` logits and ``(B, queries, 4)`` boxes -> one dict per image
     (``boxes`` cxcywh as given, ``scores``, ``labels``), as DETR's post-processing does: softmax, drop the last
     ("no object") class, best class per query; keep queries scoring above ``threshold`` (all when None)."""
-    probs = logits.detach().float().softmax(-1)[..., :-1]
-    scores, labels = probs.max(-1)
-    out = []
-    for b, s, l in zip(boxes.detach().float(), scores, labels):
-        keep = s > threshold if threshold is not None else torch.ones_like(s, dtype=torch.bool)
-        out.append({"boxes": b[keep], "scores": s[keep], "labels": l[keep]})
-    return out
+    from .postprocess import detr_detections
+
+    image, labels, scores, kept = (torch.from_numpy(a) for a in detr_detections(
+        logits.detach().float().cpu().numpy(), boxes.detach().float().cpu().numpy(), threshold))
+    return [{"boxes": kept[image == i], "scores": scores[image == i], "labels": labels[image == i]}
+            for i in range(logits.shape[0])]
 
 
 def detection_scores(out: tuple[Tensor, Tensor], raw: tuple[Tensor, Tensor],

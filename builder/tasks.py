@@ -25,7 +25,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("blip", "captioning", "patch_embed", 8),
 )}
 
-SERVED_KINDS = ("classification", "action")  # tasks served by Triton ensembles (answer: class logits -> labels)
+SERVED_KINDS = ("classification", "action", "detection", "captioning")  # tasks with Triton ensembles
 
 
 def get_task(name: str) -> TaskSpec:
@@ -36,9 +36,10 @@ def get_task(name: str) -> TaskSpec:
 
 def class_names(task: TaskSpec | str, num_classes: int) -> list[str]:
     """Readable labels of the task's ``num_classes`` outputs: ImageNet-1k (classifiers; CLIP classifies zero-shot
-    over the same names) and Kinetics-400 (action) names ship with torchvision; other heads (ViT's ImageNet-21k,
-    small test configs) get ``class_<i>``."""
+    over the same names), Kinetics-400 (action) and COCO (detection: DETR's 91 category ids, "no object" excluded)
+    names ship with torchvision; other heads (ViT's ImageNet-21k, small test configs) get ``class_<i>``."""
     from torchvision.models import ResNet50_Weights
+    from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
     from torchvision.models.video import R3D_18_Weights
 
     task = get_task(task) if isinstance(task, str) else task
@@ -47,4 +48,7 @@ def class_names(task: TaskSpec | str, num_classes: int) -> list[str]:
         names = list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
     elif task.kind == "action":
         names = list(R3D_18_Weights.KINETICS400_V1.meta["categories"])
+    elif task.kind == "detection":  # index = COCO category id, as DETR's id2label (0 and gaps are "N/A")
+        names = ["N/A" if n == "__background__" else n
+                 for n in FasterRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]]
     return names if len(names) == num_classes else [f"class_{i}" for i in range(num_classes)]

@@ -4,20 +4,30 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 __all__ = [
     "DEFAULT_URL",
+    "PATHS",
     "ClientError",
     "add_common_arguments",
+    "add_video_arguments",
+    "ask_paths",
+    "ask_task",
     "connect",
     "infer",
+    "model_name",
     "parse_frames",
+    "task_commands",
 ]
 
 DEFAULT_URL = os.environ.get("NVP_TRITON_URL", "localhost:8001")
+PATHS = ("nvp", "fulldecode", "codec")  # a task's ensembles: the product and its two baselines at equal storage
+_SELECTION_HELP = ("frames to read: auto (the task's protocol: 8 uniformly spaced frames, or 32 consecutive for "
+                   "action tasks), uniform[:N], consecutive[:N][@START], or indices like 0-7,12 (default auto)")
 _MAX_FRAMES = 100_000
 
 
@@ -40,6 +50,49 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Triton gRPC endpoint host:port (default: $NVP_TRITON_URL or localhost:8001)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="request timeout (default 60 s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--video``, ``--frames`` and ``--path`` of every task command, then the common ones."""
+    parser.add_argument("--video", required=True, metavar="ID", help="video ID in the server's store")
+    parser.add_argument("--frames", default="auto", metavar="SELECTION", help=_SELECTION_HELP)
+    parser.add_argument("--path", choices=(*PATHS, "all"), default="nvp",
+                        help="nvp (default), fulldecode or codec ensemble; all: the three side by side")
+    add_common_arguments(parser)
+
+
+def task_commands(kinds: Sequence[str], what: str) -> dict[str, str]:
+    """One subcommand per served task of ``kinds`` (named after its backbone, as in ``python -m builder adapt``)."""
+    from builder.tasks import TASKS
+
+    return {name: f"{spec.kind}: {what} from the '{name}' ensemble" for name, spec in TASKS.items()
+            if spec.kind in kinds}
+
+
+def model_name(task: str, path: str) -> str:
+    return task if path == "nvp" else f"{task}_{path}"
+
+
+def ask_task(client: Any, url: str, task: str, video_id: str, frames: str, path: str, outputs: Sequence[str],
+             timeout: float | None = None) -> dict[str, Any]:
+    """One request to a task ensemble (``video_id`` + ``frame_selection``): the named outputs, plus ``seconds``."""
+    t0 = time.perf_counter()
+    out: dict[str, Any] = infer(
+        client, url, model_name(task, path),
+        [("video_id", np.array([video_id.encode("utf-8")], dtype=np.object_), "BYTES"),
+         ("frame_selection", np.array([frames.encode("utf-8")], dtype=np.object_), "BYTES")],
+        outputs, timeout=timeout)
+    out["seconds"] = round(time.perf_counter() - t0, 4)
+    return out
+
+
+def ask_paths(args: argparse.Namespace, answer: Callable[[Any, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``answer(client, path)`` for ``args.path`` (or every path with ``all``) over one connection."""
+    client = connect(args.url)
+    try:
+        return {p: answer(client, p) for p in (PATHS if args.path == "all" else (args.path,))}
+    finally:
+        client.close()
 
 
 def connect(url: str) -> Any:

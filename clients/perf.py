@@ -24,11 +24,8 @@ from typing import Any, Sequence
 
 __all__ = ["main", "parse_perf_csv", "run_perf"]
 
-PATHS = ("nvp", "fulldecode", "codec")
-
-
-def _model(task: str, path: str) -> str:
-    return task if path == "nvp" else f"{task}_{path}"
+from .common import PATHS, ask_task
+from .common import model_name as _model
 
 
 def parse_perf_csv(path: Path) -> list[dict[str, float]]:
@@ -157,8 +154,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     from builder.triton.server import TritonServer
 
-    from .classify import classify
-
     manifest_file = args.repo / "nvp_repository.json"
     manifest = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {"tasks": {}}
     tasks = args.tasks or list(manifest["tasks"])
@@ -184,7 +179,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 data.write_text(json.dumps({"data": [{"video_id": [v], "frame_selection": [args.frames]}
                                                      for v in videos]}))
                 # frames per request, from one real answer
-                frames = len(classify(client, url, task, videos[0], args.frames, "nvp")["frames"])
+                frames = len(ask_task(client, url, task, videos[0], args.frames, "nvp", ["frame_indices"])
+                             ["frame_indices"])
                 for path in PATHS:
                     rows = run_perf(url, task, path, data, Path(tmp) / f"{task}-{path}.csv", args.concurrency,
                                     args.window_ms)

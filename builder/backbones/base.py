@@ -124,6 +124,10 @@ class Backbone:
     weights_spec: ClassVar[WeightsSpec]
     curated_cuts: ClassVar[tuple[str, ...]] = ()
     default_cut: ClassVar[str] = ""
+    # what :meth:`preprocess` depends on besides the class constants (a served input step restores it)
+    preprocess_attrs: ClassVar[tuple[str, ...]] = ("input_size",)
+    # dims of the model's input that vary at run time (batch; DETR: also the frame size, set by the video's)
+    dynamic_input_dims: ClassVar[tuple[int, ...]] = (0,)
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None
@@ -187,6 +191,20 @@ class Backbone:
         """(T, 3, H, W) float frames in [0, 1] -> model input (image backbones: a batch of T images)."""
         x = resize_frames(check_frames(frames), tuple(self.input_size[-2:]))
         return self.normalize(x)
+
+    def preprocess_settings(self) -> dict[str, Any]:
+        """The instance's preprocessing state (JSON-able): a model built with a small config resizes differently."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in
+                ((k, getattr(self, k)) for k in self.preprocess_attrs)}
+
+    def apply_preprocess_settings(self, settings: dict[str, Any]) -> None:
+        """Restore :meth:`preprocess_settings` (without loading the model)."""
+        unknown = sorted(set(settings) - set(self.preprocess_attrs))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown preprocessing settings {unknown}; "
+                             f"expected {list(self.preprocess_attrs)}")
+        for k, v in settings.items():
+            setattr(self, k, tuple(v) if isinstance(v, list) else v)
 
     def normalize(self, x: Tensor) -> Tensor:
         """``(x - mean) / std`` on the channel dim (dim -3 for images, dim 1 for clips)."""

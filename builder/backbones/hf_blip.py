@@ -58,7 +58,11 @@ class BlipCaptioner(nn.Module):
             encoder_hidden_states=image_embeds, encoder_attention_mask=attn, **generate_kwargs,
         )
 
-    def captions(self, image_embeds: Tensor, **generate_kwargs: Any) -> list[str]:
+    def captions(self, image_embeds: Tensor, ids_without_tokenizer: bool = False, **generate_kwargs: Any) -> list[str]:
+        """Caption text per image; without a tokenizer, ``ids_without_tokenizer`` gives the token ids as text
+        (random test weights ship none) instead of an error."""
+        if self.tokenizer is None and ids_without_tokenizer:
+            return [" ".join(map(str, ids.tolist())) for ids in self.generate(image_embeds, **generate_kwargs)]
         if self.tokenizer is None:
             raise RuntimeError("no tokenizer: load BLIP from a directory that also has its tokenizer files "
                                "(tokenizer.json / vocab.txt from the Hugging Face repo)")

@@ -157,6 +157,8 @@ class DetrR50(Backbone):
     default_input_size = (750, 1333)  # a 1280x720 frame after the 800/1333 resize
     shortest_edge = 800
     longest_edge = 1333
+    preprocess_attrs = ("input_size", "shortest_edge", "longest_edge")
+    dynamic_input_dims = (0, 2, 3)  # the resize keeps the video's aspect ratio
     weights_spec = hf_weights_spec(HF_REPO, DIRNAME, "DETR-R50 COCO weights (transformers)")
     curated_cuts = tuple(PREFIX + s for s in STAGES) + ("detr.model.input_projection",)
     default_cut = "detr.model.input_projection"

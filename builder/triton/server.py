@@ -607,8 +607,8 @@ def add_build_repo_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
 
     parser.add_argument("--tasks", nargs="+", metavar="TASK",
                         help=f"tasks to serve ({', '.join(TASKS)}); each gets an NVP ensemble named after it plus "
-                             "<task>_fulldecode and <task>_codec baselines (default: every classification/action "
-                             "task some stored video was adapted for; none -> only the decode model)")
+                             "<task>_fulldecode and <task>_codec baselines (default: every task some stored video was "
+                             "adapted for; none -> only the decode model)")
     parser.add_argument("--layer", type=_key_value, action="append", default=[], metavar="TASK=LAYER",
                         help="injection layer of a task's tail (default: the layer most videos chose in adapt)")
     parser.add_argument("--weights", type=_key_value, action="append", default=[], metavar="TASK=FILE",
@@ -617,7 +617,10 @@ def add_build_repo_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     parser.add_argument("--random-weights", action="store_true",
                         help="seeded random weights for every task (plumbing checks only)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the fulldecode and codec ensembles")
-    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="labels returned per video (default 5)")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K",
+                        help="classification/action: labels returned per video (default 5)")
+    parser.add_argument("--score-threshold", type=float, default=0.5, metavar="P",
+                        help="detection: boxes scoring above P are returned (default 0.5, DETR's own)")
     parser.add_argument("--max-frames", type=int, default=64, metavar="N",
                         help="frames per request and largest ONNX batch (default 64)")
     parser.add_argument("--queue-delay-us", type=int, default=2000, metavar="US",
@@ -649,7 +652,7 @@ def run_build_repo(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     weights = {**({t: "random" for t in tasks} if args.random_weights else {}), **dict(args.weights)}
     cfg = RepoConfig(store=store, tasks=tuple(tasks), out=args.out, target=args.target, layers=dict(args.layer),
                      weights=weights, baselines=not args.no_baselines,
-                     top_k=args.top_k, max_frames=args.max_frames, queue_delay_us=args.queue_delay_us,
+                     top_k=args.top_k, score_threshold=args.score_threshold, max_frames=args.max_frames, queue_delay_us=args.queue_delay_us,
                      instances=args.instances, cache_size=args.cache_size, tensorrt=not args.no_tensorrt)
     summary = build_repository(cfg, progress=not getattr(args, "no_progress", False))
     lines = [f"wrote {cfg.out} ({cfg.target}) over store {store}: {len(summary['models'])} models"]

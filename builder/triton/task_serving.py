@@ -4,7 +4,7 @@ Every task ensemble starts with an *input* model keyed by video ID and ends with
 
     <task>               = <task>_nvp_input        (INR prefix to the video's exit block + its adapter)
                            -> <task>_tail          (ONNX: backbone after the injection layer)
-                           -> <task>_post          (labels and scores)
+                           -> <task>_post          (labels and scores; boxes; captions)
     <task>_fulldecode    = <task>_fulldecode_input (full INR decode + preprocessing) -> <task>_backbone -> <task>_post
     <task>_codec         = <task>_codec_input      (PyAV decode of the stored H.264 copy + preprocessing)
                            -> <task>_backbone -> <task>_post
@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..postprocess import cxcywh_to_xyxy, detr_detections, softmax
 from .serving import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CACHE_SIZE,
@@ -47,28 +48,58 @@ from .serving import (
 )
 
 __all__ = [
+    "CaptionPostHandler",
+    "DetectionPostHandler",
     "FRAME_SELECTION",
+    "FRAME_SIZE",
     "LOGITS",
+    "MODEL_OUTPUTS",
     "MODES",
     "POST_OUTPUTS",
     "PostHandler",
+    "SELECTED",
     "TaskInputHandler",
     "TaskInputSettings",
     "TAIL_LOGITS",
     "choose_adapter",
     "input_names",
     "parse_selection",
+    "post_handler",
     "select_frames",
+    "tail_name",
 ]
 
 FRAME_SELECTION = "frame_selection"
 LOGITS = "logits"
-TAIL_LOGITS = "tail_logits"  # the ensemble's name for the backbone's output before post-processing
+BOXES = "pred_boxes"
+EMBEDDINGS = "embeddings"
 MODES = ("nvp", "fulldecode", "codec")
-# post-processing outputs: the video's top-k labels/scores (from the mean logits over its frames) and each frame's
-# top-1 label/score; and the logits themselves
-POST_OUTPUTS = ("labels", "scores", "frame_labels", "frame_scores", LOGITS)
+SELECTED = "selected_frames"  # the input step's frame indices as the post step reads them (and hands them on)
+FRAME_SIZE = "frame_size"  # detection: the video's (height, width), to give boxes in its pixels
+# what a task kind's backbone (and tail) outputs: one ONNX output each
+MODEL_OUTPUTS = {"classification": (LOGITS,), "action": (LOGITS,), "detection": (LOGITS, BOXES),
+                 "captioning": (EMBEDDINGS,)}
+# what each kind's post step answers. The model outputs are passed through (parity checks, custom post-processing):
+# a tensor that is both an ensemble output and another step's input is not forwarded when a client leaves it out of
+# the requested outputs, so the post step re-emits them (and the frame indices) rather than the ensemble tapping them
+POST_OUTPUTS = {
+    # the video's top-k labels/scores (mean logits over its frames) and each frame's top-1
+    "classification": ("labels", "scores", "frame_labels", "frame_scores", FRAME_INDICES, LOGITS),
+    "action": ("labels", "scores", "frame_labels", "frame_scores", FRAME_INDICES, LOGITS),
+    # every box above the threshold: xyxy in the video's pixels, label, score, and the frame it is in
+    "detection": ("boxes", "labels", "scores", "box_frames", FRAME_INDICES, LOGITS, BOXES),
+    # one caption per frame, and the video's (the most frequent one)
+    "captioning": ("caption", "captions", FRAME_INDICES, EMBEDDINGS),
+}
 _MAX_SELECTION = 256
+
+
+def tail_name(output: str) -> str:
+    """The ensemble's name for a backbone (or tail) output on its way to the post step."""
+    return f"tail_{output}"
+
+
+TAIL_LOGITS = tail_name(LOGITS)
 
 
 def input_names(mode: str, n: int) -> list[str]:
@@ -140,7 +171,8 @@ def choose_adapter(pairing: Mapping[str, Any], adapters: Mapping[int, Mapping[st
     chosen = pairing.get("exit_block")
     if chosen in adapters and adapters[chosen].get("layer") == layer:
         return int(chosen)
-    fits = [(m.get("accuracy", 0.0), -k, k) for k, m in adapters.items() if m.get("layer") == layer]
+    # an undefined score (null: mAP without reference detections) ranks last
+    fits = [(m.get("accuracy") or 0.0, -k, k) for k, m in adapters.items() if m.get("layer") == layer]
     if not fits:
         have = sorted({str(m.get("layer")) for m in adapters.values()}) or ["none"]
         raise RequestError(f"video '{video_id}' has no {task} adapter for layer '{layer}', the injection layer this "
@@ -157,7 +189,7 @@ class TaskInputSettings:
     task: str
     mode: str
     layer: str = ""  # nvp: the injection layer of the repository's tail
-    input_size: tuple[int, ...] = ()  # the backbone's input size, as exported
+    preprocess: Mapping[str, Any] = field(default_factory=dict)  # Backbone.preprocess_settings() as exported
     cache_size: int = DEFAULT_CACHE_SIZE
     max_frames: int = DEFAULT_MAX_FRAMES
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -179,8 +211,10 @@ class TaskInputSettings:
         layer = params.get("layer", "")
         if mode == "nvp" and not layer:
             raise ValueError("model parameter 'layer' (the tail's injection layer) is required in nvp mode")
-        size = tuple(int(s) for s in json.loads(params.get("input_size", "[]") or "[]"))
-        return cls(store_root=Path(root).expanduser(), task=task, mode=mode, layer=layer, input_size=size,
+        preprocess = json.loads(params.get("preprocess", "{}") or "{}")
+        if not isinstance(preprocess, dict):
+            raise ValueError(f"model parameter 'preprocess' must be a JSON object, got {preprocess!r}")
+        return cls(store_root=Path(root).expanduser(), task=task, mode=mode, layer=layer, preprocess=preprocess,
                    cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
                    max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
                    batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
@@ -205,8 +239,7 @@ class TaskInputHandler:
         self.task = get_task(settings.task)
         # preprocessing only needs the backbone's sizes and statistics: no weights are loaded here
         self.backbone = get_backbone(self.task.name)
-        if settings.input_size:
-            self.backbone.input_size = tuple(settings.input_size)
+        self.backbone.apply_preprocess_settings(settings.preprocess)
         self.inrs = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
         self.adapters = StoreCache(settings.store_root, settings.cache_size, load=self._load_adapters)
         self.codec = StoreCache(settings.store_root, settings.cache_size, load=self._codec_source)
@@ -251,8 +284,10 @@ class TaskInputHandler:
                 idx = select_frames(selection, int(meta["frames"]), self.task, video_id, max_frames=s.max_frames)
                 frames = self._decode_h264(path, meta, idx, video_id)
                 outs = self._preprocess(frames)
+                size = (meta["height"], meta["width"])
             else:
                 model = self.inrs.get(video_id).model
+                size = (model.config.out_height, model.config.out_width)
                 idx = select_frames(selection, int(model.config.frames), self.task, video_id,
                                     max_frames=s.max_frames)
                 if s.mode == "nvp":
@@ -268,12 +303,16 @@ class TaskInputHandler:
                     outs = self._preprocess(frames.clamp(0, 1))
         result = {}
         for name, value in zip(input_names(s.mode, len(outs)), outs):
-            arr = value.float().cpu().numpy()
-            if not np.isfinite(arr).all():
+            if value.is_floating_point():  # DETR's cut also carries a boolean padding mask: kept as it is
+                value = value.float()
+            arr = value.cpu().numpy()
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise VideoUnavailableError(f"video '{video_id}' cannot be served: its {s.mode} path produced "
                                             "non-finite values")
             result[name] = np.ascontiguousarray(arr)
         result[FRAME_INDICES] = idx
+        if self.task.kind == "detection":
+            result[FRAME_SIZE] = np.asarray(size, dtype=np.int64)
         self.log(f"{self.task.name} {s.mode}: {len(idx)} frame(s) of '{video_id}' in "
                  f"{1000 * (time.perf_counter() - t0):.1f} ms")
         return result
@@ -298,39 +337,134 @@ class TaskInputHandler:
             cache.clear()
 
 
-class PostHandler:
-    """``handle({"tail_logits"}) -> labels/scores (and the logits)``: the video's top-k from the mean logits over its
-    frames (the protocol's video-level answer) and each frame's top-1. ``labels`` come with the model (a
-    ``labels.json`` written by the builder), so this step needs numpy only."""
+def _array(inputs: Mapping[str, Any], name: str, ndim: int, dtype: Any) -> np.ndarray:
+    value = inputs.get(name)
+    if value is None:
+        raise RequestError(f"missing input '{name}'")
+    arr = np.asarray(value, dtype=dtype)
+    if arr.ndim != ndim or arr.shape[0] < 1:
+        raise RequestError(f"'{name}' must have {ndim} dimension(s) and at least one row, got shape {list(arr.shape)}")
+    return arr
 
-    def __init__(self, labels: list[str], top_k: int = 5) -> None:
+
+def _frames(inputs: Mapping[str, Any], rows: int | None = None) -> np.ndarray:
+    """The selected frame indices; ``rows``: how many answers the model gave (one per frame), when it must match."""
+    idx = _array(inputs, SELECTED, 1, np.int64)
+    if rows is not None and len(idx) != rows:
+        raise RequestError(f"'{SELECTED}' has {len(idx)} frame(s) but the model answered for {rows}")
+    return idx
+
+
+def _labels(names: Sequence[str]) -> np.ndarray:
+    if not names:
+        raise ValueError("labels must not be empty")
+    return np.array([str(n).encode() for n in names], dtype=object)
+
+
+class PostHandler:
+    """Classification and action: ``handle({"tail_logits", "selected_frames"}) -> labels/scores`` (and the logits):
+    the video's top-k from the mean logits over its frames (the protocol's video-level answer) and each frame's
+    (action: each clip's) top-1. ``labels`` come with the model (a ``labels.json`` written by the builder), so this step needs numpy
+    only."""
+
+    inputs = (TAIL_LOGITS, SELECTED)
+
+    def __init__(self, labels: Sequence[str], top_k: int = 5) -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
-        if not labels:
-            raise ValueError("labels must not be empty")
-        self.labels = np.array([str(n).encode() for n in labels], dtype=object)
+        self.labels = _labels(labels)
         self.top_k = top_k
 
     def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        logits = inputs.get(TAIL_LOGITS)
-        if logits is None:
-            raise RequestError(f"missing input '{TAIL_LOGITS}'")
-        logits = np.asarray(logits, dtype=np.float32)
-        if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[1] != len(self.labels):
+        logits = _array(inputs, TAIL_LOGITS, 2, np.float32)
+        if logits.shape[1] != len(self.labels):
             raise RequestError(f"'{TAIL_LOGITS}' must be (frames, {len(self.labels)}), got shape "
                                f"{list(logits.shape)}")
-        video = _softmax(logits.mean(0))
+        video = softmax(logits.mean(0))
         top = np.argsort(-video, kind="stable")[: self.top_k]
-        frames = _softmax(logits)
+        frames = softmax(logits)
         best = frames.argmax(1)
-        return {"labels": self.labels[top], "scores": video[top].astype(np.float32),
-                "frame_labels": self.labels[best],
-                "frame_scores": frames[np.arange(len(best)), best].astype(np.float32),
-                # passed through so the ensemble can return it: a tensor that is both an ensemble output and
-                # another step's input is not forwarded when a client leaves it out of the requested outputs
-                LOGITS: logits}
+        return {"labels": self.labels[top], "scores": video[top],
+                "frame_labels": self.labels[best], "frame_scores": frames[np.arange(len(best)), best],
+                FRAME_INDICES: _frames(inputs), LOGITS: logits}  # action tasks: one row per clip
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+class DetectionPostHandler:
+    """Detection (DETR): ``handle({"tail_logits", "tail_pred_boxes", "selected_frames", "frame_size"})`` -> every
+    box scoring above ``threshold`` as ``boxes`` (x0, y0, x1, y1 in the video's pixels), ``labels``, ``scores`` and
+    ``box_frames`` (the video frame it is in), ordered by frame then score; plus DETR's raw outputs. numpy only."""
+
+    inputs = (TAIL_LOGITS, tail_name(BOXES), SELECTED, FRAME_SIZE)
+
+    def __init__(self, labels: Sequence[str], threshold: float = 0.5) -> None:
+        if not 0 <= threshold < 1:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        self.labels = _labels(labels)
+        self.threshold = threshold
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        logits = _array(inputs, TAIL_LOGITS, 3, np.float32)
+        boxes = _array(inputs, tail_name(BOXES), 3, np.float32)
+        if logits.shape[2] != len(self.labels) + 1 or boxes.shape != (*logits.shape[:2], 4):
+            raise RequestError(f"DETR outputs must be logits (frames, queries, {len(self.labels) + 1}) and boxes "
+                               f"(frames, queries, 4), got {list(logits.shape)} and {list(boxes.shape)}")
+        idx = _frames(inputs, len(logits))
+        size = _array(inputs, FRAME_SIZE, 1, np.int64)
+        if size.shape != (2,) or (size < 1).any():
+            raise RequestError(f"'{FRAME_SIZE}' must be (height, width), got {size.tolist()}")
+        image, label, score, box = detr_detections(logits, boxes, self.threshold)
+        order = np.lexsort((-score, image))  # by frame, best first
+        return {"boxes": cxcywh_to_xyxy(box[order], *size.tolist()).reshape(-1, 4),
+                "labels": self.labels[label[order]], "scores": score[order], "box_frames": idx[image[order]],
+                FRAME_INDICES: idx, LOGITS: logits, BOXES: boxes}
+
+
+class CaptionPostHandler:
+    """Captioning (BLIP): ``handle({"tail_embeddings", "selected_frames"}) -> captions`` (one per frame) and the
+    video's ``caption`` (the most frequent one; the earliest frame's on ties). ``caption(embeds)`` is the captioning
+    model's text decoder; this step runs it, so it needs torch (and the model's weights)."""
+
+    inputs = (tail_name(EMBEDDINGS), SELECTED)
+
+    def __init__(self, caption: Callable[[Any], list[str]], device: str = "cpu") -> None:
+        self.caption, self.device = caption, device
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        import torch
+
+        embeds = _array(inputs, tail_name(EMBEDDINGS), 3, np.float32)
+        idx = _frames(inputs, len(embeds))
+        if not np.isfinite(embeds).all():
+            raise RequestError(f"'{tail_name(EMBEDDINGS)}' holds non-finite values")
+        with torch.inference_mode():
+            texts = self.caption(torch.from_numpy(embeds).to(self.device))
+        counts = {t: texts.count(t) for t in texts}
+        video = max(texts, key=lambda t: (counts[t], -texts.index(t)))
+        return {"caption": np.array([video.encode()], dtype=object),
+                "captions": np.array([t.encode() for t in texts], dtype=object),
+                FRAME_INDICES: idx, EMBEDDINGS: embeds}
+
+
+def post_handler(params: Mapping[str, str], model_dir: str | Path, *, instance_kind: str = "CPU",
+                 device_id: str | int = 0) -> PostHandler | DetectionPostHandler | CaptionPostHandler:
+    """The post step of a ``<task>_post`` model from its config parameters (``task``; ``labels_file`` next to the
+    model for labelled outputs; ``top_k``, ``threshold``; captioning: ``weights`` and ``backbone_config``)."""
+    from ..tasks import get_task
+
+    task = get_task(params.get("task", ""))
+    if task.kind == "captioning":
+        from ..backbones import get_backbone
+        from ..nvp import load_task_model
+
+        weights = params.get("weights", "default") or "default"
+        random_init = weights == "random"
+        device = model_device(params, instance_kind, device_id)
+        model = load_task_model(get_backbone(task.name), task, None if random_init else weights, random_init,
+                                json.loads(params.get("backbone_config", "{}") or "{}")).to(device)
+        # random weights come without a tokenizer: their captions are token ids (plumbing and tests only)
+        return CaptionPostHandler(lambda e: model.captions(e, ids_without_tokenizer=random_init), device)
+    with open(Path(model_dir) / params.get("labels_file", "labels.json"), encoding="utf-8") as f:
+        labels = json.load(f)
+    if task.kind == "detection":
+        return DetectionPostHandler(labels, float(params.get("threshold", "0.5")))
+    return PostHandler(labels, _int_param(params, "top_k", 5, 1))

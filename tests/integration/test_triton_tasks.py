@@ -1,6 +1,7 @@
 """Per-task ensembles on the REAL tritonserver over real gRPC: a real clip encoded as an INR, its adapters trained
-(EfficientNet-Lite0 with its real weights; I3D with seeded random weights and a small config), the repository
-built by ``build_repository`` (ONNX tails), served, and every answer compared with the in-process pipeline."""
+(EfficientNet-Lite0 with its real weights; I3D, DETR and BLIP with seeded random weights and small configs, since
+no weights for them ship here), the repository built by ``build_repository`` (ONNX tails), served, and every answer
+compared with the in-process pipeline."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
 from builder.api import encode_video, load_inr, read_h264
@@ -26,6 +28,11 @@ from clients.__main__ import main as client_main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 I3D_SMALL = {"input_size": (8, 64, 64)}
+DETR_SMALL = {"small": True, "shortest_edge": 64, "longest_edge": 160, "backbone": "resnet18"}  # 91 COCO labels
+BLIP_SMALL = {"small": True, "image_size": 64}
+THRESHOLD = 0.01  # random DETR scores every class at ~1/92: keep every box (filtering is unit-tested)
+RANDOM = {"i3d_r50": (I3D_SMALL, "blocks.3"), "detr_r50": (DETR_SMALL, "detr.model.input_projection"),
+          "blip": (BLIP_SMALL, "blip.vision_model.embeddings")}
 
 
 def encode(store: VideoStore, video_id: str, clip: str = "carphone") -> None:
@@ -37,8 +44,9 @@ def adapt(store: VideoStore, video_id: str, task: str) -> dict:
     if task == "effnet_lite0":
         return adapt_video(store, video_id, task, exits=[2], layers=["blocks.5"], top_k=1,
                            train=AdapterTrainConfig(epochs=2, init="ls"), max_samples=8, progress=False)
-    return adapt_video(store, video_id, task, exits=[2], layers=["blocks.3"], top_k=1, random_init=True,
-                       backbone_config=I3D_SMALL, train=AdapterTrainConfig(epochs=1), progress=False)
+    config, layer = RANDOM[task]
+    return adapt_video(store, video_id, task, exits=[2], layers=[layer], top_k=1, random_init=True,
+                       backbone_config=config, train=AdapterTrainConfig(epochs=1), max_samples=8, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +54,17 @@ def store(tmp_path_factory) -> VideoStore:
     s = VideoStore(tmp_path_factory.mktemp("store"))
     encode(s, "car")
     adapt(s, "car", "effnet_lite0")
-    adapt(s, "car", "i3d_r50")
+    for task in RANDOM:
+        adapt(s, "car", task)
     encode(s, "raw-only")  # encoded, never adapted
     return s
 
 
 @pytest.fixture(scope="module")
 def built(store, tmp_path_factory):
-    cfg = RepoConfig(store=store.root, tasks=("effnet_lite0", "i3d_r50"), out=tmp_path_factory.mktemp("r") / "repo",
-                     weights={"i3d_r50": "random"}, backbone_config={"i3d_r50": I3D_SMALL}, max_frames=32)
+    cfg = RepoConfig(store=store.root, tasks=("effnet_lite0", *RANDOM), out=tmp_path_factory.mktemp("r") / "repo",
+                     weights={t: "random" for t in RANDOM}, backbone_config={t: c for t, (c, _) in RANDOM.items()},
+                     max_frames=32, score_threshold=THRESHOLD)
     return cfg, build_repository(cfg, progress=False)
 
 
@@ -76,7 +86,8 @@ def client(server):
     c.close()
 
 
-def ask(client, model, video_id, selection="auto", *, selection_dtype="BYTES"):
+def ask(client, model, video_id, selection="auto", *, selection_dtype="BYTES",
+        outputs=("logits", "labels", "scores", "frame_indices", "frame_labels")):
     vid = grpcclient.InferInput("video_id", [1], "BYTES")
     vid.set_data_from_numpy(np.array([video_id.encode()], dtype=object))
     if selection_dtype == "BYTES":
@@ -86,7 +97,7 @@ def ask(client, model, video_id, selection="auto", *, selection_dtype="BYTES"):
         sel = grpcclient.InferInput("frame_selection", [1], selection_dtype)
         sel.set_data_from_numpy(np.array([7], dtype=np.int64))
     r = client.infer(model, [vid, sel])
-    return {k: r.as_numpy(k) for k in ("logits", "labels", "scores", "frame_indices", "frame_labels")}
+    return {k: r.as_numpy(k) for k in outputs}
 
 
 def test_build_summary_and_configs(built):
@@ -102,6 +113,13 @@ def test_build_summary_and_configs(built):
     assert tail.max_batch_size == 32 and tail.HasField("dynamic_batching")
     assert (cfg.out / "effnet_lite0_tail" / "1" / "model.onnx").stat().st_size > 100_000
     assert json.loads((cfg.out / "nvp_repository.json").read_text())["tasks"]["i3d_r50"]["weights"] == "random"
+    detr = summary["tasks"]["detr_r50"]
+    assert detr["num_classes"] == 91 and max(detr["parity"].values()) < 1e-3
+    assert summary["tasks"]["blip"]["outputs"] == {"embeddings": [17, 32]}
+    # DETR's frame size follows the video's aspect ratio: spatial dims are dynamic, in the ONNX model and the config
+    tail = read_config(cfg.out / "detr_r50_tail")
+    assert [list(t.dims) for t in tail.input] == [[32, -1, -1], [-1, -1]]  # (d_model, h, w) and the mask (h, w)
+    assert [mc.DataType.Name(t.data_type) for t in tail.input] == ["TYPE_FP32", "TYPE_BOOL"]
 
 
 def test_classification_paths_equal_in_process_pipeline(store, client):
@@ -151,6 +169,69 @@ def test_action_task_equals_in_process_pipeline(store, client):
         ask(client, "i3d_r50", "car", "0-7")
 
 
+def in_process(store, task_name, path, idx):
+    """The task's raw outputs for frames ``idx`` of 'car' on one path, computed here with PyTorch."""
+    task = get_task(task_name)
+    bb = get_backbone(task.name)
+    model = load_task_model(bb, task, None, True, RANDOM[task_name][0])
+    inr = load_inr(store, "car").model
+    with torch.no_grad():
+        if path == "nvp":
+            pairing = json.loads(store.get("car", pairing_file(task.name)))
+            adapters, meta = load_adapter(store, "car", task.name, pairing["exit_block"])
+            out = NVPPath(inr, pairing["exit_block"], adapters, bb.split(meta["layer"], model=model).tail, False)(idx)
+        elif path == "fulldecode":
+            out = model(bb.preprocess(inr(torch.tensor(idx)).clamp(0, 1)))
+        else:
+            out = model(bb.preprocess(read_h264(store, "car", idx)))
+    return model, out
+
+
+def close(got, ref, scale=1e-3):
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-3, atol=scale * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("path", ["nvp", "fulldecode", "codec"])
+def test_detection_boxes_equal_in_process_pipeline(store, client, path):
+    """DETR: the raw outputs equal PyTorch's, and the boxes are DETR's post-processing of them in the video's
+    pixels (64x48), with COCO labels."""
+    from builder.postprocess import cxcywh_to_xyxy
+    from builder.protocols import detections
+    from builder.tasks import class_names
+
+    idx = uniform_frames(32, 8, 0)
+    _, (logits, boxes) = in_process(store, "detr_r50", path, idx)
+    got = ask(client, "detr_r50" if path == "nvp" else f"detr_r50_{path}", "car", outputs=(
+        "boxes", "labels", "scores", "box_frames", "frame_indices", "logits", "pred_boxes"))
+    assert got["frame_indices"].tolist() == idx
+    close(got["logits"], logits)
+    close(got["pred_boxes"], boxes)
+    ref = detections(torch.tensor(got["logits"]), torch.tensor(got["pred_boxes"]), threshold=THRESHOLD)
+    names = class_names("detr_r50", 91)
+    assert len(got["boxes"]) == sum(len(r["labels"]) for r in ref) == 8 * 10  # 10 queries per frame
+    for frame, r in zip(idx, ref):
+        mine = got["box_frames"] == frame
+        order = r["scores"].argsort(descending=True)
+        assert [b.decode() for b in got["labels"][mine]] == [names[i] for i in r["labels"][order].tolist()]
+        np.testing.assert_allclose(got["boxes"][mine], cxcywh_to_xyxy(r["boxes"][order].numpy(), 48, 64),
+                                   rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["nvp", "codec"])
+def test_captions_equal_in_process_pipeline(store, client, path):
+    """BLIP: the image embeddings equal PyTorch's, and the captions are BLIP's text decoder on them (random
+    weights have no tokenizer, so captions are token ids)."""
+    idx = [0, 5, 9]
+    model, embeds = in_process(store, "blip", path, idx)
+    got = ask(client, "blip" if path == "nvp" else f"blip_{path}", "car", "0,5,9",
+              outputs=("caption", "captions", "frame_indices", "embeddings"))
+    assert got["frame_indices"].tolist() == idx
+    close(got["embeddings"], embeds)
+    expect = model.captions(torch.tensor(got["embeddings"]), ids_without_tokenizer=True)
+    assert [c.decode() for c in got["captions"]] == expect and len(expect[0].split()) > 1
+    assert got["caption"][0].decode() == max(expect, key=expect.count)
+
+
 @pytest.mark.parametrize("video_id,selection,message", [
     ("nope", "auto", "unknown video ID 'nope'"),
     ("../etc", "auto", "invalid video ID"),
@@ -197,6 +278,20 @@ def test_client_cli_prints_top1_for_each_path(server, capsys):
     assert set(obj["paths"]) == {"nvp", "fulldecode", "codec"} and obj["top1"] == obj["paths"]["nvp"]["top1"]
     assert 0 < obj["score"] <= 1 and len(obj["paths"]["codec"]["frames"]) == 8
     assert "1. " in out and "effnet_lite0_codec" in out
+    code = client_main(["detr_r50", "--video", "car", "--frames", "0-3", "--url", server.grpc_url, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    obj = json.loads(out.strip().splitlines()[-1])
+    assert obj["frames"] == [0, 1, 2, 3] and sum(obj["counts"].values()) == len(obj["detections"])
+    assert all(d["frame"] in obj["frames"] and len(d["box"]) == 4 and d["score"] > THRESHOLD for d in obj["detections"])
+    assert len(obj["detections"]) == 4 * 10 and "frame     0  " in out and "more (--max-lines, --json)" in out
+    code = client_main(["blip", "--video", "car", "--frames", "0-1", "--path", "all", "--url", server.grpc_url,
+                        "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    obj = json.loads(out.strip().splitlines()[-1])
+    assert set(obj["paths"]) == {"nvp", "fulldecode", "codec"} and obj["caption"] == obj["paths"]["nvp"]["caption"]
+    assert f'"{obj["caption"]}"' in out and len(obj["paths"]["codec"]["captions"]) == 2
     code = client_main(["i3d_r50", "--video", "nope", "--url", server.grpc_url])
     _, err = capsys.readouterr()
     assert code == 1 and "unknown video ID 'nope'" in err and len(err.strip().splitlines()) == 1

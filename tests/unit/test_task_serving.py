@@ -6,11 +6,19 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from builder.tasks import class_names, get_task
 from builder.triton.pipelines import RepoConfig
 from builder.triton.serving import RequestError
-from builder.triton.task_serving import PostHandler, choose_adapter, parse_selection, select_frames
+from builder.triton.task_serving import (
+    CaptionPostHandler,
+    DetectionPostHandler,
+    PostHandler,
+    choose_adapter,
+    parse_selection,
+    select_frames,
+)
 
 EFF = get_task("effnet_lite0")
 I3D = get_task("i3d_r50")
@@ -79,13 +87,61 @@ def test_post_handler_video_topk_and_frame_top1():
     logits[:, 7] = [5, 5, 0]
     logits[2, 9] = 8
     names = class_names("effnet_lite0", 1000)
-    out = PostHandler(names, top_k=3).handle({"tail_logits": logits})
+    frames = np.array([4, 9, 20])
+    out = PostHandler(names, top_k=3).handle({"tail_logits": logits, "selected_frames": frames})
     assert [b.decode() for b in out["labels"]] == [names[7], names[9], names[0]]
     assert out["scores"].dtype == np.float32 and 1 > out["scores"][0] > out["scores"][1]
     assert [b.decode() for b in out["frame_labels"]] == [names[7], names[7], names[9]]
     assert out["logits"] is not None and out["logits"].shape == (3, 1000)
+    assert out["frame_indices"].tolist() == [4, 9, 20]
+    with pytest.raises(RequestError, match=r"must have 2 dimension"):
+        PostHandler(names).handle({"tail_logits": np.zeros(5, dtype=np.float32), "selected_frames": frames})
     with pytest.raises(RequestError, match=r"must be \(frames, 1000\)"):
-        PostHandler(names).handle({"tail_logits": np.zeros(5, dtype=np.float32)})
+        PostHandler(names).handle({"tail_logits": np.zeros((3, 5), dtype=np.float32), "selected_frames": frames})
+
+
+def test_detection_post_handler_matches_detr_post_processing():
+    """Boxes above the threshold, in the video's pixels, by frame then score; the same detections as the
+    evaluation protocol's (DETR's post-processing) for the raw outputs passed through."""
+    from builder.protocols import detections
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 10, 4, generator=g) * 3
+    boxes = torch.rand(3, 10, 4, generator=g) * 0.5 + 0.25
+    names = ["cat", "dog", "car"]
+    inputs = {"tail_logits": logits.numpy(), "tail_pred_boxes": boxes.numpy(), "selected_frames": np.array([2, 5, 7]),
+              "frame_size": np.array([144, 176])}
+    out = DetectionPostHandler(names, threshold=0.5).handle(inputs)
+    ref = detections(logits, boxes, threshold=0.5)
+    assert len(out["boxes"]) == sum(len(r["scores"]) for r in ref) > 0
+    assert out["boxes"].shape == (len(out["scores"]), 4) and (out["scores"] > 0.5).all()
+    for frame, r in zip([2, 5, 7], ref):
+        mine = out["box_frames"] == frame
+        assert sorted(out["scores"][mine].tolist(), reverse=True) == out["scores"][mine].tolist()
+        np.testing.assert_allclose(sorted(out["scores"][mine]), sorted(r["scores"].numpy()), rtol=1e-6)
+        assert sorted(b.decode() for b in out["labels"][mine]) == sorted(names[i] for i in r["labels"].tolist())
+        cx, cy, w, h = r["boxes"][r["scores"].argmax()].tolist()
+        x0, y0, x1, y1 = out["boxes"][mine][0]
+        assert (x0, y0) == pytest.approx(((cx - w / 2) * 176, (cy - h / 2) * 144), rel=1e-5)
+        assert (x1, y1) == pytest.approx(((cx + w / 2) * 176, (cy + h / 2) * 144), rel=1e-5)
+    unsure = {**inputs, "tail_logits": np.zeros((3, 10, 4), np.float32)}  # every class at 1/4: nothing above 0.5
+    assert DetectionPostHandler(names, threshold=0.5).handle(unsure)["boxes"].shape == (0, 4)
+    with pytest.raises(RequestError, match=r"logits \(frames, queries, 3\)"):
+        DetectionPostHandler(names[:2]).handle(inputs)
+    with pytest.raises(RequestError, match="height, width"):
+        DetectionPostHandler(names).handle({**inputs, "frame_size": np.array([0, 176])})
+
+
+def test_caption_post_handler_video_caption_is_the_most_frequent():
+    texts = iter([["a dog", "a cat", "a cat", "a dog", "a car"]])
+    h = CaptionPostHandler(lambda embeds: next(texts))
+    out = h.handle({"tail_embeddings": np.zeros((5, 3, 4), np.float32), "selected_frames": np.arange(5)})
+    assert out["caption"].tolist() == [b"a dog"]  # tie between dog and cat: the earlier frame's
+    assert [c.decode() for c in out["captions"]] == ["a dog", "a cat", "a cat", "a dog", "a car"]
+    with pytest.raises(RequestError, match="non-finite"):
+        h.handle({"tail_embeddings": np.full((1, 3, 4), np.nan, np.float32), "selected_frames": np.arange(1)})
+    with pytest.raises(RequestError, match="has 2 frame.*answered for 1"):
+        h.handle({"tail_embeddings": np.zeros((1, 3, 4), np.float32), "selected_frames": np.arange(2)})
 
 
 def test_class_names():
@@ -95,8 +151,8 @@ def test_class_names():
 
 
 def test_repo_config_checks(tmp_path):
-    with pytest.raises(ValueError, match="detection.*cannot be served"):
-        RepoConfig(store=tmp_path, tasks=("detr_r50",))
+    with pytest.raises(ValueError, match="score_threshold"):
+        RepoConfig(store=tmp_path, tasks=("detr_r50",), score_threshold=1.5)
     with pytest.raises(ValueError, match="--layer names task"):
         RepoConfig(store=tmp_path, tasks=("effnet_lite0",), layers={"resnet50": "layer3"})
     with pytest.raises(ValueError, match="needs random weights"):

@@ -1,24 +1,26 @@
-"""Triton Python-backend model ``<task>_post``: logits -> the video's top-k labels and scores, and each frame's
-top-1. Copied verbatim into the repository by the builder, next to the task's ``labels.json``; logic in
-``builder.triton.task_serving.PostHandler`` (numpy only: no torch in this step)."""
+"""Triton Python-backend model ``<task>_post``: the backbone's raw outputs -> the task's answer (labels and scores,
+boxes with labels, or captions). Copied verbatim into the repository by the builder, next to the task's
+``labels.json``; logic in ``builder.triton.task_serving.post_handler`` (classification and detection need numpy
+only; captioning runs BLIP's text decoder with torch)."""
 import json
 import os
 
 import triton_python_backend_utils as pb_utils
 
 from builder.triton.serving import model_parameters, respond
-from builder.triton.task_serving import TAIL_LOGITS, PostHandler
+from builder.triton.task_serving import post_handler
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_name"]
-        params = model_parameters(json.loads(args["model_config"]))
-        model_dir = os.path.join(args["model_repository"], args["model_version"])
-        with open(os.path.join(model_dir, params.get("labels_file", "labels.json")), encoding="utf-8") as f:
-            labels = json.load(f)
-        self.handler = PostHandler(labels, int(params.get("top_k", "5")))
+        self.handler = post_handler(
+            model_parameters(json.loads(args["model_config"])),
+            os.path.join(args["model_repository"], args["model_version"]),
+            instance_kind=args.get("model_instance_kind", "CPU"),
+            device_id=args.get("model_instance_device_id", "0"),
+        )
 
     def execute(self, requests):
-        return respond(pb_utils, requests, (TAIL_LOGITS,), self.handler.handle, self.name,
+        return respond(pb_utils, requests, self.handler.inputs, self.handler.handle, self.name,
                        pb_utils.Logger.log_warn)

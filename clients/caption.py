@@ -1,0 +1,43 @@
+"""``python -m clients TASK --video ID``: captions of a stored video's frames from a captioning task's ensemble
+on Triton: one per frame, and the video's (the most frequent one).
+
+``--path`` as for classification: ``nvp``, ``fulldecode``, ``codec``, or ``all`` side by side.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .common import add_video_arguments, ask_paths, ask_task, model_name, task_commands
+
+__all__ = ["COMMANDS", "add_arguments", "caption", "run"]
+
+OUTPUTS = ("caption", "captions", "frame_indices")
+COMMANDS = task_commands(("captioning",), "captions of a video's frames")
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    add_video_arguments(parser)
+
+
+def caption(client: Any, url: str, task: str, video_id: str, frames: str = "auto", path: str = "nvp",
+            timeout: float | None = None) -> dict[str, Any]:
+    """One request; the captions as text."""
+    out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout)
+    return {"path": path, "model": model_name(task, path), "caption": out["caption"][0].decode("utf-8"),
+            "frames": [int(i) for i in out["frame_indices"]],
+            "captions": [c.decode("utf-8") for c in out["captions"]], "seconds": out["seconds"]}
+
+
+def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    answers = ask_paths(args, lambda c, p: caption(c, args.url, args.task, args.video, args.frames, p,
+                                                   args.timeout))
+    lines = []
+    for a in answers.values():
+        lines.append(f"{args.task} [{a['model']}] on '{args.video}', {len(a['frames'])} frame(s), "
+                     f"{1000 * a['seconds']:.0f} ms: \"{a['caption']}\"")
+        lines += [f"  frame {f:>5}  {c}" for f, c in zip(a["frames"], a["captions"])]
+    first = next(iter(answers.values()))
+    obj = {"task": args.task, "video": args.video, "url": args.url, "caption": first["caption"],
+           **({"paths": answers} if len(answers) > 1 else first)}
+    return "\n".join(lines), obj
