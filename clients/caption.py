@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_video_arguments, ask_paths, ask_task, model_name, task_commands
+from .common import add_video_arguments, ask_paths, ask_task, model_name, report, task_commands
 
 __all__ = ["COMMANDS", "add_arguments", "caption", "run"]
 
@@ -32,12 +32,6 @@ def caption(client: Any, url: str, task: str, video_id: str, frames: str = "auto
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     answers = ask_paths(args, lambda c, p: caption(c, args.url, args.task, args.video, args.frames, p,
                                                    args.timeout))
-    lines = []
-    for a in answers.values():
-        lines.append(f"{args.task} [{a['model']}] on '{args.video}', {len(a['frames'])} frame(s), "
-                     f"{1000 * a['seconds']:.0f} ms: \"{a['caption']}\"")
-        lines += [f"  frame {f:>5}  {c}" for f, c in zip(a["frames"], a["captions"])]
-    first = next(iter(answers.values()))
-    obj = {"task": args.task, "video": args.video, "url": args.url, "caption": first["caption"],
-           **({"paths": answers} if len(answers) > 1 else first)}
-    return "\n".join(lines), obj
+    return report(args, answers, lambda a: (f": \"{a['caption']}\"",
+                                            [f"  frame {f:>5}  {c}" for f, c in zip(a["frames"], a["captions"])]),
+                  caption=next(iter(answers.values()))["caption"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_video_arguments, ask_paths, ask_task, model_name, task_commands
+from .common import add_video_arguments, ask_paths, ask_task, model_name, report, task_commands
 
 __all__ = ["COMMANDS", "add_arguments", "classify", "run"]
 
@@ -39,16 +39,10 @@ def classify(client: Any, url: str, task: str, video_id: str, frames: str = "aut
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     answers = ask_paths(args, lambda c, p: classify(c, args.url, args.task, args.video, args.frames, p,
                                                     args.timeout))
-    lines = []
-    for a in answers.values():
-        lines.append(f"{args.task} [{a['model']}] on '{args.video}', {len(a['frames'])} frame(s), "
-                     f"{1000 * a['seconds']:.0f} ms:")
-        lines += [f"  {i + 1}. {label:<30} {score:.3f}" for i, (label, score) in enumerate(zip(a["labels"],
-                                                                                             a["scores"]))]
+    text, obj = report(args, answers, lambda a: (":", [f"  {i + 1}. {label:<30} {score:.3f}" for i, (label, score)
+                                                       in enumerate(zip(a["labels"], a["scores"]))]),
+                       top1=next(iter(answers.values()))["top1"], score=next(iter(answers.values()))["score"])
     if len(answers) > 1:
         agree = sum(a["top1"] == answers["codec"]["top1"] for a in answers.values()) - 1
-        lines.append(f"top-1 of nvp/fulldecode agreeing with codec: {agree}/{len(answers) - 1}")
-    first = next(iter(answers.values()))
-    obj = {"task": args.task, "video": args.video, "url": args.url, "top1": first["top1"], "score": first["score"],
-           **({"paths": answers} if len(answers) > 1 else first)}
-    return "\n".join(lines), obj
+        text += f"\ntop-1 of nvp/fulldecode agreeing with codec: {agree}/{len(answers) - 1}"
+    return text, obj

@@ -17,6 +17,7 @@ __all__ = [
     "add_video_arguments",
     "ask_paths",
     "ask_task",
+    "report",
     "connect",
     "infer",
     "model_name",
@@ -93,6 +94,22 @@ def ask_paths(args: argparse.Namespace, answer: Callable[[Any, str], dict[str, A
         return {p: answer(client, p) for p in (PATHS if args.path == "all" else (args.path,))}
     finally:
         client.close()
+
+
+def report(args: argparse.Namespace, answers: dict[str, dict[str, Any]],
+           describe: Callable[[dict[str, Any]], tuple[str, list[str]]], **summary: Any) -> tuple[str, dict[str, Any]]:
+    """A task command's output: per path a header (model, frames, time, then ``describe``'s first item) and
+    ``describe``'s lines; the JSON object holds ``summary``, then the one answer or every path's."""
+    lines = []
+    for a in answers.values():
+        head, body = describe(a)
+        lines.append(f"{args.task} [{a['model']}] on '{args.video}', {len(a['frames'])} frame(s), "
+                     f"{1000 * a['seconds']:.0f} ms{head}")
+        lines += body
+    first = next(iter(answers.values()))
+    obj = {"task": args.task, "video": args.video, "url": args.url, **summary,
+           **({"paths": answers} if len(answers) > 1 else first)}
+    return "\n".join(lines), obj
 
 
 def connect(url: str) -> Any:

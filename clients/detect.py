@@ -11,7 +11,7 @@ import argparse
 from collections import Counter
 from typing import Any
 
-from .common import add_video_arguments, ask_paths, ask_task, model_name, task_commands
+from .common import add_video_arguments, ask_paths, ask_task, model_name, report, task_commands
 
 __all__ = ["COMMANDS", "add_arguments", "detect", "run"]
 
@@ -37,18 +37,15 @@ def detect(client: Any, url: str, task: str, video_id: str, frames: str = "auto"
             "seconds": out["seconds"]}
 
 
+def _describe(a: dict[str, Any], max_lines: int) -> tuple[str, list[str]]:
+    counts = ", ".join(f"{n} {label}" for label, n in a["counts"].items()) or "nothing above the threshold"
+    lines = [f"  frame {d['frame']:>5}  {d['label']:<20} {d['score']:.3f}  [{', '.join(f'{v:.0f}' for v in d['box'])}]"
+             for d in a["detections"][:max_lines]]
+    if len(a["detections"]) > max_lines:
+        lines.append(f"  ... {len(a['detections']) - max_lines} more (--max-lines, --json)")
+    return f": {counts}", lines
+
+
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     answers = ask_paths(args, lambda c, p: detect(c, args.url, args.task, args.video, args.frames, p, args.timeout))
-    lines = []
-    for a in answers.values():
-        counts = ", ".join(f"{n} {label}" for label, n in a["counts"].items()) or "nothing above the threshold"
-        lines.append(f"{args.task} [{a['model']}] on '{args.video}', {len(a['frames'])} frame(s), "
-                     f"{1000 * a['seconds']:.0f} ms: {counts}")
-        lines += [f"  frame {d['frame']:>5}  {d['label']:<20} {d['score']:.3f}  "
-                  f"[{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in a["detections"][: args.max_lines]]
-        if len(a["detections"]) > args.max_lines:
-            lines.append(f"  ... {len(a['detections']) - args.max_lines} more (--max-lines, --json)")
-    first = next(iter(answers.values()))
-    obj = {"task": args.task, "video": args.video, "url": args.url,
-           **({"paths": answers} if len(answers) > 1 else first)}
-    return "\n".join(lines), obj
+    return report(args, answers, lambda a: _describe(a, args.max_lines))
