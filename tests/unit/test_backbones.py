@@ -354,6 +354,23 @@ def test_detr_preprocess_matches_image_processor_sizes():
     assert b.preprocess(torch.rand(2, 3, 72, 128), shortest_edge=64, longest_edge=100).shape == (2, 3, 56, 100)
 
 
+def test_preprocess_settings_carry_a_small_config_to_a_fresh_instance():
+    """A served input step restores the exporting instance's preprocessing without loading the model."""
+    src = get_backbone("detr_r50")
+    src.load(random_init=True, small=True, shortest_edge=64, longest_edge=160, backbone="resnet18")
+    settings = json.loads(json.dumps(src.preprocess_settings()))  # as it travels in config.pbtxt
+    assert settings["shortest_edge"] == 64 and settings["longest_edge"] == 160
+    fresh = get_backbone("detr_r50")
+    frames = torch.rand(2, 3, 48, 64)
+    assert fresh.preprocess(frames).shape != src.preprocess(frames).shape
+    fresh.apply_preprocess_settings(settings)
+    assert torch.equal(fresh.preprocess(frames), src.preprocess(frames))
+    effnet = get_backbone("effnet_lite0")
+    assert set(effnet.preprocess_settings()) == {"input_size"}
+    with pytest.raises(ValueError, match="unknown preprocessing settings.*shortest_edge"):
+        effnet.apply_preprocess_settings(settings)
+
+
 # ---------------------------------------------------------------------- real weights
 @cache
 def _effnet_real() -> Backbone:
