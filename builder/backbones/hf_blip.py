@@ -45,6 +45,12 @@ class BlipCaptioner(nn.Module):
     def forward(self, pixel_values: Tensor) -> Tensor:
         return self.blip.vision_model(pixel_values=pixel_values, interpolate_pos_encoding=True).last_hidden_state
 
+    def drop_vision(self) -> BlipCaptioner:
+        """Free the image encoder (ViT-B/16, 86 M parameters) where only captions are made from given embeddings
+        (the served post step: the embeddings come from the ONNX tail)."""
+        self.blip.vision_model = nn.Identity()
+        return self
+
     @torch.no_grad()
     def generate(self, image_embeds: Tensor, **generate_kwargs: Any) -> Tensor:
         """Caption token ids from image embeddings (``BlipForConditionalGeneration.generate`` after its vision pass)."""

@@ -460,7 +460,7 @@ def post_handler(params: Mapping[str, str], model_dir: str | Path, *, instance_k
         random_init = weights == "random"
         device = model_device(params, instance_kind, device_id)
         model = load_task_model(get_backbone(task.name), task, None if random_init else weights, random_init,
-                                json.loads(params.get("backbone_config", "{}") or "{}")).to(device)
+                                json.loads(params.get("backbone_config", "{}") or "{}")).drop_vision().to(device)
         # random weights come without a tokenizer: their captions are token ids (plumbing and tests only)
         return CaptionPostHandler(lambda e: model.captions(e, ids_without_tokenizer=random_init), device)
     with open(Path(model_dir) / params.get("labels_file", "labels.json"), encoding="utf-8") as f:

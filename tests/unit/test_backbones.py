@@ -317,6 +317,12 @@ def test_blip_loads_local_dir_and_generates(no_weights):
     assert ids.shape[0] == 1 and ids.shape[1] <= 4
     with pytest.raises(RuntimeError, match="tokenizer"):
         got.captions(emb)
+    # the served post step keeps only the text decoder: same captions from the same embeddings
+    text = got.captions(emb, ids_without_tokenizer=True, max_new_tokens=3)
+    assert text == [" ".join(map(str, ids[0].tolist()))]
+    n = sum(p.numel() for p in got.parameters())
+    assert got.drop_vision().captions(emb, ids_without_tokenizer=True, max_new_tokens=3) == text
+    assert sum(p.numel() for p in got.parameters()) < n
 
 
 # ---------------------------------------------------------------------- preprocessing
