@@ -500,11 +500,13 @@ def _codec_measurement(store: VideoStore, video_id: str, meta: dict[str, Any], t
     """Scores and ms per frame of the codec path (stored H.264 copy -> PyAV -> backbone); None without a copy."""
     from .protocols import ms_per_frame
 
-    from .api import read_h264
+    from .api import h264_frames
 
-    if _codec_file(store, video_id) is None:
+    h264 = _codec_file(store, video_id)
+    if h264 is None:
         return None
-    run = lambda: model(bb.preprocess(read_h264(store, video_id, idx)))  # noqa: E731
+    # file and metadata resolved once: the timed run is decode + preprocess + backbone, no store lookups
+    run = lambda: model(bb.preprocess(h264_frames(h264, meta, idx)))  # noqa: E731
     with torch.no_grad():
         out = run()
     return {**_score(task, out, raw, captioner), "ms_per_frame": ms_per_frame(run, len(idx), repeats)}

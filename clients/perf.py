@@ -120,7 +120,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=Path("model_repository"),
                    help="repository to serve (default model_repository); ignored with --url")
     p.add_argument("--url", help="use this running server (gRPC host:port, started with serve --unrestricted)")
-    p.add_argument("--store", type=Path, help="video store (default: the one the repository was built from)")
     p.add_argument("--tasks", nargs="+", help="tasks to measure (default: every task in the repository)")
     p.add_argument("--videos", nargs="+", help="video IDs to request (default: every video served for the task)")
     p.add_argument("--frames", default="auto", help="frame selection per request (default auto: the protocol)")

@@ -288,10 +288,11 @@ def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: Any, name: str, t
     f_dyn = [bb.dynamic_dims(layer, i, f.ndim) for i, f in enumerate(feats)]
     p_dyn = [bb.dynamic_input_dims] * len(pixels)
     model_outs = MODEL_OUTPUTS[kind]
+    tail = _Outputs(sm.tail, kind)
     with torch.no_grad():
-        example_outs = dict(zip(model_outs, _as_tuple(_Outputs(sm.tail, kind)(*feats))))
-    parity = {"tail": export_onnx(_Outputs(sm.tail, kind), feats, f_names, model_outs, tmp / f"{name}_tail.onnx",
-                                  feats_check, cfg.parity_tol, f_dyn)}
+        example_outs = dict(zip(model_outs, _as_tuple(tail(*feats))))
+    parity = {"tail": export_onnx(tail, feats, f_names, model_outs, tmp / f"{name}_tail.onnx", feats_check,
+                                  cfg.parity_tol, f_dyn)}
     if cfg.baselines:
         parity["backbone"] = export_onnx(_Outputs(model, kind, multi), pixels, p_names, model_outs,
                                          tmp / f"{name}_backbone.onnx", pixels_check, cfg.parity_tol, p_dyn)

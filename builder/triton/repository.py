@@ -11,7 +11,8 @@
     repo.build(clean=True)              # <root>/<model>/config.pbtxt and <root>/<model>/1/...
 
 Each model directory is staged aside and renamed into place, so a failed build never leaves half a model behind.
-``build_decode_repository`` is the repository this project serves today (one ``decode`` model over a store).
+``build_decode_repository`` writes a decode-only repository (one ``decode`` model over a store); the served one,
+with the per-task ensembles, is :func:`builder.triton.pipelines.build_repository`.
 """
 from __future__ import annotations
 

@@ -652,7 +652,8 @@ def run_build_repo(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     weights = {**({t: "random" for t in tasks} if args.random_weights else {}), **dict(args.weights)}
     cfg = RepoConfig(store=store, tasks=tuple(tasks), out=args.out, target=args.target, layers=dict(args.layer),
                      weights=weights, baselines=not args.no_baselines,
-                     top_k=args.top_k, score_threshold=args.score_threshold, max_frames=args.max_frames, queue_delay_us=args.queue_delay_us,
+                     top_k=args.top_k, score_threshold=args.score_threshold, max_frames=args.max_frames,
+                     queue_delay_us=args.queue_delay_us,
                      instances=args.instances, cache_size=args.cache_size, tensorrt=not args.no_tensorrt)
     summary = build_repository(cfg, progress=not getattr(args, "no_progress", False))
     lines = [f"wrote {cfg.out} ({cfg.target}) over store {store}: {len(summary['models'])} models"]
