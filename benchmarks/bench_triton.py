@@ -24,14 +24,15 @@ from builder.nvp import adapt_video, pairing_file
 from builder.samples import sample_path
 from builder.store import VideoStore
 
-CLIPS = {"bikes": (2, (320, 136)), "carphone": (3, (176, 144))}  # (frame step, size): as in bench_nvp.py
+from bench_nvp import CLIPS as NVP_CLIPS  # noqa: E402 - the script's directory is on sys.path
+
+CLIPS = {name: NVP_CLIPS[name] for name in ("bikes", "carphone")}  # (frames, step, size): bench_nvp's
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_out/triton"))
-    p.add_argument("--store", type=Path, help="store to use (default OUT/store); bench_nvp.py's store "
-                   "(bench_out/nvp/store) already holds the clips and their adapters under the same IDs")
+    p.add_argument("--store", type=Path, help="store to use (default OUT/store)")
     p.add_argument("--layer", default="blocks.4", help="the repository's injection layer (default blocks.4)")
     p.add_argument("--clips", nargs="+", default=list(CLIPS), choices=list(CLIPS))
     p.add_argument("--epochs", type=int, default=40, help="HNeRV epochs per clip (default 40, as bench_nvp)")
@@ -41,8 +42,8 @@ def main() -> int:
     args = p.parse_args()
     store = VideoStore(args.store or args.out / "store")
     for name in args.clips:
-        vid = f"bench-{name}"  # the IDs bench_nvp.py uses
-        step, size = CLIPS[name]
+        vid = f"bench-{name}"
+        _, step, size = CLIPS[name]
         if not store.exists(vid):
             encode_video(sample_path(name), vid, store=store, arch="hnerv", count=32, step=step, size=size,
                          model={"stem_dim": 48}, train=TrainConfig(recipe="hnerv", epochs=args.epochs, lr=3e-3))
