@@ -24,9 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from builder.config import QuantConfig, TrainConfig, inr_config  # noqa: E402
-from builder.inr import HNeRV, build_inr, decode_inr, encode_inr  # noqa: E402
-from builder.metrics import ms_ssim, psnr  # noqa: E402
+from builder.config import QuantConfig  # noqa: E402
+from builder.inr import build_inr, decode_inr, encode_inr, inr_config  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.metrics import ms_ssim, psnr  # noqa: E402
 from builder.samples import sample_path  # noqa: E402
 from builder.video import read_video, write_video  # noqa: E402
 from training import fit_inr  # noqa: E402
@@ -56,8 +57,7 @@ def train_and_code(name: str, frames: torch.Tensor, train: TrainConfig, bits=(8,
     t, _, h, w = frames.shape
     model = build_inr(inr_config(arch, t, h, w, **sizes))
     fit = fit_inr(model, frames, train, progress=True)
-    if isinstance(model, HNeRV):
-        model.set_embeddings(frames)
+    model.after_fit(frames)
     rows = []
     for b in bits:
         blob = encode_inr(model, QuantConfig(bits=b))

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from builder.api import encode_video
-from builder.config import AdapterTrainConfig, TrainConfig
+from training.config import AdapterTrainConfig, TrainConfig
 from builder.nvp import adapt_video, pairing_file
 from builder.samples import sample_path
 from builder.store import VideoStore

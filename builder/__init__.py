@@ -6,7 +6,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "INRConfig": "config", "QuantConfig": "config", "TrainConfig": "config", "inr_config": "config",
+    "QuantConfig": "config", "INRConfig": "inr", "inr_config": "inr", "register_inr": "inr",
+    "list_inr_families": "inr", "get_inr_family": "inr",
     "INR": "inr", "NeRV": "inr", "HNeRV": "inr", "build_inr": "inr", "encode_inr": "inr", "decode_inr": "inr",
     "VideoStore": "store", "read_video": "video", "write_video": "video",
     "get_backbone": "backbones", "list_backbones": "backbones", "build_adapter": "adapters",

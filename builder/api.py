@@ -10,10 +10,13 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from training import fit_inr
+from training.config import TrainConfig
+from training.metrics import ms_ssim, psnr
+
 from .codec import FORMAT_VERSION
-from .config import INRConfig, QuantConfig, TrainConfig, inr_config
-from .inr import DecodedINR, HNeRV, block_info, build_inr, decode_inr, encode_inr
-from .metrics import ms_ssim, psnr
+from .config import QuantConfig
+from .inr import DecodedINR, INRConfig, build_inr, decode_inr, encode_inr, inr_config
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_frames, read_video, write_pngs, write_video
 
@@ -76,8 +79,6 @@ def encode_video(
     PSNR / MS-SSIM are measured on the model decoded back from the stored bytes, and bpp from their length.
     ``model`` overrides architecture sizes (``stem_dim``, ``lower_width``, ``mlp_dim``, ``num_blocks``, ...).
     """
-    from training import fit_inr  # training depends on builder, not the other way round at import time
-
     validate_video_id(video_id)
     if not overwrite and store.exists(video_id):  # fail before minutes of training, not after
         raise EntryExists(f"video '{video_id}' already exists in {store.root}; pass --force to replace it")
@@ -86,15 +87,14 @@ def encode_video(
     frames = clip.frames
     t, _, h, w = frames.shape
     cfg = inr_config(arch, t, h, w, **(model or {}))
-    train = train or TrainConfig(recipe=arch)
     inr = build_inr(cfg)
+    train = train or TrainConfig(recipe=inr.recipe)
     ckpt_dir = store.root / ".checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / f"{video_id}.pt"
     fit = fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress)
     inr.cpu()
-    if isinstance(inr, HNeRV):
-        inr.set_embeddings(frames)
+    inr.after_fit(frames)
     blob = encode_inr(inr, quant)
     decoded = decode_inr(blob)
     quality = _quality(decoded.model, frames)
@@ -214,13 +214,12 @@ def eval_video(store: VideoStore, video_id: str, *, source: str | Path | None = 
 def cost_table(config: INRConfig) -> dict[str, Any]:
     """The seed's Table 2 for one INR: GFLOPs per frame and parameters of each stage, and the share of decoder
     FLOPs skipped when exiting after each block (later blocks and the head are not run)."""
-    rows = block_info(config)
+    rows = config.block_info()
     total = math.fsum(r.gflops for r in rows)
     out, done = [], 0.0
     for r in rows:
         done += r.gflops
-        is_exit = r.name.startswith("block") or r.name == "stem"
-        out.append({**r.to_dict(), "exit_block": (0 if r.name == "stem" else int(r.name[5:])) if is_exit else None,
-                    "cum_gflops": done,
-                    "skipped_share": (1 - done / total) if is_exit and total else None})
+        row = {k: v for k, v in r.to_dict().items() if k != "exit"}  # reported as "exit_block" (CLI JSON key)
+        out.append({**row, "exit_block": r.exit, "cum_gflops": done,
+                    "skipped_share": (1 - done / total) if r.exit is not None and total else None})
     return {"blocks": out, "total_gflops": total, "total_params": sum(r.params for r in rows)}

@@ -76,11 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
+    from .inr import list_inr_families
+
     e = add("encode", "fit an INR to a video file, compress it and store it under an ID", _cmd_encode)
     e.add_argument("video", type=Path, help="any file FFmpeg/PyAV decodes (mp4, avi, mkv; h264, mpeg4, ...)")
     e.add_argument("--id", required=True, dest="video_id",
                    help="video ID: 1-64 of [A-Za-z0-9_-], starting with a letter or digit")
-    e.add_argument("--arch", choices=("nerv", "hnerv"), default="nerv", help="INR family (default: nerv)")
+    e.add_argument("--arch", choices=list_inr_families(), default="nerv", help="INR family (default: nerv)")
     g = e.add_argument_group("frames")
     g.add_argument("--start", type=_nonneg_int, default=0, help="first frame index in the file (default 0)")
     g.add_argument("--frames", type=_positive_int, dest="count", help="number of frames (default: to the end)")
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("cost", "per-block GFLOPs and parameters of a stored video's INR (seed Table 2)", _cmd_cost)
     c.add_argument("video_id", metavar="ID")
 
-    from .config import IMAGE_ADAPTER_KINDS
+    from training.config import IMAGE_ADAPTER_KINDS
 
     tasks = ("effnet_lite0", "resnet50", "clip_rn50", "vit_b16", "i3d_r50", "slowfast_r50", "detr_r50", "blip")
     wparent = argparse.ArgumentParser(add_help=False)
@@ -216,18 +218,24 @@ def _store(args: argparse.Namespace):
 
 def _cmd_encode(args: argparse.Namespace):
     from .api import encode_video
-    from .config import QuantConfig, TrainConfig
+    from training.config import TrainConfig
 
-    train = TrainConfig(recipe=args.arch, epochs=args.epochs, time_budget=args.time_budget,
+    from .config import QuantConfig
+    from .inr import get_inr_family, list_inr_families
+
+    family = get_inr_family(args.arch)
+    train = TrainConfig(recipe=family.model.recipe, epochs=args.epochs, time_budget=args.time_budget,
                         target_psnr=args.target_psnr, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                         device=args.device)
     quant = QuantConfig(bits=args.bits, prune=args.prune, coder=args.coder)
-    model = {"stem_dim": args.stem_dim, "lower_width": args.lower_width, "num_blocks": args.num_blocks,
-             "activation": args.activation}
-    if args.arch == "nerv":
-        model["mlp_dim"] = args.mlp_dim
-    elif args.mlp_dim is not None:
-        raise ValueError("--mlp-dim applies to --arch nerv only")
+    sizes = {"stem_dim": args.stem_dim, "lower_width": args.lower_width, "num_blocks": args.num_blocks,
+             "activation": args.activation, "mlp_dim": args.mlp_dim}
+    model = {k: v for k, v in sizes.items() if v is not None}
+    for k in model:  # a size flag the family's sizing rule does not take is an error, not silently ignored
+        if k not in family.size_options:
+            flag = "--blocks" if k == "num_blocks" else "--" + k.replace("_", "-")
+            takers = [a for a in list_inr_families() if k in get_inr_family(a).size_options]
+            raise ValueError(f"{flag} applies to --arch {' / '.join(takers)} only")
     meta = encode_video(args.video, args.video_id, store=_store(args), arch=args.arch, start=args.start,
                         count=args.count, step=args.step, size=args.size, model=model, train=train, quant=quant,
                         overwrite=args.force, resume=args.resume, progress=not args.no_progress)
@@ -292,7 +300,7 @@ def _cmd_delete(args: argparse.Namespace):
 
 def _cmd_cost(args: argparse.Namespace):
     from .api import cost_table
-    from .config import INRConfig
+    from .inr import INRConfig
 
     cfg = INRConfig.from_dict(_store(args).meta(args.video_id)["inr"])
     t = cost_table(cfg)
@@ -329,7 +337,8 @@ video's stored H.264 copy with PyAV + resize + full backbone), fulldecode (full 
 
 
 def _cmd_adapt(args: argparse.Namespace):
-    from .config import AdapterTrainConfig
+    from training.config import AdapterTrainConfig
+
     from .nvp import adapt_video
 
     recon, feature, task = args.joint_weights

@@ -19,13 +19,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from training.config import AdapterTrainConfig
+
 from .adapters import adapter_from_config, build_adapter
 from .api import load_inr, read_source
 from .backbones import Backbone, get_backbone
 from .cka import linear_cka
 from .cliutil import finite_json
 from .codec import decode_tensors, encode_tensors
-from .config import AdapterTrainConfig, QuantConfig
+from .config import QuantConfig
 from .inr import INR
 from .protocols import (METRICS, CaptionScorer, classification_scores, consecutive_frames, detection_scores,
                         gflops_of, uniform_frames)
@@ -422,8 +424,7 @@ def _cut_piece(task: TaskSpec, x: Tensor, target: Tensor, adapter: str | None = 
 def _nvp_gflops(inr: INR, exit_block: int, adapters: AdapterSet, tail: nn.Module, video: bool,
                 feat: Tensor) -> float:
     """GFLOPs per frame of prefix + adapters + tail."""
-    prefix = sum(b.gflops for b in inr.block_info
-                 if b.name == "stem" or (b.name.startswith("block") and int(b.name[5:]) <= exit_block))
+    prefix = sum(b.gflops for b in inr.block_info if b.exit is not None and b.exit <= exit_block)
     per = feat.shape[2] if video else feat.shape[0]
     rest = gflops_of(lambda f: tail(*adapters(f)), feat, per=per)
     return prefix + rest

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from builder.adapters import Adapter
-from builder.config import AdapterTrainConfig
+from .config import AdapterTrainConfig
 
 __all__ = ["AdapterFitResult", "feature_loss", "task_loss", "fit_adapter", "least_squares_init"]
 
@@ -30,7 +29,7 @@ class AdapterFitResult:
 
 
 @torch.no_grad()
-def least_squares_init(adapter: Adapter, inputs: Tensor, targets: Tensor) -> None:
+def least_squares_init(adapter: nn.Module, inputs: Tensor, targets: Tensor) -> None:
     """Closed-form least-squares weights for the linear 1x1 path of an adapter (2-D or 3-D), the rest held fixed:
     for a plain 1x1 adapter the best any such adapter can fit; for ``conv3x3``/``bottleneck`` (which start as a
     1x1) the same fit, as their starting point."""
@@ -50,7 +49,7 @@ def task_loss(logits: Tensor, teacher: Tensor) -> Tensor:
     return F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher, 1), log_target=True, reduction="batchmean")
 
 
-def fit_adapter(adapter: Adapter, inputs: Tensor, targets: Tensor, cfg: AdapterTrainConfig = AdapterTrainConfig(),
+def fit_adapter(adapter: nn.Module, inputs: Tensor, targets: Tensor, cfg: AdapterTrainConfig = AdapterTrainConfig(),
                 *, tail: torch.nn.Module | None = None, teacher: Tensor | None = None,
                 progress: bool = True) -> AdapterFitResult:
     """Train ``adapter`` so that ``adapter(inputs) ~ targets`` (both precomputed: INR and backbone are frozen).

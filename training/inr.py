@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from builder.config import TrainConfig
-from builder.inr import INR, HNeRV
-from builder.metrics import psnr
-
+from .config import TrainConfig
+from .metrics import psnr
 from .recipes import RECIPES
 
 __all__ = ["FitResult", "fit_inr", "seed_everything"]
@@ -47,19 +45,20 @@ def _lr_factor(progress: float, warmup: float) -> float:
 
 
 @torch.no_grad()
-def _eval_psnr(model: INR, frames: Tensor, batch: int, device: torch.device) -> float:
+def _eval_psnr(model: nn.Module, frames: Tensor, batch: int, device: torch.device) -> float:
     model.eval()
     preds = []
     for i in range(0, frames.shape[0], batch):
         idx = torch.arange(i, min(i + batch, frames.shape[0]), device=device)
-        preds.append(model(idx, _encoder_input(model, frames, idx, device)).float().cpu())
+        preds.append(model(idx, _fit_inputs(model, frames, idx, device)).float().cpu())
     model.train()
     return psnr(torch.cat(preds).clamp(0, 1), frames)
 
 
-def _encoder_input(model: INR, frames: Tensor, idx: Tensor, device: torch.device) -> Tensor | None:
-    # HNeRV learns from the frame itself (encoder -> embedding -> decoder); NeRV only sees the index.
-    return frames[idx.cpu()].to(device) if isinstance(model, HNeRV) and model.encoder is not None else None
+def _fit_inputs(model: nn.Module, frames: Tensor, idx: Tensor, device: torch.device) -> Tensor | None:
+    # the family's hook: what forward sees beside the indices (HNeRV: the frames themselves; NeRV: nothing)
+    x = model.fit_inputs(frames, idx)
+    return None if x is None else x.to(device)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -69,7 +68,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def fit_inr(
-    model: INR,
+    model: nn.Module,
     frames: Tensor,
     cfg: TrainConfig,
     *,
@@ -78,6 +77,9 @@ def fit_inr(
     progress: bool = True,
 ) -> FitResult:
     """Fit ``model`` to ``frames`` ``(T, 3, H, W)`` in [0, 1] in place.
+
+    ``model`` is an INR (``builder.inr.INR``): ``forward(idx, inputs)``, ``fit_inputs(frames, idx)`` and a
+    ``config`` with ``frames`` and ``to_dict()``; nothing here knows the family.
 
     Stops after ``cfg.epochs``, when ``cfg.time_budget`` seconds have been spent, or when the PSNR over all frames
     reaches ``cfg.target_psnr``, whichever comes first. The learning-rate schedule follows the larger of the epoch
@@ -132,7 +134,7 @@ def fit_inr(
             for g in opt.param_groups:
                 g["lr"] = lr * _lr_factor(frac, cfg.warmup)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = model(idx, _encoder_input(model, frames, idx, device))
+                pred = model(idx, _fit_inputs(model, frames, idx, device))
             loss = recipe.loss(pred.float(), target_dev[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

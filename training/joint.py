@@ -21,11 +21,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from builder.config import AdapterTrainConfig
-from builder.inr import INR
-from builder.metrics import psnr
-
 from .adapters import feature_loss, task_loss
+from .config import AdapterTrainConfig
+from .metrics import psnr
 
 __all__ = ["JointFitResult", "fit_joint"]
 
@@ -38,7 +36,7 @@ class JointFitResult:
 
 
 def fit_joint(
-    inr: INR,
+    inr: nn.Module,
     adapters: nn.Module,
     tail: nn.Module,
     frames: Tensor,

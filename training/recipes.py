@@ -1,4 +1,4 @@
-"""Per-family INR training recipes: optimiser settings and reconstruction loss."""
+"""INR training recipes by name: optimiser settings and reconstruction loss (an INR family names its recipe)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
-from builder.metrics import ssim
+from .metrics import ssim
 
 __all__ = ["Recipe", "RECIPES", "nerv_loss", "hnerv_loss"]
 

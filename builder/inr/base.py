@@ -7,94 +7,40 @@ map), which is what downstream adapters read instead of decoding full frames.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..config import INRConfig
-from .layers import NeRVBlock
+from .config import BlockInfo, INRConfig
 
-__all__ = ["BlockInfo", "INR", "block_info", "conv_flops"]
-
-
-@dataclass(frozen=True)
-class BlockInfo:
-    """Static description of one stage; known from the config alone, without running the model.
-
-    ``gflops`` counts conv/matmul multiply-adds x 2 per frame (as ``torch.utils.flop_counter`` does);
-    ``params`` are the stored parameters of the stage.
-    """
-
-    name: str
-    out_channels: int
-    out_height: int
-    out_width: int
-    kernel: int
-    stride: int
-    params: int
-    gflops: float
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.out_channels, self.out_height, self.out_width
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def conv_flops(cin: int, cout: int, k: int, h: int, w: int) -> float:
-    """FLOPs of a stride-1, same-padded k x k conv on an h x w map (2 x MACs, bias excluded)."""
-    return 2.0 * cin * cout * k * k * h * w
-
-
-def _conv_params(cin: int, cout: int, k: int) -> int:
-    return cin * cout * k * k + cout
-
-
-def block_info(cfg: INRConfig) -> list[BlockInfo]:
-    """Stem, each decoder block and the head of ``cfg``'s decoder (plus HNeRV's stored embeddings)."""
-    gh, gw = cfg.grid
-    rows: list[BlockInfo] = []
-    if cfg.arch == "nerv":
-        pe = 2 * cfg.pe_levels
-        out = cfg.stem_channels * gh * gw
-        params = pe * cfg.mlp_dim + cfg.mlp_dim + cfg.mlp_dim * out + out
-        flops = 2.0 * (pe * cfg.mlp_dim + cfg.mlp_dim * out)
-        rows.append(BlockInfo("stem", cfg.stem_channels, gh, gw, 0, 1, params, flops / 1e9))
-    else:
-        rows.append(BlockInfo("embeddings", cfg.embed_dim, gh, gw, 0, 1, cfg.frames * cfg.embed_dim * gh * gw, 0.0))
-        rows.append(BlockInfo("stem", cfg.stem_channels, gh, gw, 1, 1,
-                              _conv_params(cfg.embed_dim, cfg.stem_channels, 1),
-                              conv_flops(cfg.embed_dim, cfg.stem_channels, 1, gh, gw) / 1e9))
-    cin, h, w = cfg.stem_channels, gh, gw
-    for i, (s, c, k) in enumerate(zip(cfg.strides, cfg.channels, cfg.kernels), start=1):
-        params = _conv_params(cin, c * s * s, k) + (2 * c if cfg.norm == "instance" else 0)
-        flops = conv_flops(cin, c * s * s, k, h, w)
-        h, w, cin = h * s, w * s, c
-        rows.append(BlockInfo(f"block{i}", c, h, w, k, s, params, flops / 1e9))
-    rows.append(BlockInfo("head", 3, cfg.out_height, cfg.out_width, cfg.head_kernel, 1,
-                          _conv_params(cin, 3, cfg.head_kernel),
-                          conv_flops(cin, 3, cfg.head_kernel, h, w) / 1e9))
-    return rows
+__all__ = ["INR"]
 
 
 class INR(nn.Module):
-    """Base class: subclasses build ``self.stem_forward`` inputs; the decoder blocks and head live here."""
+    """Base class. A family builds its decoder (``self.blocks``, ``self.head``; ``layers.nerv_decoder`` is the
+    NeRV one) and its stem, and says how it is stored and trained; running the decoder lives here.
+
+    Training hooks (``training.fit_inr`` and ``builder.api`` call these, never the family by name): ``recipe``
+    names the family's recipe in ``training.recipes``; ``fit_inputs`` is what the loop feeds ``forward`` beside
+    the indices; ``after_fit`` runs once fitting is done, before the model is coded.
+    """
 
     config: INRConfig
+    blocks: nn.ModuleList
+    head: nn.Module
+    recipe: ClassVar[str]
+    # Per-channel quantisation axis of stored tensors that are not (out, in, ...) weights.
+    quant_axes: ClassVar[dict[str, int]] = {}
 
     def __init__(self, config: INRConfig) -> None:
         super().__init__()
         self.config = config
-        cin = config.stem_channels
-        blocks = []
-        for s, c, k in zip(config.strides, config.channels, config.kernels):
-            blocks.append(NeRVBlock(cin, c, k, s, config.norm, config.activation))
-            cin = c
-        self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(cin, 3, config.head_kernel, padding=config.head_kernel // 2)
+
+    @classmethod
+    def from_config(cls, config: INRConfig, *, decoder_only: bool = False) -> INR:
+        """A model of ``config`` with random weights; ``decoder_only`` drops training-only parts."""
+        return cls(config)
 
     # --- to implement per family -------------------------------------------------------------------------------
     def stem(self, idx: Tensor, frames: Tensor | None = None) -> Tensor:
@@ -105,10 +51,18 @@ class INR(nn.Module):
         """The tensors that make up the stored representation (what the bitstream holds)."""
         return dict(self.state_dict())
 
+    def fit_inputs(self, frames: Tensor, idx: Tensor) -> Tensor | None:
+        """The ``frames`` argument of ``forward`` for a training batch ``idx`` of the clip ``frames`` (on the
+        CPU): ``None`` for families that only see the index."""
+        return None
+
+    def after_fit(self, frames: Tensor) -> None:
+        """Called once fitting to ``frames`` is done, before coding (e.g. HNeRV stores its embeddings)."""
+
     # --- shared ---------------------------------------------------------------------------------------------
     @property
     def block_info(self) -> list[BlockInfo]:
-        return block_info(self.config)
+        return self.config.block_info()
 
     @property
     def num_blocks(self) -> int:

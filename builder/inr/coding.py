@@ -11,25 +11,12 @@ import torch
 from torch import Tensor
 
 from ..codec import decode_tensors, encode_tensors, prune_global, quantize_tensors
-from ..config import INRConfig, QuantConfig
+from ..config import QuantConfig
 from .base import INR
+from .config import INRConfig
+from .registry import build_inr
 
-__all__ = ["DecodedINR", "encode_inr", "decode_inr", "quantize_inr", "build_inr"]
-
-# Per-channel quantisation axis for tensors that are not (out, in, ...) weights.
-_AXES = {"embeddings": 1}
-
-
-def build_inr(config: INRConfig, *, with_encoder: bool = True) -> INR:
-    """Instantiate the family named by ``config.arch`` (random weights)."""
-    from .hnerv import HNeRV
-    from .nerv import NeRV
-
-    if config.arch == "nerv":
-        return NeRV(config)
-    if config.arch == "hnerv":
-        return HNeRV(config, with_encoder=with_encoder)
-    raise ValueError(f"unknown INR arch {config.arch!r}")
+__all__ = ["DecodedINR", "encode_inr", "decode_inr", "quantize_inr"]
 
 
 def _prepared(model: INR, quant: QuantConfig) -> dict[str, Tensor]:
@@ -42,13 +29,14 @@ def _prepared(model: INR, quant: QuantConfig) -> dict[str, Tensor]:
 
 def encode_inr(model: INR, quant: QuantConfig = QuantConfig()) -> bytes:
     """The bytes stored for a video: header (INR config) + coded tensors."""
-    return encode_tensors(_prepared(model, quant), quant=quant, meta={"inr": model.config.to_dict()}, axes=_AXES)
+    return encode_tensors(_prepared(model, quant), quant=quant, meta={"inr": model.config.to_dict()},
+                          axes=model.quant_axes)
 
 
 def quantize_inr(model: INR, quant: QuantConfig = QuantConfig()) -> INR:
     """A decoder-only copy of ``model`` holding exactly the weights ``decode_inr`` will produce."""
-    q = build_inr(model.config, with_encoder=False)
-    q.load_state_dict(quantize_tensors(_prepared(model, quant), quant, axes=_AXES), strict=True)
+    q = build_inr(model.config, decoder_only=True)
+    q.load_state_dict(quantize_tensors(_prepared(model, quant), quant, axes=q.quant_axes), strict=True)
     return q.eval()
 
 
@@ -65,6 +53,6 @@ def decode_inr(blob: bytes, device: str | torch.device = "cpu") -> DecodedINR:
     """Rebuild the (decoder-only) INR from stored bytes; raises ``CorruptBitstream`` on damaged input."""
     dec = decode_tensors(blob)
     config = INRConfig.from_dict(dec.meta["inr"])
-    model = build_inr(config, with_encoder=False)
+    model = build_inr(config, decoder_only=True)
     model.load_state_dict(dec.tensors, strict=True)
     return DecodedINR(model.to(device).eval(), config, dec.quant, dec.format_version, len(blob))

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PositionalEncoding", "NeRVBlock", "ConvNeXtBlock", "LayerNorm2d", "make_activation"]
+__all__ = ["PositionalEncoding", "NeRVBlock", "ConvNeXtBlock", "LayerNorm2d", "make_activation", "nerv_decoder"]
 
 
 def make_activation(name: str) -> nn.Module:
@@ -42,6 +42,15 @@ class NeRVBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.norm(self.shuffle(self.conv(x))))
+
+
+def nerv_decoder(config) -> tuple[nn.ModuleList, nn.Conv2d]:
+    """The NeRV block chain and RGB head of a config's geometry (the decoder NeRV and HNeRV share)."""
+    cin, blocks = config.stem_channels, []
+    for s, c, k in zip(config.strides, config.channels, config.kernels):
+        blocks.append(NeRVBlock(cin, c, k, s, config.norm, config.activation))
+        cin = c
+    return nn.ModuleList(blocks), nn.Conv2d(cin, 3, config.head_kernel, padding=config.head_kernel // 2)
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from builder.cli import main
-from builder.metrics import psnr
+from training.metrics import psnr
 from builder.samples import sample_path
 from builder.store import VideoStore
 from builder.video import read_video

@@ -6,7 +6,7 @@ import pytest
 
 from builder.api import encode_video
 from builder.cli import main
-from builder.config import TrainConfig
+from training.config import TrainConfig
 from builder.nvp import adapter_file, pairing_file
 from builder.samples import sample_path
 from builder.store import VideoStore
@@ -149,7 +149,7 @@ SMALL_BLIP = {"small": True, "image_size": 64}
 
 
 def test_detr_adapts_features_and_derives_the_mask(store):
-    from builder.config import AdapterTrainConfig
+    from training.config import AdapterTrainConfig
     from builder.nvp import DerivedMask, adapt_video, evaluate_task, load_adapter
 
     vs = VideoStore(store)
@@ -173,7 +173,7 @@ def test_detr_adapts_features_and_derives_the_mask(store):
 
 
 def test_blip_patch_embedding_adapter_scored_by_clip_text_similarity(store):
-    from builder.config import AdapterTrainConfig
+    from training.config import AdapterTrainConfig
     from builder.nvp import adapt_video, evaluate_task
 
     vs = VideoStore(store)
@@ -196,7 +196,7 @@ def test_joint_mode_fine_tunes_and_restores_the_inr(tmp_path, capsys):
     import torch
 
     from builder.api import load_inr
-    from builder.config import AdapterTrainConfig
+    from training.config import AdapterTrainConfig
     from builder.nvp import adapt_video
 
     vs = VideoStore(tmp_path)

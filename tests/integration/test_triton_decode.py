@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from builder.api import INR_FILE, encode_video, load_inr
-from builder.config import TrainConfig
+from training.config import TrainConfig
 from builder.samples import sample_path
 from builder.store import VideoStore
 from builder.triton.repository import RepositoryBuilder, decode_model_kwargs

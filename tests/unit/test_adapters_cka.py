@@ -53,7 +53,7 @@ def test_cka_properties():
 
 
 def test_least_squares_init_recovers_a_linear_map_and_training_improves():
-    from builder.config import AdapterTrainConfig
+    from training.config import AdapterTrainConfig
     from training.adapters import fit_adapter
 
     torch.manual_seed(0)
@@ -70,7 +70,7 @@ def test_least_squares_init_recovers_a_linear_map_and_training_improves():
 
 
 def test_task_loss_pulls_the_tail_output_towards_the_teacher():
-    from builder.config import AdapterTrainConfig
+    from training.config import AdapterTrainConfig
     from training.adapters import fit_adapter, task_loss
 
     torch.manual_seed(0)
@@ -150,7 +150,7 @@ def test_ablation_adapters_stay_under_one_percent_of_effnet_lite0_at_the_seed_cu
 def test_least_squares_init_lowers_the_error_of_every_image_adapter(kind):
     """LS init fits the linear 1x1 path in closed form: from a random start it cuts the error of a target that a
     1x1 map explains, for the ablations as for the seed's adapter."""
-    from builder.config import AdapterTrainConfig
+    from training.config import AdapterTrainConfig
     from training.adapters import fit_adapter, least_squares_init
 
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def test_least_squares_init_refuses_adapters_without_a_linear_path():
 
 def test_config_kinds_match_the_adapter_registry():
     from builder.adapters import IMAGE_ADAPTERS
-    from builder.config import IMAGE_ADAPTER_KINDS, AdapterTrainConfig
+    from training.config import IMAGE_ADAPTER_KINDS, AdapterTrainConfig
 
     assert IMAGE_ADAPTERS == IMAGE_ADAPTER_KINDS
     assert AdapterTrainConfig(adapter="bottleneck").adapter == "bottleneck"

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from builder.config import INRConfig, choose_layout, hnerv_config, inr_config, nerv_config, seed_size_rule
-from builder.inr import HNeRV, NeRV, block_info, build_inr
+from builder.inr import (HNeRV, INRConfig, NeRV, build_inr, choose_layout, hnerv_config, inr_config, nerv_config,
+                         seed_size_rule)
 
 TINY = dict(stem_dim=8, lower_width=8, mlp_dim=32)
 
@@ -23,7 +23,7 @@ def tiny_configs():
 def test_block_shapes_params_and_flops_are_static(cfg):
     torch.manual_seed(0)
     model = build_inr(cfg).eval()
-    rows = block_info(cfg)
+    rows = cfg.block_info()
     out, feats = model.forward_intermediates([0, 1, 2])
     # features after stem and each block have exactly the declared shapes
     declared = [r.shape for r in rows if r.name == "stem" or r.name.startswith("block")]

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from builder.codec import CorruptBitstream
-from builder.config import QuantConfig, hnerv_config, nerv_config
-from builder.inr import HNeRV, build_inr, decode_inr, encode_inr, quantize_inr
+from builder.config import QuantConfig
+from builder.inr import HNeRV, build_inr, decode_inr, encode_inr, hnerv_config, nerv_config, quantize_inr
 
 
 def _model(arch):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from builder.metrics import MS_SSIM_BETAS, ms_ssim, ms_ssim_params, psnr, psnr_per_frame, ssim
+from training.metrics import MS_SSIM_BETAS, ms_ssim, ms_ssim_params, psnr, psnr_per_frame, ssim
 
 
 def _frames(t: int = 2, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
@@ -77,7 +77,7 @@ def test_ms_ssim_tiny_frames_shrink_kernel():
 
 
 def test_ms_ssim_batches_agree(monkeypatch):
-    import builder.metrics as metrics
+    import training.metrics as metrics
 
     x = _frames(t=5, h=48, w=64)
     y = _noisy(x, 0.05)

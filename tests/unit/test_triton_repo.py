@@ -15,8 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from builder.api import INR_FILE, load_inr
-from builder.config import inr_config
-from builder.inr import build_inr, encode_inr
+from builder.inr import build_inr, encode_inr, inr_config
 from builder.store import VideoStore
 from builder.triton import serving
 from builder.triton.pbtxt import io_specs, parse_pbtxt, read_config, to_model_config, to_pbtxt

@@ -3,7 +3,7 @@ import argparse
 import pytest
 import torch
 
-from builder.metrics import psnr
+from training.metrics import psnr
 from builder.samples import SAMPLES, list_samples, sample_path
 from builder.video import (
     Clip,
