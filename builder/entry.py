@@ -23,7 +23,8 @@
 
 **Versions.** ``entry.json``'s ``meta`` is the flat dict :meth:`VideoEntry.to_meta` writes. Version 1 (before this
 module: no ``entry_version`` key) is the same layout without ``entry_version`` and ``kind``; it loads as a video.
-``arch`` is written as a copy of ``inr["arch"]`` for readers of the raw meta and never read back.
+``arch`` is written as a copy of ``inr["arch"]`` for readers of the raw meta (``store.meta``); when read, it is
+only checked against the INR config, which is where the family lives.
 """
 from __future__ import annotations
 

@@ -184,7 +184,7 @@ class VideoStore:
         return (self._dir(video_id) / ENTRY_FILE).is_file()
 
     def entry(self, video_id: str) -> dict[str, Any]:
-        """The whole ``entry.json`` of ``video_id``."""
+        """The whole ``entry.json`` of ``video_id``, as stored (:meth:`video` reads it typed)."""
         d = self._existing_dir(video_id)
         return self._load_entry(video_id, d)
 
