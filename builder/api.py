@@ -1,12 +1,13 @@
 """High-level operations on stored videos: encode, load, decode, evaluate, cost. The CLI is a thin shell on these."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -16,24 +17,27 @@ from training.metrics import ms_ssim, psnr
 
 from .codec import FORMAT_VERSION
 from .config import QuantConfig
+from .entry import H264_FILE, INR_FILE, VIDEO, FrameRange, H264Twin, INRInfo, Quality, Source, VideoEntry
 from .inr import DecodedINR, INRConfig, build_inr, decode_inr, encode_inr, inr_config
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_frames, read_video, write_pngs, write_video
 
-__all__ = ["INR_FILE", "H264_FILE", "h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video",
-           "eval_video", "cost_table", "read_source", "read_h264", "h264_frames"]
+__all__ = ["h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video", "eval_video", "cost_table",
+           "read_source", "read_h264", "h264_frames"]
 
-INR_FILE = "inr.nvp"
-H264_FILE = "h264.mp4"  # the codec baseline: the same frames as H.264 in at most the INR's bytes
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 
 
-def _quality(model: torch.nn.Module, frames: torch.Tensor) -> dict[str, float]:
+def _quality(model: torch.nn.Module, frames: torch.Tensor, num_bytes: int) -> dict[str, Any]:
+    """The :class:`Quality` fields measured on a decoder rebuilt from ``num_bytes`` stored bytes."""
     recon = model.decode_all()
-    return {"psnr": round(psnr(recon, frames), 4), "ms_ssim": round(ms_ssim(recon, frames), 6)}
+    t, _, h, w = frames.shape
+    return {"params": model.num_params(), "psnr": round(psnr(recon, frames), 4),
+            "ms_ssim": round(ms_ssim(recon, frames), 6), "bpp": round(num_bytes * 8 / (t * h * w), 6),
+            "bytes": num_bytes}
 
 
-def h264_copy(frames: torch.Tensor, fps: float, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
+def h264_copy(frames: torch.Tensor, fps: float, max_bytes: int) -> tuple[bytes, H264Twin]:
     """H.264 (libx264) of ``frames`` at the lowest CRF whose file fits in ``max_bytes`` (CRF 51 if none does):
     the codec path is then compared with the INR at equal (or smaller) storage. Returns the bytes and their
     quality (CRF, bpp, PSNR, MS-SSIM against ``frames``)."""
@@ -53,8 +57,8 @@ def h264_copy(frames: torch.Tensor, fps: float, max_bytes: int) -> tuple[bytes, 
         p = Path(d) / "copy.mp4"
         p.write_bytes(data)
         back = read_video(p, count=t).frames[..., :h, :w]
-    return data, {"crf": crf, "bytes": len(data), "bpp": round(len(data) * 8 / (t * h * w), 6),
-                  "psnr": round(psnr(back, frames), 4), "ms_ssim": round(ms_ssim(back, frames), 6)}
+    return data, H264Twin(crf=crf, bytes=len(data), bpp=round(len(data) * 8 / (t * h * w), 6),
+                          psnr=round(psnr(back, frames), 4), ms_ssim=round(ms_ssim(back, frames), 6))
 
 
 def encode_video(
@@ -97,39 +101,23 @@ def encode_video(
     inr.after_fit(frames)
     blob = encode_inr(inr, quant)
     decoded = decode_inr(blob)
-    quality = _quality(decoded.model, frames)
-    h264, h264_meta = h264_copy(frames, clip.fps / step, len(blob))
-    meta = {
-        "source": str(Path(path).resolve()),
-        "source_codec": clip.info.codec,
-        "source_width": clip.info.width,
-        "source_height": clip.info.height,
-        "fps": clip.fps / step,
-        "start": start,
-        "step": step,
-        "frames": t,
-        "width": w,
-        "height": h,
-        "arch": arch,
-        "params": decoded.model.num_params(),
-        **quality,
-        "bpp": round(len(blob) * 8 / (t * h * w), 6),
-        "bytes": len(blob),
-        "encode_seconds": round(time.perf_counter() - t0, 3),
-        "train_seconds": round(fit.seconds, 3),
-        "epochs": fit.epochs,
-        "stopped_by": fit.stopped_by,
-        "train_psnr": round(fit.psnr, 4),
-        "h264": h264_meta,
-        "format_version": FORMAT_VERSION,
-        "encoded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inr": cfg.to_dict(),
-        "quant": quant.to_dict(),
-        "train": train.to_dict(),
-    }
-    store.put(video_id, {INR_FILE: blob, H264_FILE: h264}, meta, overwrite=overwrite)
+    quality = _quality(decoded.model, frames, len(blob))
+    h264, twin = h264_copy(frames, clip.fps / step, len(blob))
+    entry = VideoEntry(
+        video_id,
+        source=Source(str(Path(path).resolve()), clip.info.codec, clip.info.width, clip.info.height),
+        frames=FrameRange(start=start, step=step, count=t, fps=clip.fps / step),
+        width=w, height=h,
+        inr=INRInfo(cfg.to_dict(), quant.to_dict(), train.to_dict(), FORMAT_VERSION),
+        quality=Quality(**quality, encode_seconds=round(time.perf_counter() - t0, 3),
+                        train_seconds=round(fit.seconds, 3), epochs=fit.epochs, stopped_by=fit.stopped_by,
+                        train_psnr=round(fit.psnr, 4)),
+        h264=twin,
+        encoded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    stored = store.put_video(entry, {INR_FILE: blob, H264_FILE: h264}, overwrite=overwrite)
     ckpt.unlink(missing_ok=True)
-    return {"id": video_id, **meta}
+    return {"id": video_id, **stored.to_meta()}
 
 
 def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames: torch.Tensor, *,
@@ -137,78 +125,85 @@ def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames
     """Store a changed INR (e.g. after joint fine-tuning) in place of ``video_id``'s: quantised and coded with the
     entry's own QuantConfig, PSNR / MS-SSIM measured on the decoded bytes, bpp from their length, the H.264 twin
     re-made for the new size. Files named in ``drop`` are removed (what depended on the old weights); the rest are
-    kept. One atomic store write. Returns the new metadata (``meta`` merged in)."""
-    entry = store.entry(video_id)
-    old = entry["meta"]
-    if model.config != INRConfig.from_dict(old["inr"]):
+    kept. One atomic store write. Returns the new metadata (``meta`` merged in, as flat meta keys)."""
+    entry = store.video(video_id)
+    if entry.kind != VIDEO:
+        raise ValueError(f"'{video_id}' is a {entry.kind}: only a video's own INR can be replaced")
+    if model.config != INRConfig.from_dict(entry.inr.config):
         raise ValueError(f"the INR's architecture differs from video '{video_id}''s; encode it as a new video")
-    blob = encode_inr(model, QuantConfig.from_dict(old["quant"]))
+    blob = encode_inr(model, QuantConfig.from_dict(entry.inr.quant))
     decoded = decode_inr(blob)
-    t, _, h, w = frames.shape
-    h264, h264_meta = h264_copy(frames, old["fps"], len(blob))
+    h264, twin = h264_copy(frames, entry.frames.fps, len(blob))
     drop = set(drop)
-    files = {n: store.get(video_id, n) for n in entry["files"] if n not in drop and n not in (INR_FILE, H264_FILE)}
-    new = {**old, **_quality(decoded.model, frames), "bpp": round(len(blob) * 8 / (t * h * w), 6),
-           "bytes": len(blob), "params": decoded.model.num_params(), "h264": h264_meta, **(meta or {})}
-    store.put(video_id, {INR_FILE: blob, H264_FILE: h264, **files}, new, overwrite=True)
-    return new
+    files = {n: store.get(video_id, n) for n in entry.files if n not in drop and n not in (INR_FILE, H264_FILE)}
+    # the training fields describe the original fit and stay; the measured ones are the new bytes'
+    quality = dataclasses.replace(entry.quality, **_quality(decoded.model, frames, len(blob)))
+    new = dataclasses.replace(entry, quality=quality, h264=twin)
+    if meta:
+        new = VideoEntry.from_meta(video_id, {**new.to_meta(), **meta})
+    return store.put_video(new, {INR_FILE: blob, H264_FILE: h264, **files}, overwrite=True).to_meta()
 
 
 def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> DecodedINR:
     """The stored decoder of ``video_id`` (checksum-verified)."""
+    holder = store.holder(video_id, INR_FILE)
+    if holder != video_id:
+        raise ValueError(f"video '{video_id}' is a member of collection '{holder}': decoding a collection's members "
+                         "is not supported yet")
     return decode_inr(store.get(video_id, INR_FILE), device=device)
 
 
 def read_h264(store: VideoStore, video_id: str, indices: Sequence[int]) -> torch.Tensor:
     """Frames ``indices`` of the video's stored H.264 copy (the codec baseline), decoded with PyAV: (N, 3, H, W)
     in [0, 1] at the INR's size."""
-    meta = store.meta(video_id)
+    entry = store.video(video_id)
     idx = [int(i) for i in indices]
-    if not idx or min(idx) < 0 or max(idx) >= meta["frames"]:
-        raise ValueError(f"frames {idx} out of range for video '{video_id}' ({meta['frames']} frames)")
-    return h264_frames(store.path(video_id, H264_FILE), meta, idx)
+    if not idx or min(idx) < 0 or max(idx) >= entry.frames.count:
+        raise ValueError(f"frames {idx} out of range for video '{video_id}' ({entry.frames.count} frames)")
+    return h264_frames(store.path(video_id, H264_FILE), entry, idx)
 
 
-def h264_frames(path: str | Path, meta: dict[str, Any], indices: Sequence[int]) -> torch.Tensor:
-    """Frames ``indices`` of an H.264 copy at ``path`` whose entry metadata is ``meta`` (``read_frames``: decodes
-    up to the last one, converts only those), cropped to the INR's size: x264 pads odd sizes to even ones."""
-    return read_frames(path, [int(i) for i in indices])[..., :meta["height"], :meta["width"]]
+def _typed(entry: VideoEntry | Mapping[str, Any]) -> VideoEntry:
+    # nvp and serving still hand over the raw meta (store.meta); they move to store.video() when merged
+    return entry if isinstance(entry, VideoEntry) else VideoEntry.from_meta(str(entry.get("id", "")), entry)
 
 
-def read_source(meta: dict[str, Any], source: str | Path | None = None) -> Clip:
+def h264_frames(path: str | Path, entry: VideoEntry | Mapping[str, Any], indices: Sequence[int]) -> torch.Tensor:
+    """Frames ``indices`` of the H.264 copy at ``path`` of ``entry`` (``read_frames``: decodes up to the last one,
+    converts only those), cropped to the INR's size: x264 pads odd sizes to even ones."""
+    entry = _typed(entry)
+    return read_frames(path, [int(i) for i in indices])[..., :entry.height, :entry.width]
+
+
+def read_source(entry: VideoEntry | Mapping[str, Any], source: str | Path | None = None) -> Clip:
     """Re-read the exact frames a stored video was encoded from (same range, step and size)."""
-    path = Path(source or meta["source"])
+    entry = _typed(entry)
+    path = Path(source or entry.source.path)
     if not path.exists():
         raise FileNotFoundError(f"source video {path} not found; pass --source PATH to evaluate against a copy")
-    return read_video(path, start=meta["start"], count=meta["frames"], step=meta["step"],
-                      size=(meta["width"], meta["height"]))
+    return read_video(path, start=entry.frames.start, count=entry.frames.count, step=entry.frames.step,
+                      size=(entry.width, entry.height))
 
 
 def decode_video(store: VideoStore, video_id: str, out: str | Path, *, fps: float | None = None) -> Path:
     """Decode every frame; write an mp4/avi/mkv/mov when ``out`` has such a suffix, else a folder of PNGs."""
-    meta = store.meta(video_id)
+    entry = store.video(video_id)
     frames = load_inr(store, video_id).model.decode_all()
     out = Path(out)
     if out.suffix.lower() in VIDEO_EXTS:
-        return write_video(out, frames, fps or meta["fps"])
+        return write_video(out, frames, fps or entry.frames.fps)
     write_pngs(out, frames)
     return out
 
 
 def eval_video(store: VideoStore, video_id: str, *, source: str | Path | None = None) -> dict[str, Any]:
     """PSNR / MS-SSIM of the stored INR against its source frames, with bpp and params."""
-    meta = store.meta(video_id)
-    clip = read_source(meta, source)
+    entry = store.video(video_id)
+    clip = read_source(entry, source)
     decoded = load_inr(store, video_id)
-    return {
-        "id": video_id,
-        **_quality(decoded.model, clip.frames),
-        "bpp": meta["bpp"],
-        "bytes": decoded.num_bytes,
-        "params": decoded.model.num_params(),
-        "frames": meta["frames"],
-        "arch": meta["arch"],
-    }
+    q = _quality(decoded.model, clip.frames, decoded.num_bytes)
+    return {"id": video_id, "psnr": q["psnr"], "ms_ssim": q["ms_ssim"], "bpp": entry.quality.bpp,
+            "bytes": q["bytes"], "params": q["params"], "frames": entry.frames.count, "arch": entry.arch}
 
 
 def cost_table(config: INRConfig) -> dict[str, Any]:

@@ -265,36 +265,65 @@ def _cmd_eval(args: argparse.Namespace):
 
 def _cmd_info(args: argparse.Namespace):
     store = _store(args)
-    entry = store.entry(args.video_id)
-    meta = entry["meta"]
-    inr = meta["inr"]
-    lines = [f"{args.video_id}: {meta['arch']} from {meta['source']}",
-             f"  {meta['frames']} frames {meta['width']}x{meta['height']} @ {meta['fps']:.3f} fps "
-             f"(start {meta['start']}, step {meta['step']})",
-             f"  strides {inr['strides']} channels {inr['channels']} kernels {inr['kernels']}",
-             f"  {meta['params']:,} params, {meta['bytes']:,} bytes, {meta['bpp']:.4f} bpp, PSNR {meta['psnr']:.2f} dB,"
-             f" MS-SSIM {meta['ms_ssim']:.4f}",
-             f"  files: {', '.join(entry['files'])}"]
-    return "\n".join(lines), {"id": args.video_id, **meta, "files": entry["files"]}
+    e = store.video(args.video_id)
+    if e.kind == "collection":
+        head = f"collection: {e.arch} decoder shared by {len(store.members(e.id))} member(s)"
+    elif e.kind == "member":
+        head = f"member {e.index} of collection '{e.collection}', from {e.source.path}"
+    else:
+        head = f"{e.arch} from {e.source.path}"
+    lines = [f"{e.id}: {head}"]
+    if e.frames is not None:
+        lines.append(f"  {e.frames.count} frames {e.width}x{e.height} @ {e.frames.fps:.3f} fps "
+                     f"(start {e.frames.start}, step {e.frames.step})")
+    if e.inr is not None:
+        cfg = e.inr.config
+        lines.append(f"  strides {cfg['strides']} channels {cfg['channels']} kernels {cfg['kernels']}")
+    if e.quality is not None:
+        q = e.quality
+        lines.append(f"  {q.params:,} params, {q.bytes:,} bytes, {q.bpp:.4f} bpp, PSNR {q.psnr:.2f} dB, "
+                     f"MS-SSIM {q.ms_ssim:.4f}")
+    lines.append(f"  files: {', '.join(e.files)}")
+    files = {n: {"sha256": r.sha256, "bytes": r.bytes} for n, r in e.files.items()}
+    return "\n".join(lines), {"id": e.id, **e.to_meta(), "files": files}
 
 
 def _cmd_list(args: argparse.Namespace):
-    videos = _store(args).list()
+    from .store import CorruptEntry
+
+    store = _store(args)
+    videos = store.videos()
     if not videos:
         return "no videos stored (encode one with 'python -m builder encode VIDEO --id ID')", {"videos": []}
     lines = [f"{'ID':<24} {'ARCH':<6} {'FRAMES':>6} {'SIZE':>10} {'PSNR':>7} {'BPP':>8}"]
-    for v in videos:
-        if "error" in v:
-            lines.append(f"{v['id']:<24} CORRUPT: {v['error']}")
+    out = []
+    for vid, e in videos.items():
+        if isinstance(e, CorruptEntry):
+            lines.append(f"{vid:<24} CORRUPT: {e}")
+            out.append({"id": vid, "error": str(e)})
             continue
-        lines.append(f"{v['id']:<24} {v.get('arch', '?'):<6} {v.get('frames', 0):>6} "
-                     f"{str(v.get('width')) + 'x' + str(v.get('height')):>10} {v.get('psnr', float('nan')):>7.2f} "
-                     f"{v.get('bpp', float('nan')):>8.4f}")
-    return "\n".join(lines), {"videos": videos}
+        out.append({"id": vid, **e.to_meta()})
+        arch = e.arch or f"({e.collection})"  # a member decodes with its collection's decoder
+        frames = e.frames.count if e.frames else 0
+        size = f"{e.width}x{e.height}" if e.width else "-"
+        psnr, bpp = (e.quality.psnr, e.quality.bpp) if e.quality else (float("nan"), float("nan"))
+        lines.append(f"{vid:<24} {arch:<6} {frames:>6} {size:>10} {psnr:>7.2f} {bpp:>8.4f}")
+    return "\n".join(lines), {"videos": out}
 
 
 def _cmd_delete(args: argparse.Namespace):
-    _store(args).remove(args.video_id)
+    from .entry import COLLECTION
+    from .store import CorruptEntry
+
+    store = _store(args)
+    try:
+        kind = store.video(args.video_id).kind
+    except CorruptEntry:
+        kind = None  # a broken entry can always be deleted
+    members = [m.id for m in store.members(args.video_id)] if kind == COLLECTION else []
+    if members:
+        raise ValueError(f"collection '{args.video_id}' holds the decoder of {', '.join(members)}; delete them first")
+    store.remove(args.video_id)
     return f"deleted '{args.video_id}'", {"id": args.video_id, "deleted": True}
 
 
@@ -302,7 +331,7 @@ def _cmd_cost(args: argparse.Namespace):
     from .api import cost_table
     from .inr import INRConfig
 
-    cfg = INRConfig.from_dict(_store(args).meta(args.video_id)["inr"])
+    cfg = INRConfig.from_dict(_store(args).decoder(args.video_id).inr.config)
     t = cost_table(cfg)
     lines = [f"{args.video_id}: {cfg.arch}, {cfg.width}x{cfg.height} canvas, per frame",
              f"{'stage':<11} {'output':>16} {'GFLOPs':>10} {'share':>7} {'params(M)':>10} {'skipped if exit here':>21}"]

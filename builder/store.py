@@ -12,6 +12,10 @@ Writers stage a complete entry in a hidden directory and publish it with one ren
 directory swap (``renameat2(RENAME_EXCHANGE)``, an existing ID), so a process killed at any moment leaves either the
 old entry or the new one, plus hidden leftovers that the next write removes once they are an hour old. Readers only
 see directories named like an ID that hold ``entry.json``, and every ``get`` checks the file's SHA-256 against it.
+
+The store itself is a byte store with a free ``meta`` dict; :mod:`builder.entry` says what the files and the meta
+mean. ``video(id)`` reads an entry typed (:class:`~builder.entry.VideoEntry`), ``put_video`` writes one, and
+``decoder`` / ``holder`` resolve a collection member's decoder through its collection.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from .entry import COLLECTION, MEMBER, EntryError, VideoEntry, entry_kind, parse_file
 
 __all__ = [
     "ENTRY_FILE",
@@ -178,7 +184,7 @@ class VideoStore:
         return (self._dir(video_id) / ENTRY_FILE).is_file()
 
     def entry(self, video_id: str) -> dict[str, Any]:
-        """The whole ``entry.json`` of ``video_id``."""
+        """The whole ``entry.json`` of ``video_id``, as stored (:meth:`video` reads it typed)."""
         d = self._existing_dir(video_id)
         return self._load_entry(video_id, d)
 
@@ -208,12 +214,8 @@ class VideoStore:
 
     def list(self) -> list[dict[str, Any]]:
         """All entries sorted by ID as ``{"id": ..., **meta}``; unreadable ones as ``{"id": ..., "error": ...}``."""
-        if not self.root.is_dir():
-            return []
         out = []
-        for d in sorted(self.root.iterdir(), key=lambda p: p.name):
-            if not VIDEO_ID_RE.fullmatch(d.name) or not (d / ENTRY_FILE).is_file():
-                continue  # hidden staging/trash dirs and half-made entries are not entries
+        for d in self._entry_dirs():
             try:
                 meta = self._load_entry(d.name, d)["meta"]
             except CorruptEntry as e:
@@ -221,6 +223,68 @@ class VideoStore:
                 continue
             out.append({"id": d.name, **{k: v for k, v in meta.items() if k != "id"}})
         return out
+
+    # --- typed entries (builder.entry) --------------------------------------------------------------------------
+
+    def video(self, video_id: str) -> VideoEntry:
+        """The typed entry of ``video_id`` (any kind); :class:`CorruptEntry` if its meta does not describe one."""
+        d = self._existing_dir(video_id)
+        raw = self._load_entry(video_id, d)
+        try:
+            return VideoEntry.from_store(raw)
+        except EntryError as e:
+            raise self._corrupt(video_id, d / ENTRY_FILE, f"does not describe a video entry ({e})") from None
+
+    def videos(self) -> dict[str, VideoEntry | CorruptEntry]:
+        """Every entry by ID (sorted), typed; one that does not load maps to its :class:`CorruptEntry`."""
+        out: dict[str, VideoEntry | CorruptEntry] = {}
+        for d in self._entry_dirs():
+            try:
+                out[d.name] = self.video(d.name)
+            except CorruptEntry as e:
+                out[d.name] = e
+            except VideoNotFound:
+                pass  # deleted since the directory was listed
+        return out
+
+    def members(self, collection_id: str) -> list[VideoEntry]:
+        """The members of collection ``collection_id``, by index."""
+        self._existing_dir(collection_id)
+        found = [e for e in self.videos().values()
+                 if isinstance(e, VideoEntry) and e.kind == MEMBER and e.collection == collection_id]
+        return sorted(found, key=lambda e: e.index)
+
+    def put_video(self, entry: VideoEntry, files: dict[str, bytes], *, overwrite: bool = False) -> VideoEntry:
+        """Store ``entry``'s meta with ``files`` in one atomic :meth:`put`; return the stored entry (with its files'
+        checksums). A file of a role the entry's kind does not hold is refused, and a member must name an existing
+        collection at an index no other member has."""
+        for name in files:
+            f = parse_file(name)
+            if f is not None and entry.kind not in f.role.kinds:
+                where = " (a member's decoder lives in its collection)" if entry.kind == MEMBER else ""
+                raise ValueError(f"a {entry.kind} entry does not hold {f.role.name} files like '{name}'{where}")
+        if entry.kind == MEMBER:
+            problem = self._collection_problem(entry.collection)
+            if problem:
+                raise ValueError(f"member '{entry.id}' names collection '{entry.collection}', which {problem}")
+            taken = [m.id for m in self.members(entry.collection) if m.index == entry.index and m.id != entry.id]
+            if taken:
+                raise ValueError(f"collection '{entry.collection}' already has member {entry.index}: '{taken[0]}'")
+        self.put(entry.id, files, entry.to_meta(), overwrite=overwrite)
+        return self.video(entry.id)
+
+    def decoder(self, video_id: str) -> VideoEntry:
+        """The entry holding ``video_id``'s decoder: the entry itself, or a member's collection."""
+        return self.video(self._decoder_id(video_id))
+
+    def holder(self, video_id: str, name: str) -> str:
+        """The ID of the entry that holds file ``name`` for ``video_id``: a member's decoder files (roles members
+        do not hold but collections do) are its collection's, every other file is the entry's own. Reads only the
+        kind fields of the meta, so loosely written entries resolve to themselves."""
+        f = parse_file(name)
+        if f is None or MEMBER in f.role.kinds or COLLECTION not in f.role.kinds:
+            return validate_video_id(video_id)
+        return self._decoder_id(video_id)
 
     # --- writing ------------------------------------------------------------------------------------------------
 
@@ -329,6 +393,37 @@ class VideoStore:
         if not (d / ENTRY_FILE).is_file():
             raise self._not_found(video_id)
         return d
+
+    def _entry_dirs(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        # hidden staging/trash dirs and half-made entries are not entries
+        return [d for d in sorted(self.root.iterdir(), key=lambda p: p.name)
+                if VIDEO_ID_RE.fullmatch(d.name) and (d / ENTRY_FILE).is_file()]
+
+    def _decoder_id(self, video_id: str) -> str:
+        d = self._existing_dir(video_id)
+        try:
+            kind, collection, _ = entry_kind(self._load_entry(video_id, d)["meta"])
+        except EntryError as e:
+            raise self._corrupt(video_id, d / ENTRY_FILE, f"does not describe a video entry ({e})") from None
+        if kind != MEMBER:
+            return video_id
+        problem = self._collection_problem(collection)
+        if problem:
+            raise CorruptEntry(f"store entry '{video_id}' is a member of collection '{collection}', which {problem}; "
+                               f"delete it ('python -m builder delete {video_id}') or restore the collection")
+        return collection
+
+    def _collection_problem(self, collection_id: str | None) -> str | None:
+        """Why ``collection_id`` cannot be a collection members resolve through (None if it can)."""
+        if not isinstance(collection_id, str) or not VIDEO_ID_RE.fullmatch(collection_id):
+            return "is not a valid video ID"
+        try:
+            kind = self.entry(collection_id)["meta"].get("kind")
+        except VideoNotFound:
+            return f"is not in store {self.root}"
+        return None if kind == COLLECTION else f"is a {kind or 'video'}, not a collection"
 
     def _not_found(self, video_id: str) -> VideoNotFound:
         return VideoNotFound(f"no video '{video_id}' in store {self.root} (see 'python -m builder list')")

@@ -181,3 +181,12 @@ def test_store_keeps_an_h264_copy_at_no_more_than_the_inr_bytes(encoded, store):
         back = read_video(Path(store) / f"car-{arch}" / "h264.mp4").frames
         src = read_video(CLIP, count=6, step=4, size=(88, 72)).frames
         assert back.shape == src.shape and psnr(back, src) == pytest.approx(h["psnr"], abs=1e-3)
+
+
+def test_encode_writes_a_typed_version_2_entry(encoded, store):
+    for arch, meta in encoded.items():
+        e = VideoStore(store).video(f"car-{arch}")
+        assert meta == {"id": e.id, **e.to_meta()} and meta["entry_version"] == 2 and meta["kind"] == "video"
+        assert e.arch == e.inr.family == arch and e.frames.count == 6 and (e.width, e.height) == (88, 72)
+        assert e.quality.bytes == e.files["inr.nvp"].bytes and e.h264.bytes == e.files["h264.mp4"].bytes
+        assert sorted(e.files) == ["h264.mp4", "inr.nvp"] and e.tasks() == []

@@ -222,11 +222,10 @@ def test_meta_must_be_json(tmp_path):
 
 
 _WRITER = """
-import importlib.util, os, sys
-spec = importlib.util.spec_from_file_location("nvp_store", sys.argv[1])
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-s = mod.VideoStore(sys.argv[2])
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from builder.store import VideoStore
+s = VideoStore(sys.argv[2])
 big = os.urandom(50_000_000)
 print("ready", flush=True)
 i = 0
@@ -265,7 +264,7 @@ def test_sigkill_never_leaves_partial_entry(tmp_path):
     kills = 0
     while time.monotonic() < deadline and kills < 8:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _WRITER, store_module.__file__, str(root)], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", _WRITER, str(Path(store_module.__file__).parents[1]), str(root)], stdout=subprocess.PIPE, text=True
         )
         try:
             assert proc.stdout.readline().strip() == "ready"
