@@ -20,7 +20,8 @@ from pathlib import Path
 
 from builder.api import encode_video
 from builder.config import AdapterTrainConfig, TrainConfig
-from builder.nvp import adapt_video, pairing_file
+from builder.nvp.search import adapt_video
+from builder.nvp.storage import pairing_file
 from builder.samples import sample_path
 from builder.store import VideoStore
 
