@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from training.config import IMAGE_ADAPTER_KINDS
 
-    tasks = ("effnet_lite0", "resnet50", "clip_rn50", "vit_b16", "i3d_r50", "slowfast_r50", "detr_r50", "blip")
+    from .tasks import TASKS  # torch-free: the parser stays fast
+
+    tasks = tuple(TASKS)
     wparent = argparse.ArgumentParser(add_help=False)
     wparent.add_argument("--task", required=True, choices=tasks, help="downstream task, named after its model")
     wparent.add_argument("--weights", default="default", metavar="PATH",
@@ -368,7 +370,7 @@ video's stored H.264 copy with PyAV + resize + full backbone), fulldecode (full 
 def _cmd_adapt(args: argparse.Namespace):
     from training.config import AdapterTrainConfig
 
-    from .nvp import adapt_video
+    from .nvp.search import adapt_video
 
     recon, feature, task = args.joint_weights
     train = AdapterTrainConfig(lr=args.lr, epochs=args.epochs, init=args.init, target=args.target,
@@ -380,10 +382,9 @@ def _cmd_adapt(args: argparse.Namespace):
                     max_samples=args.max_samples,
                     weights=args.weights, random_init=args.random_weights, progress=not args.no_progress,
                     repeats=args.repeats)
-    from .protocols import METRICS
     from .tasks import get_task
 
-    metric = METRICS[get_task(args.task).kind]
+    metric = get_task(args.task).kind.metric
     codec = r.get("codec")
     video_acc = r.get("video_accuracy")
     text = (f"{args.video_id} / {args.task}: exit block {r['exit_block']} -> {r['layer']}, {r['adapter_kind']} "
@@ -405,7 +406,7 @@ def _cmd_adapt(args: argparse.Namespace):
 
 
 def _cmd_evaluate(args: argparse.Namespace):
-    from .nvp import evaluate_task, plot_exits
+    from .nvp.evaluate import evaluate_task, plot_exits
 
     r = evaluate_task(_store(args), args.videos, args.task, exit_block=args.exit_block, weights=args.weights,
                       random_init=args.random_weights, seed=args.seed, repeats=args.repeats)

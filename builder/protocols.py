@@ -2,7 +2,7 @@
 
 Every scorer compares a path's output with the raw frames' output (pseudo ground truth) and returns a dict whose
 ``accuracy`` entry is the task's metric in [0, 1] (NaN where it is undefined), so evaluate's JSON has one shape
-for every task.
+for every task. Which scorer and frames a task uses is its kind's choice (``builder.tasks``).
 """
 from __future__ import annotations
 
@@ -18,12 +18,8 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["uniform_frames", "consecutive_frames", "classification_scores", "detections", "detection_scores",
-           "caption_scores", "CaptionScorer", "DETECTION_THRESHOLD", "METRICS", "gflops_of", "prediction_stability",
+           "caption_scores", "CaptionScorer", "DETECTION_THRESHOLD", "gflops_of", "prediction_stability",
            "ms_per_frame"]
-
-# what ``accuracy`` measures, per task kind (labels for text and plots)
-METRICS = {"classification": "top-1 agreement", "action": "top-1 agreement", "detection": "mAP vs raw detections",
-           "captioning": "caption CLIP score / 100"}
 
 DETECTION_THRESHOLD = 0.5  # DetrImageProcessor.post_process_object_detection's default
 

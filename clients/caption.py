@@ -13,7 +13,7 @@ from .common import add_video_arguments, ask_paths, ask_task, model_name, report
 __all__ = ["COMMANDS", "add_arguments", "caption", "run"]
 
 OUTPUTS = ("caption", "captions", "frame_indices")
-COMMANDS = task_commands(("captioning",), "captions of a video's frames")
+COMMANDS = task_commands("captions", "captions of a video's frames")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:

@@ -14,7 +14,7 @@ from .common import add_video_arguments, ask_paths, ask_task, model_name, report
 __all__ = ["COMMANDS", "add_arguments", "classify", "run"]
 
 OUTPUTS = ("labels", "scores", "frame_labels", "frame_scores", "frame_indices")
-COMMANDS = task_commands(("classification", "action"), "top-k labels of a video")
+COMMANDS = task_commands("labels", "top-k labels of a video")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:

@@ -62,12 +62,13 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
 
 
-def task_commands(kinds: Sequence[str], what: str) -> dict[str, str]:
-    """One subcommand per served task of ``kinds`` (named after its backbone, as in ``python -m builder adapt``)."""
-    from builder.tasks import TASKS
+def task_commands(answer: str, what: str) -> dict[str, str]:
+    """One subcommand per served task whose kind answers ``answer`` (``TaskKind.answer``: labels, boxes,
+    captions), named after its model as in ``python -m builder adapt``."""
+    from builder.tasks import TASKS  # torch-free: the task table only
 
-    return {name: f"{spec.kind}: {what} from the '{name}' ensemble" for name, spec in TASKS.items()
-            if spec.kind in kinds}
+    return {name: f"{task.kind.name}: {what} from the '{name}' ensemble" for name, task in TASKS.items()
+            if task.kind.served and task.kind.answer == answer}
 
 
 def model_name(task: str, path: str) -> str:

@@ -16,7 +16,7 @@ from .common import add_video_arguments, ask_paths, ask_task, model_name, report
 __all__ = ["COMMANDS", "add_arguments", "detect", "run"]
 
 OUTPUTS = ("boxes", "labels", "scores", "box_frames", "frame_indices")
-COMMANDS = task_commands(("detection",), "boxes with labels in a video's frames")
+COMMANDS = task_commands("boxes", "boxes with labels in a video's frames")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:

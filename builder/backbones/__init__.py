@@ -1,4 +1,4 @@
-"""Downstream backbones read through INR features: registry, split (head/tail) and weights.
+"""Downstream backbones read through INR features: registry, split (front/tail) and weights.
 
 ``get_backbone(name)`` returns a :class:`Backbone`; ``load()`` reads local weights (or
 ``random_init=True``), ``split(at)`` cuts the model at a curated point. Heavy libraries (timm,
@@ -8,7 +8,8 @@ open_clip, pytorchvideo, transformers) are imported only when a family builds it
 import importlib as _importlib
 
 from ..weights import WeightsNotFound
-from .base import Backbone, SplitError, SplitModel, TensorSpec, get_backbone, list_backbones, register_backbone
+from .base import (Backbone, SplitError, SplitModel, TensorSpec, get_backbone, list_backbones, register_backbone,
+                   with_preprocessing)
 
 __all__ = [
     "Backbone",
@@ -19,6 +20,7 @@ __all__ = [
     "get_backbone",
     "list_backbones",
     "register_backbone",
+    "with_preprocessing",
 ]
 
 # one module per family; importing it registers the backbone

@@ -1,9 +1,9 @@
-"""Cut a model in two with torch.fx: ``tail(*head(*x)) == model(*x)``.
+"""Cut a model in two with torch.fx: ``tail(*front(*x)) == model(*x)``.
 
 One symbolic trace gives a graph of the whole forward, functional ops included (ResNet's
 ``flatten``, ViT's class-token ``cat``, CLIP's dtype cast). A cut is a set of graph nodes:
 
-* the **head** is the cut nodes plus everything they depend on, returning the cut nodes as a tuple;
+* the **front** is the cut nodes plus everything they depend on, returning the cut nodes as a tuple;
 * the **tail** takes the cut values as placeholders and computes the original output from them.
   Nodes the tail needs from before the cut are recomputed when they do not depend on the input
   (parameters, constants); a tail that would need the input itself through another path is an
@@ -133,26 +133,26 @@ def _ancestors(nodes: Sequence[Node]) -> set[Node]:
 
 
 def fx_split(traced: Traced, at: str | Sequence[str]) -> tuple[GraphModule, GraphModule]:
-    """Head and tail GraphModules for a cut at ``at`` (module qualname(s) or node name(s)).
+    """Front and tail GraphModules for a cut at ``at`` (module qualname(s) or node name(s)).
 
-    The head keeps the model's input signature and returns a tuple of the cut values; the tail
+    The front keeps the model's input signature and returns a tuple of the cut values; the tail
     takes them positionally and returns what the model returns.
     """
     gm = traced.gm
     cut = traced.nodes_for(at)
     (output,) = [n for n in gm.graph.nodes if n.op == "output"]
 
-    # ---- head: the cut nodes and their ancestors
-    head_nodes = _ancestors(cut)
-    head = Graph()
-    head._codegen = copy.deepcopy(gm.graph._codegen)  # keeps a pytree input spec (list inputs)
+    # ---- front: the cut nodes and their ancestors
+    front_nodes = _ancestors(cut)
+    front = Graph()
+    front._codegen = copy.deepcopy(gm.graph._codegen)  # keeps a pytree input spec (list inputs)
     env: dict[Node, Node] = {}
     for n in gm.graph.nodes:
-        if n.op == "placeholder" or (n in head_nodes and n.op != "output"):
-            env[n] = head.node_copy(n, lambda a: env[a])
-    head.output(tuple(env[n] for n in cut))
-    if isinstance(head._codegen, torch.fx.graph._PyTreeCodeGen):  # outputs: a flat tuple
-        head._codegen.pytree_info = head._codegen.pytree_info._replace(out_spec=None)
+        if n.op == "placeholder" or (n in front_nodes and n.op != "output"):
+            env[n] = front.node_copy(n, lambda a: env[a])
+    front.output(tuple(env[n] for n in cut))
+    if isinstance(front._codegen, torch.fx.graph._PyTreeCodeGen):  # outputs: a flat tuple
+        front._codegen.pytree_info = front._codegen.pytree_info._replace(out_spec=None)
 
     # ---- tail: what the output needs, stopping at the cut nodes
     needed: set[Node] = set()
@@ -180,11 +180,11 @@ def fx_split(traced: Traced, at: str | Sequence[str]) -> tuple[GraphModule, Grap
     if isinstance(codegen, torch.fx.graph._PyTreeCodeGen) and codegen.pytree_info.out_spec is not None:
         result = pytree.tree_unflatten(list(result), codegen.pytree_info.out_spec)  # plain output, no pytree codegen
     tail.output(result)
-    head_gm = GraphModule(gm, head, class_name="Head")
+    front_gm = GraphModule(gm, front, class_name="Front")
     tail_gm = GraphModule(gm, tail, class_name="Tail")
-    head_gm.graph.lint()
+    front_gm.graph.lint()
     tail_gm.graph.lint()
-    return head_gm, tail_gm
+    return front_gm, tail_gm
 
 
 class _Seq(nn.Module):
@@ -206,13 +206,13 @@ class _Seq(nn.Module):
 
 
 def sequential_split(blocks: nn.ModuleList, index: int, *, multi: bool) -> tuple[nn.Module, nn.Module]:
-    """Fallback for ``Net(blocks)``: head runs ``blocks[:index+1]``, tail the rest.
+    """Fallback for ``Net(blocks)``: front runs ``blocks[:index+1]``, tail the rest.
 
     ``multi`` says the value between the blocks is a list of tensors (SlowFast pathways), which
-    the head returns as a tuple and the tail repacks into a list.
+    the front returns as a tuple and the tail repacks into a list.
     """
     if not 0 <= index < len(blocks) - 1:
         raise SplitError(f"block index {index} out of range: cut between blocks 0..{len(blocks) - 2}")
-    head = _Seq(list(blocks[: index + 1]), as_tuple=True, repack=False)
+    front = _Seq(list(blocks[: index + 1]), as_tuple=True, repack=False)
     tail = _Seq(list(blocks[index + 1 :]), as_tuple=False, repack=multi)
-    return head.eval(), tail.eval()
+    return front.eval(), tail.eval()

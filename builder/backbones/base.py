@@ -1,8 +1,10 @@
 """Backbone protocol, split result types and the backbone registry.
 
 A :class:`Backbone` describes one downstream model (preprocessing, weights, curated cut points)
-and holds the ``nn.Module`` it loaded last. ``split(at)`` cuts that module into a *head* (the
+and holds the ``nn.Module`` it loaded last. ``split(at)`` cuts that module into a *front* (the
 layers the NVP pipeline skips: the INR adapter replaces them) and a *tail* (the layers it runs).
+The preprocessing a model was built for (its input size) is recorded on the model itself
+(:func:`with_preprocessing`), not kept as state of the backbone.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "SplitModel",
     "SplitError",
     "Backbone",
+    "with_preprocessing",
     "register_backbone",
     "get_backbone",
     "list_backbones",
@@ -76,21 +79,33 @@ class TensorSpec:
 
 @dataclass
 class SplitModel:
-    """A backbone cut in two: ``tail(*head(*x)) ≈ model(*x)``.
+    """A backbone cut in two: ``tail(*front(*x)) ≈ model(*x)``.
 
-    Naming: ``head`` and ``tail`` are the two halves of the split (``head`` = the early layers the
-    INR adapter replaces, ``tail`` = the layers that still run). The model's final classification
-    layer is called ``classifier``, never "head". ``head`` always returns a tuple, one entry per
+    Naming: ``front`` and ``tail`` are the two halves of the split (``front`` = the early layers the
+    INR adapter replaces, ``tail`` = the layers that still run); "head" is kept for the INR's RGB
+    conv and a model's classification layer. ``front`` always returns a tuple, one entry per
     :attr:`cut` spec; ``tail`` takes those positionally. Both share parameters with the model.
     """
 
-    head: nn.Module
+    front: nn.Module
     tail: nn.Module
     cut: list[TensorSpec]
     at: str = ""
 
     def __call__(self, *x: Any) -> Any:
-        return self.tail(*self.head(*x))
+        return self.tail(*self.front(*x))
+
+
+PREPROCESSING = "nvp_preprocessing"  # the attribute of a loaded model holding its preprocessing settings
+
+
+def with_preprocessing(model: nn.Module, **settings: Any) -> nn.Module:
+    """Record on ``model`` the preprocessing it was built for (``input_size``; DETR: its resize edges); settings
+    given as None keep the family's default. A family's :meth:`Backbone.build` / :meth:`Backbone.load_weights`
+    returns its model through this when a config or the weights change the input."""
+    setattr(model, PREPROCESSING, {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                   for k, v in settings.items() if v is not None})
+    return model
 
 
 def resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
@@ -113,7 +128,11 @@ class Backbone:
 
     Subclasses set the class attributes and implement :meth:`build` (architecture, random init)
     and :meth:`load_weights` (read a local file into it). The FX split is generic; families whose
-    code cannot be traced override :meth:`_split_modules` with an explicit head/tail.
+    code cannot be traced override :meth:`_split_modules` with an explicit front/tail.
+
+    Preprocessing settings (:attr:`preprocess_attrs`) are read, in this order, from the loaded model
+    (:func:`with_preprocessing`), from :meth:`apply_preprocess_settings` (a served input step without
+    the model), or from the class's ``default_<setting>``.
     """
 
     name: ClassVar[str]
@@ -131,7 +150,20 @@ class Backbone:
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None
-        self.input_size: tuple[int, ...] = tuple(self.default_input_size)
+        self._restored: dict[str, Any] = {}  # apply_preprocess_settings
+
+    def setting(self, key: str, model: nn.Module | None = None) -> Any:
+        """Preprocessing setting ``key`` of ``model`` (default: the loaded one); see the class docstring."""
+        m = model if model is not None else self.model
+        recorded = getattr(m, PREPROCESSING, {}) if m is not None else {}
+        if key in recorded:
+            return recorded[key]
+        return self._restored.get(key, getattr(self, f"default_{key}"))
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """(H, W), or (T, H, W) for video, that the model takes."""
+        return tuple(self.setting("input_size"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, input_size={self.input_size})"
@@ -164,7 +196,6 @@ class Backbone:
             raise ValueError("pass either a weights file or random_init=True, not both")
         if config and not random_init:
             raise ValueError(f"architecture overrides {sorted(config)} are only allowed with random_init=True")
-        self.input_size = tuple(self.default_input_size)  # build/load_weights may change it
         if random_init:
             # seeded: every process that asks for random weights (adapt, build-repo, tests) gets the same ones
             with torch.random.fork_rng(devices=[]):
@@ -174,6 +205,16 @@ class Backbone:
             model = self.load_weights(self.weights_path(weights))
         model.eval()
         self.model = model
+        return model
+
+    def load_for(self, task: Any, weights: str | os.PathLike[str] | None = "default", *, random_init: bool = False,
+                 config: dict[str, Any] | None = None) -> nn.Module:
+        """:meth:`load`, then :meth:`prepare_for` the task (a ``builder.tasks.Task`` of this backbone)."""
+        model = self.load(weights, random_init=random_init, **(config or {}))
+        return self.prepare_for(model, task).eval()
+
+    def prepare_for(self, model: nn.Module, task: Any) -> nn.Module:
+        """Family hook: make the loaded model answer ``task`` (default: it does as it is)."""
         return model
 
     def _model(self, model: nn.Module | None) -> nn.Module:
@@ -195,7 +236,7 @@ class Backbone:
     def preprocess_settings(self) -> dict[str, Any]:
         """The instance's preprocessing state (JSON-able): a model built with a small config resizes differently."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in
-                ((k, getattr(self, k)) for k in self.preprocess_attrs)}
+                ((k, self.setting(k)) for k in self.preprocess_attrs)}
 
     def apply_preprocess_settings(self, settings: dict[str, Any]) -> None:
         """Restore :meth:`preprocess_settings` (without loading the model)."""
@@ -203,8 +244,7 @@ class Backbone:
         if unknown:
             raise ValueError(f"{self.name}: unknown preprocessing settings {unknown}; "
                              f"expected {list(self.preprocess_attrs)}")
-        for k, v in settings.items():
-            setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        self._restored = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
 
     def normalize(self, x: Tensor) -> Tensor:
         """``(x - mean) / std`` on the channel dim (dim -3 for images, dim 1 for clips)."""
@@ -213,9 +253,9 @@ class Backbone:
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
         return (x - mean) / std
 
-    def example_inputs(self, batch: int = 1) -> Inputs:
-        """Random model inputs at the configured size (positional args of ``model``)."""
-        return (torch.randn(batch, 3, *self.input_size),)
+    def example_inputs(self, batch: int = 1, input_size: Sequence[int] | None = None) -> Inputs:
+        """Random model inputs at ``input_size`` (default: the model's; positional args of ``model``)."""
+        return (torch.randn(batch, 3, *(input_size or self.input_size)),)
 
     # ------------------------------------------------------------------ split
     def split_points(self) -> list[str]:
@@ -258,11 +298,11 @@ class Backbone:
         """Cut the loaded model at ``at`` (default: :attr:`default_cut`)."""
         model = self._model(model)
         at = at or self.default_cut
-        head, tail = self._split_modules(model, at)
-        head.eval()
+        front, tail = self._split_modules(model, at)
+        front.eval()
         tail.eval()
         with torch.no_grad():
-            values = head(*self.example_inputs(1))
+            values = front(*self.example_inputs(1, self.setting("input_size", model)))
         if not isinstance(values, tuple) or not all(isinstance(v, Tensor) for v in values):
             raise SplitError(f"cut {at!r} does not produce tensors: {type(values).__name__}")
         names = self.cut_names(at, len(values))
@@ -271,20 +311,16 @@ class Backbone:
             dyn = self.dynamic_dims(at, i, v.ndim)
             shape = tuple(-1 if d in dyn else int(s) for d, s in enumerate(v.shape))
             cut.append(TensorSpec(nm, shape, _DTYPE_NAMES[v.dtype]))
-        return SplitModel(head=head, tail=tail, cut=cut, at=at)
+        return SplitModel(front=front, tail=tail, cut=cut, at=at)
 
     def feature_shape(self, at: str, input_size: Sequence[int] | None = None,
                       model: nn.Module | None = None) -> list[tuple[int, ...]]:
-        """Shapes (batch 1) of the tensors at cut ``at`` for an input of ``input_size`` (default: configured)."""
-        saved = self.input_size
-        if input_size is not None:
-            self.input_size = tuple(input_size)
-        try:
-            head, _ = self._split_modules(self._model(model), at)
-            with torch.no_grad():
-                return [tuple(v.shape) for v in head(*self.example_inputs(1))]
-        finally:
-            self.input_size = saved
+        """Shapes (batch 1) of the tensors at cut ``at`` for an input of ``input_size`` (default: the model's)."""
+        model = self._model(model)
+        front, _ = self._split_modules(model, at)
+        with torch.no_grad():
+            return [tuple(v.shape) for v in front(*self.example_inputs(1, input_size or self.setting("input_size",
+                                                                                                     model)))]
 
 
 # ---------------------------------------------------------------------- registry

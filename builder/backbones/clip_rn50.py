@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..weights import WeightsSpec, hf_cached_file
-from .base import Backbone, register_backbone
+from .base import Backbone, register_backbone, with_preprocessing
 
 __all__ = ["ClipRN50", "ClipImageClassifier", "read_openai_state_dict", "IMAGENET_TEMPLATES"]
 
@@ -156,8 +156,7 @@ class ClipRN50(Backbone):
                 clip = open_clip.create_model("RN50-quickgelu", pretrained=None, force_image_size=size)
             finally:
                 root.setLevel(level)
-        self.input_size = (size, size)
-        return ClipImageClassifier(clip.float().eval(), _tokenizer())
+        return with_preprocessing(ClipImageClassifier(clip.float().eval(), _tokenizer()), input_size=(size, size))
 
     def load_weights(self, path: Path) -> nn.Module:
         from open_clip.model import build_model_from_openai_state_dict
@@ -165,8 +164,15 @@ class ClipRN50(Backbone):
         sd = read_openai_state_dict(path)
         clip = build_model_from_openai_state_dict(sd, quick_gelu=True, cast_dtype=None).float().eval()
         size = clip.visual.image_size
-        self.input_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
-        return ClipImageClassifier(clip, _tokenizer())
+        return with_preprocessing(ClipImageClassifier(clip, _tokenizer()),
+                                  input_size=tuple(size) if isinstance(size, (tuple, list)) else (size, size))
+
+    def prepare_for(self, model: nn.Module, task: Any) -> nn.Module:
+        """CLIP-RN50 classifies zero-shot over the task's class names (its text tower embeds them once), so its
+        logits are comparable to the other classifiers'."""
+        with torch.no_grad():
+            model.set_classifier(task.kind.label_names())
+        return model
 
     def zero_shot_classifier(self, class_names: Sequence[str], templates: Sequence[str] = IMAGENET_TEMPLATES,
                              model: nn.Module | None = None) -> Tensor:

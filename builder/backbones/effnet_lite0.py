@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..weights import WeightsSpec
-from .base import Backbone, register_backbone
+from .base import Backbone, register_backbone, with_preprocessing
 
 __all__ = ["EffNetLite0", "efficientnet_lite0", "remap_state_dict", "packaged_weights", "STAGE_DEPTHS"]
 
@@ -95,9 +95,8 @@ class EffNetLite0(Backbone):
         return _timm_fx_options()
 
     def build(self, *, num_classes: int = 1000, image_size: int | None = None) -> nn.Module:
-        if image_size is not None:
-            self.input_size = (image_size, image_size)
-        return efficientnet_lite0(num_classes)
+        return with_preprocessing(efficientnet_lite0(num_classes),
+                                  input_size=image_size and (image_size, image_size))
 
     def load_weights(self, path: Path) -> nn.Module:
         model = efficientnet_lite0()

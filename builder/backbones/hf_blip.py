@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from ._hf import from_pretrained_local, hf_weights_spec
-from .base import Backbone, SplitError, register_backbone
+from .base import Backbone, SplitError, register_backbone, with_preprocessing
 
-__all__ = ["Blip", "BlipCaptioner", "BlipVisionHead", "BlipVisionTail"]
+__all__ = ["Blip", "BlipCaptioner", "BlipVisionFront", "BlipVisionTail"]
 
 HF_REPO = "Salesforce/blip-image-captioning-base"
 DIRNAME = "blip-image-captioning-base"
@@ -76,7 +76,7 @@ class BlipCaptioner(nn.Module):
         return [s.strip() for s in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-class BlipVisionHead(nn.Module):
+class BlipVisionFront(nn.Module):
     """Patch + class-token + position embeddings, then encoder layers ``0..last`` (none when last is -1)."""
 
     def __init__(self, vision: nn.Module, last: int) -> None:
@@ -132,9 +132,8 @@ class Blip(Backbone):
 
         kw = _small_config() if small else {}
         kw.update(config)
-        if image_size is not None:
-            self.input_size = (image_size, image_size)
-        return BlipCaptioner(BlipForConditionalGeneration(BlipConfig(**kw)))
+        return with_preprocessing(BlipCaptioner(BlipForConditionalGeneration(BlipConfig(**kw))),
+                                  input_size=image_size and (image_size, image_size))
 
     def load_weights(self, path: Path) -> nn.Module:
         from transformers import AutoTokenizer, BlipForConditionalGeneration
@@ -159,4 +158,4 @@ class Blip(Backbone):
         vision = model.blip.vision_model
         if not -1 <= last < len(vision.encoder.layers) - 1:
             raise SplitError(f"no cut {at!r}: the vision encoder has {len(vision.encoder.layers)} layers")
-        return BlipVisionHead(vision, last), BlipVisionTail(vision, last)
+        return BlipVisionFront(vision, last), BlipVisionTail(vision, last)

@@ -7,7 +7,7 @@ Weights: a local directory in the ``save_pretrained`` layout (``config.json`` +
 checkpoint holds the backbone weights too.
 
 The loaded module is :class:`DetrDetector`: ``forward(pixel_values, pixel_mask=None)`` returns
-``(logits, pred_boxes)``. Its cut points are explicit (:class:`DetrHead`/:class:`DetrTail`)
+``(logits, pred_boxes)``. Its cut points are explicit (:class:`DetrFront`/:class:`DetrTail`)
 rather than torch.fx: transformers' DETR forward is decorated, kwargs-driven code with
 data-dependent Python (output records, mask creation) that symbolic tracing does not follow.
 Every cut carries two tensors, the features and the padding mask (the full-resolution
@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._hf import from_pretrained_local, hf_weights_spec
-from .base import Backbone, SplitError, check_frames, register_backbone, resize_frames
+from .base import Backbone, SplitError, check_frames, register_backbone, resize_frames, with_preprocessing
 
-__all__ = ["DetrR50", "DetrDetector", "DetrHead", "DetrTail", "detr_resize_shape"]
+__all__ = ["DetrR50", "DetrDetector", "DetrFront", "DetrTail", "detr_resize_shape"]
 
 HF_REPO = "facebook/detr-resnet-50"
 DIRNAME = "detr-resnet-50"
@@ -73,7 +73,7 @@ def _body_children(detr: nn.Module) -> list[tuple[str, nn.Module]]:
     return children
 
 
-class DetrHead(nn.Module):
+class DetrFront(nn.Module):
     """Conv body up to ``stage`` (or through the input projection when ``stage`` is None)."""
 
     def __init__(self, detr: nn.Module, stage: str | None) -> None:
@@ -155,8 +155,8 @@ class DetrR50(Backbone):
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
     default_input_size = (750, 1333)  # a 1280x720 frame after the 800/1333 resize
-    shortest_edge = 800
-    longest_edge = 1333
+    default_shortest_edge = 800
+    default_longest_edge = 1333
     preprocess_attrs = ("input_size", "shortest_edge", "longest_edge")
     dynamic_input_dims = (0, 2, 3)  # the resize keeps the video's aspect ratio
     weights_spec = hf_weights_spec(HF_REPO, DIRNAME, "DETR-R50 COCO weights (transformers)")
@@ -168,20 +168,16 @@ class DetrR50(Backbone):
         """Random weights. ``shortest_edge``/``longest_edge`` shrink :meth:`preprocess`'s resize (fast tests)."""
         from transformers import DetrConfig, DetrForObjectDetection
 
-        if input_size is not None:
-            self.input_size = tuple(input_size)
-        self.shortest_edge = shortest_edge or type(self).shortest_edge
-        self.longest_edge = longest_edge or type(self).longest_edge
         kw = dict(use_timm_backbone=True, backbone="resnet50", use_pretrained_backbone=False)
         if small:
             kw.update(_small_config())
         kw.update(config)
-        return DetrDetector(DetrForObjectDetection(DetrConfig(**kw)))
+        return with_preprocessing(DetrDetector(DetrForObjectDetection(DetrConfig(**kw))), input_size=input_size,
+                                  shortest_edge=shortest_edge, longest_edge=longest_edge)
 
     def load_weights(self, path: Path) -> nn.Module:
         from transformers import DetrForObjectDetection
 
-        self.shortest_edge, self.longest_edge = type(self).shortest_edge, type(self).longest_edge
         return DetrDetector(from_pretrained_local(DetrForObjectDetection, path))
 
     def node_names(self, model: nn.Module | None = None) -> list[str]:
@@ -191,7 +187,7 @@ class DetrR50(Backbone):
         if at not in self.curated_cuts:
             raise SplitError(f"detr_r50 cuts are explicit; choose one of {list(self.curated_cuts)}")
         stage = None if at.endswith("input_projection") else at[len(PREFIX):]
-        return DetrHead(model.detr, stage), DetrTail(model.detr, stage)
+        return DetrFront(model.detr, stage), DetrTail(model.detr, stage)
 
     def cut_names(self, at: str, n: int) -> list[str]:
         return ["features", "mask"]
@@ -204,6 +200,6 @@ class DetrR50(Backbone):
     ) -> Tensor:
         """(T,3,H,W) in [0,1] -> (T,3,h,w) resized (shortest side 800, longest <= 1333) and normalised."""
         frames = check_frames(frames)
-        size = detr_resize_shape(frames.shape[-2], frames.shape[-1], shortest_edge or self.shortest_edge,
-                                 longest_edge or self.longest_edge)
+        size = detr_resize_shape(frames.shape[-2], frames.shape[-1], shortest_edge or self.setting("shortest_edge"),
+                                 longest_edge or self.setting("longest_edge"))
         return self.normalize(resize_frames(frames, size))

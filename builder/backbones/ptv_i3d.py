@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..weights import WeightsSpec, torch_hub_checkpoint
 from ._ptv import KINETICS_MEAN, KINETICS_STD, pytorchvideo
-from .base import Backbone, check_frames, register_backbone, resize_frames
+from .base import Backbone, check_frames, register_backbone, resize_frames, with_preprocessing
 
 __all__ = ["I3DR50", "i3d_r50", "load_pyth"]
 
@@ -73,10 +73,10 @@ class I3DR50(Backbone):
     def build(self, *, num_classes: int = 400, input_size: tuple[int, int, int] | None = None) -> nn.Module:
         kernel = (4, 7, 7)
         if input_size is not None:  # small test clips: pool the whole final feature map
-            self.input_size = tuple(input_size)
             t, h, w = input_size
             kernel = (max(t // 2, 1), max(h // 32, 1), max(w // 32, 1))
-        return i3d_r50(head_pool_kernel_size=kernel, model_num_class=num_classes)
+        return with_preprocessing(i3d_r50(head_pool_kernel_size=kernel, model_num_class=num_classes),
+                                  input_size=input_size)
 
     def load_weights(self, path: Path) -> nn.Module:
         return load_pyth(i3d_r50(), path)

@@ -11,6 +11,7 @@ the slow and the fast pathway.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from ..weights import WeightsSpec, torch_hub_checkpoint
 from ._ptv import KINETICS_MEAN, KINETICS_STD, pytorchvideo
-from .base import Backbone, register_backbone
+from .base import Backbone, register_backbone, with_preprocessing
 from .ptv_i3d import ZOO, _video_clip, load_pyth
 
 __all__ = ["SlowFastR50", "slowfast_r50", "pack_pathways"]
@@ -61,11 +62,11 @@ class SlowFastR50(Backbone):
     def build(self, *, num_classes: int = 400, input_size: tuple[int, int, int] | None = None) -> nn.Module:
         kernels = ((8, 7, 7), (32, 7, 7))
         if input_size is not None:
-            self.input_size = tuple(input_size)
             t, h, w = input_size
             s = (max(h // 32, 1), max(w // 32, 1))
             kernels = ((max(t // ALPHA, 1), *s), (t, *s))
-        return slowfast_r50(head_pool_kernel_sizes=kernels, model_num_class=num_classes)
+        return with_preprocessing(slowfast_r50(head_pool_kernel_sizes=kernels, model_num_class=num_classes),
+                                  input_size=input_size)
 
     def load_weights(self, path: Path) -> nn.Module:
         return load_pyth(slowfast_r50(), path)
@@ -80,8 +81,8 @@ class SlowFastR50(Backbone):
         """(T,3,H,W) frames in [0,1] -> [slow (1,3,T/4,H',W'), fast (1,3,T,H',W')]."""
         return pack_pathways(_video_clip(frames, tuple(self.input_size[-2:]), self))
 
-    def example_inputs(self, batch: int = 1) -> tuple[list[Tensor]]:
-        return (pack_pathways(torch.randn(batch, 3, *self.input_size)),)
+    def example_inputs(self, batch: int = 1, input_size: Sequence[int] | None = None) -> tuple[list[Tensor]]:
+        return (pack_pathways(torch.randn(batch, 3, *(input_size or self.input_size))),)
 
     def cut_names(self, at: str, n: int) -> list[str]:
         return ["slow", "fast"] if n == 2 else super().cut_names(at, n)

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import resnet50
 
 from ..weights import WeightsSpec, torch_hub_checkpoint, weights_dir
-from .base import Backbone, register_backbone
+from .base import Backbone, register_backbone, with_preprocessing
 
 __all__ = ["ResNet50"]
 
@@ -42,9 +42,8 @@ class ResNet50(Backbone):
     default_cut = "layer2"
 
     def build(self, *, num_classes: int = 1000, image_size: int | None = None) -> nn.Module:
-        if image_size is not None:
-            self.input_size = (image_size, image_size)
-        return resnet50(weights=None, num_classes=num_classes)
+        return with_preprocessing(resnet50(weights=None, num_classes=num_classes),
+                                  input_size=image_size and (image_size, image_size))
 
     def load_weights(self, path: Path) -> nn.Module:
         model = resnet50(weights=None)

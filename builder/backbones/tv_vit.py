@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models import vit_b_16
 
 from ..weights import WeightsSpec, hf_cached_file
-from .base import Backbone, register_backbone
+from .base import Backbone, register_backbone, with_preprocessing
 
 __all__ = ["ViTB16", "timm_to_torchvision", "load_state_dict_file"]
 
@@ -108,9 +108,9 @@ class ViTB16(Backbone):
     def build(
         self, *, num_classes: int = 21843, image_size: int = 224, representation_size: int | None = None
     ) -> nn.Module:
-        self.input_size = (image_size, image_size)
-        return vit_b_16(weights=None, num_classes=num_classes, image_size=image_size,
-                        representation_size=representation_size)
+        return with_preprocessing(vit_b_16(weights=None, num_classes=num_classes, image_size=image_size,
+                                           representation_size=representation_size),
+                                  input_size=(image_size, image_size))
 
     def load_weights(self, path: Path) -> nn.Module:
         sd = load_state_dict_file(path)
@@ -118,8 +118,7 @@ class ViTB16(Backbone):
             sd = timm_to_torchvision(sd)
         rep = sd["heads.pre_logits.weight"].shape[0] if "heads.pre_logits.weight" in sd else None
         grid = math.isqrt(sd["encoder.pos_embedding"].shape[1] - 1)  # 14 for 224x224 inputs
-        self.input_size = (grid * 16, grid * 16)
         model = vit_b_16(weights=None, num_classes=sd["heads.head.weight"].shape[0], representation_size=rep,
                          image_size=grid * 16)
         model.load_state_dict(sd, strict=True)
-        return model
+        return with_preprocessing(model, input_size=(grid * 16, grid * 16))

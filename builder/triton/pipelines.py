@@ -11,10 +11,11 @@ For each task (see :mod:`builder.triton.task_serving` for the request tensors)::
     <task>_fulldecode  <task>_fulldecode_input -> <task>_backbone -> <task>_post
     <task>_codec       <task>_codec_input -> <task>_backbone -> <task>_post
 
-plus ``decode`` (full RGB frames). The post step answers per task kind (``task_serving.POST_OUTPUTS``): top-k
-labels with scores (classification, action), boxes with labels in the video's pixels (detection: DETR), captions
-(captioning: BLIP's text decoder runs there, with torch; its generate loop has no ONNX form worth serving). The
-ONNX models give the raw outputs (logits; DETR's logits and boxes; BLIP's image embeddings).
+plus ``decode`` (full RGB frames). The post step answers as the task's kind says (``builder.tasks``: its
+``answers``, ``post_parameters`` and ``post_handler``): top-k labels with scores (classification, action), boxes
+with labels in the video's pixels (detection: DETR), captions (captioning: BLIP's text decoder runs there, with
+torch; its generate loop has no ONNX form worth serving). The ONNX models give the kind's ``model_outputs`` (logits;
+DETR's logits and boxes; BLIP's image embeddings).
 
 Backbone tails are exported to ONNX *at the split* (``Backbone.split(layer)``'s
 tail, an FX graph module) rather than cut out of a whole-model ONNX graph with onnx-graphsurgeon: the split is the
@@ -39,24 +40,16 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..nvp import _logits
-from ..tasks import SERVED_KINDS
+from ..backbones import Backbone, SplitModel, get_backbone
+from ..nvp.storage import load_pairing, pairing_file
+from ..store import VideoStore
+from ..tasks import TASKS, Task, TaskKind, class_names, get_task
 from .repository import TARGETS, RepositoryBuilder, decode_model_kwargs
 from .serving import DEFAULT_MAX_FRAMES, FRAME_INDICES, VIDEO_ID
 from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, TensorSpec
-from .task_serving import (
-    FRAME_SELECTION,
-    FRAME_SIZE,
-    LOGITS,
-    MODEL_OUTPUTS,
-    MODES,
-    POST_OUTPUTS,
-    SELECTED,
-    input_names,
-    tail_name,
-)
+from .task_serving import FRAME_SELECTION, FRAME_SIZE, MODES, SELECTED, input_names, tail_name
 
-__all__ = ["RepoConfig", "adapted_tasks", "build_repository", "export_onnx", "serving_layer", "SERVED_KINDS"]
+__all__ = ["RepoConfig", "adapted_tasks", "build_repository", "export_onnx", "serving_layer"]
 
 _PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 
@@ -84,8 +77,6 @@ class RepoConfig:
     parity_tol: float = 1e-3  # max |onnxruntime - torch| relative to the output's scale
 
     def __post_init__(self) -> None:
-        from ..tasks import get_task
-
         object.__setattr__(self, "store", Path(self.store).expanduser())
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "tasks", tuple(dict.fromkeys(self.tasks)))
@@ -93,8 +84,8 @@ class RepoConfig:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         for t in self.tasks:
             kind = get_task(t).kind
-            if kind not in SERVED_KINDS:
-                raise ValueError(f"task {t!r} ({kind}) cannot be served: ensembles exist for {SERVED_KINDS}")
+            if not kind.served:
+                raise ValueError(f"task {t!r} ({kind.name}) cannot be served: no ensembles exist for its kind")
         unknown = sorted(set(self.layers) - set(self.tasks))
         if unknown:
             raise ValueError(f"--layer names task(s) {unknown} that are not being built")
@@ -115,14 +106,12 @@ class RepoConfig:
 
 def serving_layer(store: Any, task: str, override: str | None = None) -> tuple[str, dict[str, str]]:
     """The injection layer the task's tail starts at, and each adapted video's own choice (ID -> layer)."""
-    from ..nvp import pairing_file
-
     chosen = {}
     for entry in store.list():
         if "error" in entry:
             continue
         try:
-            chosen[entry["id"]] = json.loads(store.get(entry["id"], pairing_file(task)))["layer"]
+            chosen[entry["id"]] = load_pairing(store, entry["id"], task)["layer"]
         except KeyError:  # never adapted for this task
             continue
     if override:
@@ -135,28 +124,24 @@ def serving_layer(store: Any, task: str, override: str | None = None) -> tuple[s
 
 def adapted_tasks(store: Any) -> list[str]:
     """Servable tasks that at least one stored video has adapters for (``build-repo``'s default)."""
-    from ..nvp import pairing_file
-    from ..tasks import TASKS
-
     names = set()
     for entry in store.list():
         files = [] if "error" in entry else store.entry(entry["id"])["files"]
-        names.update(t for t, spec in TASKS.items() if spec.kind in SERVED_KINDS and pairing_file(t) in files)
+        names.update(t for t, task in TASKS.items() if task.kind.served and pairing_file(t) in files)
     return [t for t in TASKS if t in names]
 
 
 class _Outputs(nn.Module):
-    """A backbone (or tail) as an ONNX-exportable function of positional tensors returning its task's raw outputs
-    (:data:`~builder.triton.task_serving.MODEL_OUTPUTS`): logits; DETR's (logits, pred_boxes); BLIP's image
-    embeddings."""
+    """A backbone (or tail) as an ONNX-exportable function of positional tensors returning its task kind's
+    ``model_outputs``: logits; DETR's (logits, pred_boxes); BLIP's image embeddings."""
 
-    def __init__(self, model: nn.Module, kind: str, as_list: bool = False) -> None:
+    def __init__(self, model: nn.Module, kind: TaskKind, as_list: bool = False) -> None:
         super().__init__()
         self.model, self.kind, self.as_list = model, kind, as_list
 
     def forward(self, *x: Tensor) -> Tensor | tuple[Tensor, ...]:
         out = self.model(list(x)) if self.as_list else self.model(*x)
-        return _logits(out) if self.kind in ("classification", "action") else out
+        return self.kind.served_outputs(out)
 
 
 def _as_tuple(out: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
@@ -198,10 +183,10 @@ def export_onnx(module: nn.Module, args: Sequence[Tensor], input_names: Sequence
     return err
 
 
-def _example_inputs(bb: Any, task: Any, batch: int, size: tuple[int, int] = (48, 64)) -> tuple[Tensor, ...]:
+def _example_inputs(bb: Backbone, task: Task, batch: int, size: tuple[int, int] = (48, 64)) -> tuple[Tensor, ...]:
     """Preprocessed pixels shaped like served requests: ``batch`` frames of ``size``, or ``batch`` clips of the
     task's length."""
-    if task.kind == "action":
+    if task.video:
         clips = [bb.preprocess(torch.rand(task.clip, 3, *size)) for _ in range(batch)]
         if isinstance(clips[0], (list, tuple)):
             return tuple(torch.cat([c[i] for c in clips]) for i in range(len(clips[0])))
@@ -225,28 +210,10 @@ def _tensor_spec(name: str, t: Tensor, dynamic: Sequence[int] = (0,), batched: b
     return _spec(name, _TRITON_DTYPES[t.dtype], shape[1:] if batched else shape)
 
 
-def _answer_specs(kind: str) -> dict[str, TensorSpec]:
-    """What a post step answers besides the model outputs it passes through (see ``task_serving.POST_OUTPUTS``)."""
-    def s(name: str, dtype: str, *shape: int) -> tuple[str, TensorSpec]:
-        return name, _spec(name, dtype, shape)
-
-    answers = {
-        "classification": [s("labels", "TYPE_STRING", -1), s("scores", "TYPE_FP32", -1),
-                           s("frame_labels", "TYPE_STRING", -1), s("frame_scores", "TYPE_FP32", -1)],
-        "detection": [s("boxes", "TYPE_FP32", -1, 4), s("labels", "TYPE_STRING", -1), s("scores", "TYPE_FP32", -1),
-                      s("box_frames", "TYPE_INT64", -1)],
-        "captioning": [s("caption", "TYPE_STRING", 1), s("captions", "TYPE_STRING", -1)],
-    }
-    answers["action"] = answers["classification"]
-    return dict(answers[kind])
-
-
 def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any]:
     """Export, check and write the repository described by ``cfg``; returns a summary (also written as
     ``<out>/nvp_repository.json``)."""
     from tqdm.auto import tqdm
-
-    from ..store import VideoStore
 
     store = VideoStore(cfg.store)
     repo = RepositoryBuilder(cfg.out)
@@ -262,106 +229,150 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
     return summary
 
 
-def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: Any, name: str, tmp: Path) -> dict[str, Any]:
-    """Export one task's ONNX models and add its input, post and ensemble models; returns its summary."""
-    from ..backbones import get_backbone
-    from ..nvp import load_task_model
-    from ..tasks import class_names, get_task
+# --- one task: small builders driven by its kind ------------------------------------------------------------
 
+@dataclass
+class _Export:
+    """One task as exported: the backbone split at the served layer, and example tensors shaped like requests
+    (``*_check``: another batch and frame size, for the parity check)."""
+
+    task: Task
+    bb: Backbone
+    model: nn.Module
+    weights: str
+    layer: str
+    chosen: dict[str, str]  # video ID -> the layer its adapt chose
+    split: SplitModel
+    pixels: tuple[Tensor, ...]
+    pixels_check: tuple[Tensor, ...]
+    feats: tuple[Tensor, ...]
+    feats_check: tuple[Tensor, ...]
+    outputs: dict[str, Tensor] = field(default_factory=dict)  # the tail's raw outputs on ``feats``, by name
+
+    @property
+    def kind(self) -> TaskKind:
+        return self.task.kind
+
+    def tensors(self, mode: str) -> tuple[tuple[Tensor, ...], list[str], list[tuple[int, ...]]]:
+        """What the ``mode`` input step hands on: the cut's features (nvp) or the backbone's pixels; their names
+        and dynamic dims."""
+        if mode == "nvp":
+            return (self.feats, input_names(mode, len(self.feats)),
+                    [self.bb.dynamic_dims(self.layer, i, f.ndim) for i, f in enumerate(self.feats)])
+        return self.pixels, input_names(mode, len(self.pixels)), [self.bb.dynamic_input_dims] * len(self.pixels)
+
+    def frame_size(self) -> list[TensorSpec]:
+        """The video's (height, width), passed from the input step to the post step where the kind needs it."""
+        return [_spec(FRAME_SIZE, "TYPE_INT64", [2])] if self.kind.frame_size else []
+
+
+def _prepare(cfg: RepoConfig, store: VideoStore, name: str) -> _Export:
     task = get_task(name)
-    kind = task.kind
-    bb = get_backbone(name)
-    ngc = cfg.target == "ngc"
-    instance_kind = "KIND_GPU" if ngc else "KIND_CPU"
+    bb = get_backbone(task.backbone)
     weights = cfg.weights.get(name, "default")
     random_init = weights == "random"
-    model = load_task_model(bb, task, None if random_init else weights, random_init,
-                            dict(cfg.backbone_config.get(name, {})))
+    model = bb.load_for(task, None if random_init else weights, random_init=random_init,
+                        config=dict(cfg.backbone_config.get(name, {})))
     layer, chosen = serving_layer(store, name, cfg.layers.get(name))
     sm = bb.split(layer, model=model)
     # the check runs another batch size and another frame size: dims the exporter fixed by mistake fail it
     pixels, pixels_check = _example_inputs(bb, task, 2), _example_inputs(bb, task, 3, (40, 56))
     with torch.no_grad():
-        feats, feats_check = sm.head(*pixels), sm.head(*pixels_check)
-    multi = len(pixels) > 1  # SlowFast: the model takes its pathways as one list
-    f_names, p_names = input_names("nvp", len(feats)), input_names("codec", len(pixels))
-    f_dyn = [bb.dynamic_dims(layer, i, f.ndim) for i, f in enumerate(feats)]
-    p_dyn = [bb.dynamic_input_dims] * len(pixels)
-    model_outs = MODEL_OUTPUTS[kind]
-    tail = _Outputs(sm.tail, kind)
+        feats, feats_check = sm.front(*pixels), sm.front(*pixels_check)
+    ex = _Export(task, bb, model, weights, layer, chosen, sm, pixels, pixels_check, feats, feats_check)
     with torch.no_grad():
-        example_outs = dict(zip(model_outs, _as_tuple(tail(*feats))))
-    parity = {"tail": export_onnx(tail, feats, f_names, model_outs, tmp / f"{name}_tail.onnx", feats_check,
-                                  cfg.parity_tol, f_dyn)}
-    if cfg.baselines:
-        parity["backbone"] = export_onnx(_Outputs(model, kind, multi), pixels, p_names, model_outs,
-                                         tmp / f"{name}_backbone.onnx", pixels_check, cfg.parity_tol, p_dyn)
-    # batching: frames for image tasks, clips for action tasks (each clip already holds 32 frames)
-    mbs = cfg.max_frames if kind != "action" else max(1, cfg.max_frames // task.clip)
-    onnx_kw = dict(max_batch_size=mbs, instances=cfg.instances, kind=instance_kind,
+        ex.outputs = dict(zip(task.kind.model_outputs, _as_tuple(_Outputs(sm.tail, task.kind)(*feats))))
+    return ex
+
+
+def _add_onnx_models(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, tmp: Path) -> dict[str, float]:
+    """``<task>_tail`` (and ``<task>_backbone`` with the baselines), each checked against PyTorch; returns the
+    parity numbers."""
+    name, kind = ex.task.name, ex.kind
+    ngc = cfg.target == "ngc"
+    # batching: frames for image tasks, clips for video tasks (each clip already holds its frames)
+    mbs = max(1, cfg.max_frames // ex.task.clip) if kind.video else cfg.max_frames
+    onnx_kw = dict(max_batch_size=mbs, instances=cfg.instances, kind="KIND_GPU" if ngc else "KIND_CPU",
                    dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
                    runtime="onnxruntime" if ngc else "python", tensorrt=ngc and cfg.tensorrt)
-    out_specs = [_tensor_spec(o, t) for o, t in example_outs.items()]
-    repo.add_onnx(f"{name}_tail", tmp / f"{name}_tail.onnx",
-                  [_tensor_spec(n, f, d) for n, f, d in zip(f_names, feats, f_dyn)], out_specs, **onnx_kw)
+    out_specs = [_tensor_spec(o, t) for o, t in ex.outputs.items()]
+    multi = len(ex.pixels) > 1  # SlowFast: the model takes its pathways as one list
+    models = [("tail", _Outputs(ex.split.tail, kind), "nvp", ex.feats_check)]
     if cfg.baselines:
-        repo.add_onnx(f"{name}_backbone", tmp / f"{name}_backbone.onnx",
-                      [_tensor_spec(n, p, d) for n, p, d in zip(p_names, pixels, p_dyn)], out_specs, **onnx_kw)
+        models.append(("backbone", _Outputs(ex.model, kind, multi), "codec", ex.pixels_check))
+    parity = {}
+    for suffix, module, mode, check in models:
+        args, names, dyn = ex.tensors(mode)
+        path = tmp / f"{name}_{suffix}.onnx"
+        parity[suffix] = export_onnx(module, args, names, kind.model_outputs, path, check, cfg.parity_tol, dyn)
+        repo.add_onnx(f"{name}_{suffix}", path, [_tensor_spec(n, t, d) for n, t, d in zip(names, args, dyn)],
+                      out_specs, **onnx_kw)
+    return parity
 
-    # post-processing: the model outputs (under their ensemble names) and the selected frames in; the answer out
-    detection = kind == "detection"
-    raw = {o: _tensor_spec(o, t, batched=False) for o, t in example_outs.items()}
-    answers = {**_answer_specs(kind), **raw, FRAME_INDICES: _spec(FRAME_INDICES, "TYPE_INT64", [-1])}
-    post_outs = [answers[o] for o in POST_OUTPUTS[kind]]
-    post_ins = [_spec(tail_name(o), r.dtype, r.dims) for o, r in raw.items()]
-    post_ins.append(_spec(SELECTED, "TYPE_INT64", [-1]))
-    extra = [_spec(FRAME_SIZE, "TYPE_INT64", [2])] if detection else []
-    post_params = {"task": name}
+
+def _add_post(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, tmp: Path) -> tuple[list[TensorSpec],
+                                                                                         int | None]:
+    """``<task>_post``: the raw outputs (under their ensemble names) and the selected frames in, the kind's answer
+    out; returns its output specs and the number of labelled classes (None: the answers carry no labels)."""
+    name, kind = ex.task.name, ex.kind
+    raw = {o: _tensor_spec(o, t, batched=False) for o, t in ex.outputs.items()}
+    specs = {**{a.name: a for a in kind.answers}, **raw, FRAME_INDICES: _spec(FRAME_INDICES, "TYPE_INT64", [-1])}
+    outs = [specs[o] for o in kind.post_outputs()]
+    ins = [*(_spec(tail_name(o), r.dtype, r.dims) for o, r in raw.items()), _spec(SELECTED, "TYPE_INT64", [-1]),
+           *ex.frame_size()]
     files = {}
-    if kind == "captioning":  # the text decoder runs in the post step, from the same weights
-        post_params.update(weights=weights if weights in ("default", "random") or ngc
-                           else str(Path(weights).expanduser().resolve()),
-                           backbone_config=json.dumps(dict(cfg.backbone_config.get(name, {}))))
-        num_classes = None
-    else:
-        logits = example_outs[LOGITS]
-        num_classes = int(logits.shape[-1]) - (1 if detection else 0)  # DETR's last class is "no object"
+    num_classes = kind.num_classes(ex.outputs)
+    if num_classes is not None:
         labels = tmp / f"{name}_labels.json"
-        labels.write_text(json.dumps(class_names(task, num_classes)), encoding="utf-8")
+        labels.write_text(json.dumps(class_names(ex.task, num_classes)), encoding="utf-8")
         files["labels.json"] = labels
-        post_params.update({"threshold": str(cfg.score_threshold)} if detection else {"top_k": str(cfg.top_k)})
+    on_device = kind.post_on_device and cfg.target == "ngc"
     repo.add(PythonModelSpec(name=f"{name}_post", source=_PYTHON_MODELS / "task_post" / "model.py",
-                             inputs=(*post_ins, *extra), outputs=tuple(post_outs), files=files,
-                             parameters=post_params, instances=cfg.instances,
-                             kind=instance_kind if kind == "captioning" else "KIND_CPU"))
+                             inputs=tuple(ins), outputs=tuple(outs), files=files,
+                             parameters={"task": name, **kind.post_parameters(cfg, ex.task)},
+                             instances=cfg.instances, kind="KIND_GPU" if on_device else "KIND_CPU"))
+    return outs, num_classes
 
+
+def _add_path(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, mode: str, post_outs: list[TensorSpec]) -> str:
+    """The ``mode`` input step and its ensemble (input -> tail or backbone -> post); returns the ensemble's name."""
+    name = ex.task.name
+    outs, names, dyn = ex.tensors(mode)
     vid_t = _spec(VIDEO_ID, "TYPE_STRING", [1])
     sel_t = _spec(FRAME_SELECTION, "TYPE_STRING", [1])
-    store_param = str(cfg.store) if ngc else str(cfg.store.resolve())
-    modes = MODES if cfg.baselines else ("nvp",)
-    for mode in modes:
-        outs, names, dyn = (feats, f_names, f_dyn) if mode == "nvp" else (pixels, p_names, p_dyn)
-        params = {"store_root": store_param, "task": name, "mode": mode, "layer": layer if mode == "nvp" else "",
-                  "preprocess": json.dumps(bb.preprocess_settings()), "cache_size": str(cfg.cache_size),
-                  "max_frames": str(cfg.max_frames)}
-        repo.add_python(f"{name}_{mode}_input", _PYTHON_MODELS / "task_input" / "model.py", [vid_t, sel_t],
-                        [*(_tensor_spec(n, o, d, batched=False) for n, o, d in zip(names, outs, dyn)),
-                         _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *extra],
-                        parameters=params, instances=cfg.instances, kind=instance_kind)
-        second = f"{name}_tail" if mode == "nvp" else f"{name}_backbone"
-        passed = {FRAME_SIZE: FRAME_SIZE} if detection else {}
-        repo.add_ensemble(name if mode == "nvp" else f"{name}_{mode}", [
-            EnsembleStep(f"{name}_{mode}_input", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
-                         {**{n: n for n in names}, FRAME_INDICES: SELECTED, **passed}),
-            EnsembleStep(second, {n: n for n in names}, {o: tail_name(o) for o in model_outs}),
-            EnsembleStep(f"{name}_post", {**{tail_name(o): tail_name(o) for o in model_outs}, SELECTED: SELECTED,
-                                          **passed}, {o: o for o in POST_OUTPUTS[kind]}),
-        ], [vid_t, sel_t], post_outs)
+    params = {"store_root": str(cfg.store) if cfg.target == "ngc" else str(cfg.store.resolve()), "task": name,
+              "mode": mode, "layer": ex.layer if mode == "nvp" else "",
+              "preprocess": json.dumps(ex.bb.preprocess_settings()), "cache_size": str(cfg.cache_size),
+              "max_frames": str(cfg.max_frames)}
+    repo.add_python(f"{name}_{mode}_input", _PYTHON_MODELS / "task_input" / "model.py", [vid_t, sel_t],
+                    [*(_tensor_spec(n, o, d, batched=False) for n, o, d in zip(names, outs, dyn)),
+                     _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()],
+                    parameters=params, instances=cfg.instances, kind="KIND_GPU" if cfg.target == "ngc" else "KIND_CPU")
+    passed = {s.name: s.name for s in ex.frame_size()}
+    model_outs = ex.kind.model_outputs
+    ensemble = name if mode == "nvp" else f"{name}_{mode}"
+    repo.add_ensemble(ensemble, [
+        EnsembleStep(f"{name}_{mode}_input", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
+                     {**{n: n for n in names}, FRAME_INDICES: SELECTED, **passed}),
+        EnsembleStep(f"{name}_tail" if mode == "nvp" else f"{name}_backbone", {n: n for n in names},
+                     {o: tail_name(o) for o in model_outs}),
+        EnsembleStep(f"{name}_post", {**{tail_name(o): tail_name(o) for o in model_outs}, SELECTED: SELECTED,
+                                      **passed}, {o.name: o.name for o in post_outs}),
+    ], [vid_t, sel_t], post_outs)
+    return ensemble
+
+
+def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name: str, tmp: Path) -> dict[str, Any]:
+    """Export one task's ONNX models and add its input, post and ensemble models; returns its summary."""
+    ex = _prepare(cfg, store, name)
+    parity = _add_onnx_models(repo, cfg, ex, tmp)
+    post_outs, num_classes = _add_post(repo, cfg, ex, tmp)
+    ensembles = [_add_path(repo, cfg, ex, mode, post_outs) for mode in (MODES if cfg.baselines else ("nvp",))]
     return {
-        "kind": kind, "layer": layer, "num_classes": num_classes, "parity": parity,
-        "preprocess": bb.preprocess_settings(), "weights": weights,
-        "outputs": {o: list(t.shape[1:]) for o, t in example_outs.items()},
-        "videos": sorted(v for v, l in chosen.items() if l == layer),
-        "other_layer": sorted(v for v, l in chosen.items() if l != layer),
-        "ensembles": [name] + ([f"{name}_fulldecode", f"{name}_codec"] if cfg.baselines else []),
+        "kind": ex.kind.name, "layer": ex.layer, "num_classes": num_classes, "parity": parity,
+        "preprocess": ex.bb.preprocess_settings(), "weights": ex.weights,
+        "outputs": {o: list(t.shape[1:]) for o, t in ex.outputs.items()},
+        "videos": sorted(v for v, l in ex.chosen.items() if l == ex.layer),
+        "other_layer": sorted(v for v, l in ex.chosen.items() if l != ex.layer),
+        "ensembles": ensembles,
     }

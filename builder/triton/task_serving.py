@@ -26,11 +26,10 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..postprocess import cxcywh_to_xyxy, detr_detections, softmax
 from .serving import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CACHE_SIZE,
@@ -48,15 +47,10 @@ from .serving import (
 )
 
 __all__ = [
-    "CaptionPostHandler",
-    "DetectionPostHandler",
     "FRAME_SELECTION",
     "FRAME_SIZE",
     "LOGITS",
-    "MODEL_OUTPUTS",
     "MODES",
-    "POST_OUTPUTS",
-    "PostHandler",
     "SELECTED",
     "TaskInputHandler",
     "TaskInputSettings",
@@ -76,21 +70,6 @@ EMBEDDINGS = "embeddings"
 MODES = ("nvp", "fulldecode", "codec")
 SELECTED = "selected_frames"  # the input step's frame indices as the post step reads them (and hands them on)
 FRAME_SIZE = "frame_size"  # detection: the video's (height, width), to give boxes in its pixels
-# what a task kind's backbone (and tail) outputs: one ONNX output each
-MODEL_OUTPUTS = {"classification": (LOGITS,), "action": (LOGITS,), "detection": (LOGITS, BOXES),
-                 "captioning": (EMBEDDINGS,)}
-# what each kind's post step answers. The model outputs are passed through (parity checks, custom post-processing):
-# a tensor that is both an ensemble output and another step's input is not forwarded when a client leaves it out of
-# the requested outputs, so the post step re-emits them (and the frame indices) rather than the ensemble tapping them
-POST_OUTPUTS = {
-    # the video's top-k labels/scores (mean logits over its frames) and each frame's top-1
-    "classification": ("labels", "scores", "frame_labels", "frame_scores", FRAME_INDICES, LOGITS),
-    "action": ("labels", "scores", "frame_labels", "frame_scores", FRAME_INDICES, LOGITS),
-    # every box above the threshold: xyxy in the video's pixels, label, score, and the frame it is in
-    "detection": ("boxes", "labels", "scores", "box_frames", FRAME_INDICES, LOGITS, BOXES),
-    # one caption per frame, and the video's (the most frequent one)
-    "captioning": ("caption", "captions", FRAME_INDICES, EMBEDDINGS),
-}
 _MAX_SELECTION = 256
 
 
@@ -135,11 +114,10 @@ def select_frames(text: str, num_frames: int, task: Any, video_id: str = "", *, 
     from ..video import parse_frame_list
 
     t = text.strip().lower()
-    action = task.kind == "action"
+    action = task.video
     try:
         if t == "auto":
-            idx = (consecutive_frames(num_frames, task.clip, seed) if action
-                   else uniform_frames(num_frames, task.clip, seed))
+            idx = task.protocol_frames(num_frames, seed)
         elif m := re.fullmatch(r"uniform(?::(\d{1,6}))?", t):
             idx = uniform_frames(num_frames, int(m[1] or task.clip), seed) if m[1] != "0" else []
         elif m := re.fullmatch(r"consecutive(?::(\d{1,6}))?(?:@(\d{1,9}))?", t):
@@ -238,23 +216,23 @@ class TaskInputHandler:
             torch.set_num_threads(settings.num_threads)
         self.task = get_task(settings.task)
         # preprocessing only needs the backbone's sizes and statistics: no weights are loaded here
-        self.backbone = get_backbone(self.task.name)
+        self.backbone = get_backbone(self.task.backbone)
         self.backbone.apply_preprocess_settings(settings.preprocess)
         self.inrs = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
         self.adapters = StoreCache(settings.store_root, settings.cache_size, load=self._load_adapters)
         self.codec = StoreCache(settings.store_root, settings.cache_size, load=self._codec_source)
-        from .. import nvp  # noqa: F401 - import the decoder/adapter stack at model load, not on the first request
+        # import the decoder/adapter stack at model load, not on the first request
+        from ..nvp import path, storage  # noqa: F401
 
     # --- loaders (run under the caches' error mapping) ---
 
     def _load_adapters(self, store: Any, video_id: str, name: str) -> tuple[int, Any]:
-        from ..nvp import adapter_file, load_adapter
+        from ..nvp.storage import load_adapter, stored_exits
 
         pairing = json.loads(store.get(video_id, name))
-        files = store.entry(video_id)["files"]
         # every stored adapter of the task is small: load each once, keep the one for the served layer
         stored = {k: load_adapter(store, video_id, self.task.name, k)
-                  for k in range(1, 64) if adapter_file(self.task.name, k) in files}
+                  for k in stored_exits(store.entry(video_id)["files"], self.task.name)}
         k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, self.settings.layer, video_id,
                            self.task.name)
         return k, stored[k][0].to(self.settings.device)
@@ -269,13 +247,14 @@ class TaskInputHandler:
         import torch
 
         from ..api import H264_FILE
-        from ..nvp import inr_features, pairing_file
+        from ..nvp.path import inr_features
+        from ..nvp.storage import pairing_file
 
         s = self.settings
         video_id = parse_video_id(inputs.get(VIDEO_ID))
         selection = parse_selection(inputs.get(FRAME_SELECTION))
         t0 = time.perf_counter()
-        video = self.task.kind == "action"
+        video = self.task.video
         with torch.inference_mode():
             if s.mode == "codec":
                 path, meta = self.codec.get(video_id, H264_FILE,
@@ -311,7 +290,7 @@ class TaskInputHandler:
                                             "non-finite values")
             result[name] = np.ascontiguousarray(arr)
         result[FRAME_INDICES] = idx
-        if self.task.kind == "detection":
+        if self.task.kind.frame_size:
             result[FRAME_SIZE] = np.asarray(size, dtype=np.int64)
         self.log(f"{self.task.name} {s.mode}: {len(idx)} frame(s) of '{video_id}' in "
                  f"{1000 * (time.perf_counter() - t0):.1f} ms")
@@ -337,134 +316,11 @@ class TaskInputHandler:
             cache.clear()
 
 
-def _array(inputs: Mapping[str, Any], name: str, ndim: int, dtype: Any) -> np.ndarray:
-    value = inputs.get(name)
-    if value is None:
-        raise RequestError(f"missing input '{name}'")
-    arr = np.asarray(value, dtype=dtype)
-    if arr.ndim != ndim or arr.shape[0] < 1:
-        raise RequestError(f"'{name}' must have {ndim} dimension(s) and at least one row, got shape {list(arr.shape)}")
-    return arr
-
-
-def _frames(inputs: Mapping[str, Any], rows: int | None = None) -> np.ndarray:
-    """The selected frame indices; ``rows``: how many answers the model gave (one per frame), when it must match."""
-    idx = _array(inputs, SELECTED, 1, np.int64)
-    if rows is not None and len(idx) != rows:
-        raise RequestError(f"'{SELECTED}' has {len(idx)} frame(s) but the model answered for {rows}")
-    return idx
-
-
-def _labels(names: Sequence[str]) -> np.ndarray:
-    if not names:
-        raise ValueError("labels must not be empty")
-    return np.array([str(n).encode() for n in names], dtype=object)
-
-
-class PostHandler:
-    """Classification and action: ``handle({"tail_logits", "selected_frames"}) -> labels/scores`` (and the logits):
-    the video's top-k from the mean logits over its frames (the protocol's video-level answer) and each frame's
-    (action: each clip's) top-1. ``labels`` come with the model (a ``labels.json`` written by the builder), so this step needs numpy
-    only."""
-
-    inputs = (TAIL_LOGITS, SELECTED)
-
-    def __init__(self, labels: Sequence[str], top_k: int = 5) -> None:
-        if top_k < 1:
-            raise ValueError("top_k must be >= 1")
-        self.labels = _labels(labels)
-        self.top_k = top_k
-
-    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        logits = _array(inputs, TAIL_LOGITS, 2, np.float32)
-        if logits.shape[1] != len(self.labels):
-            raise RequestError(f"'{TAIL_LOGITS}' must be (frames, {len(self.labels)}), got shape "
-                               f"{list(logits.shape)}")
-        video = softmax(logits.mean(0))
-        top = np.argsort(-video, kind="stable")[: self.top_k]
-        frames = softmax(logits)
-        best = frames.argmax(1)
-        return {"labels": self.labels[top], "scores": video[top],
-                "frame_labels": self.labels[best], "frame_scores": frames[np.arange(len(best)), best],
-                FRAME_INDICES: _frames(inputs), LOGITS: logits}  # action tasks: one row per clip
-
-
-class DetectionPostHandler:
-    """Detection (DETR): ``handle({"tail_logits", "tail_pred_boxes", "selected_frames", "frame_size"})`` -> every
-    box scoring above ``threshold`` as ``boxes`` (x0, y0, x1, y1 in the video's pixels), ``labels``, ``scores`` and
-    ``box_frames`` (the video frame it is in), ordered by frame then score; plus DETR's raw outputs. numpy only."""
-
-    inputs = (TAIL_LOGITS, tail_name(BOXES), SELECTED, FRAME_SIZE)
-
-    def __init__(self, labels: Sequence[str], threshold: float = 0.5) -> None:
-        if not 0 <= threshold < 1:
-            raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-        self.labels = _labels(labels)
-        self.threshold = threshold
-
-    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        logits = _array(inputs, TAIL_LOGITS, 3, np.float32)
-        boxes = _array(inputs, tail_name(BOXES), 3, np.float32)
-        if logits.shape[2] != len(self.labels) + 1 or boxes.shape != (*logits.shape[:2], 4):
-            raise RequestError(f"DETR outputs must be logits (frames, queries, {len(self.labels) + 1}) and boxes "
-                               f"(frames, queries, 4), got {list(logits.shape)} and {list(boxes.shape)}")
-        idx = _frames(inputs, len(logits))
-        size = _array(inputs, FRAME_SIZE, 1, np.int64)
-        if size.shape != (2,) or (size < 1).any():
-            raise RequestError(f"'{FRAME_SIZE}' must be (height, width), got {size.tolist()}")
-        image, label, score, box = detr_detections(logits, boxes, self.threshold)
-        order = np.lexsort((-score, image))  # by frame, best first
-        return {"boxes": cxcywh_to_xyxy(box[order], *size.tolist()).reshape(-1, 4),
-                "labels": self.labels[label[order]], "scores": score[order], "box_frames": idx[image[order]],
-                FRAME_INDICES: idx, LOGITS: logits, BOXES: boxes}
-
-
-class CaptionPostHandler:
-    """Captioning (BLIP): ``handle({"tail_embeddings", "selected_frames"}) -> captions`` (one per frame) and the
-    video's ``caption`` (the most frequent one; the earliest frame's on ties). ``caption(embeds)`` is the captioning
-    model's text decoder; this step runs it, so it needs torch (and the model's weights)."""
-
-    inputs = (tail_name(EMBEDDINGS), SELECTED)
-
-    def __init__(self, caption: Callable[[Any], list[str]], device: str = "cpu") -> None:
-        self.caption, self.device = caption, device
-
-    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        import torch
-
-        embeds = _array(inputs, tail_name(EMBEDDINGS), 3, np.float32)
-        idx = _frames(inputs, len(embeds))
-        if not np.isfinite(embeds).all():
-            raise RequestError(f"'{tail_name(EMBEDDINGS)}' holds non-finite values")
-        with torch.inference_mode():
-            texts = self.caption(torch.from_numpy(embeds).to(self.device))
-        counts = {t: texts.count(t) for t in texts}
-        video = max(texts, key=lambda t: (counts[t], -texts.index(t)))
-        return {"caption": np.array([video.encode()], dtype=object),
-                "captions": np.array([t.encode() for t in texts], dtype=object),
-                FRAME_INDICES: idx, EMBEDDINGS: embeds}
-
-
 def post_handler(params: Mapping[str, str], model_dir: str | Path, *, instance_kind: str = "CPU",
-                 device_id: str | int = 0) -> PostHandler | DetectionPostHandler | CaptionPostHandler:
-    """The post step of a ``<task>_post`` model from its config parameters (``task``; ``labels_file`` next to the
-    model for labelled outputs; ``top_k``, ``threshold``; captioning: ``weights`` and ``backbone_config``)."""
+                 device_id: str | int = 0) -> Any:
+    """The post step of a ``<task>_post`` model from its config parameters (``task``, and what its kind's
+    ``post_parameters`` wrote): the kind's handler (``builder.tasks``)."""
     from ..tasks import get_task
 
     task = get_task(params.get("task", ""))
-    if task.kind == "captioning":
-        from ..backbones import get_backbone
-        from ..nvp import load_task_model
-
-        weights = params.get("weights", "default") or "default"
-        random_init = weights == "random"
-        device = model_device(params, instance_kind, device_id)
-        model = load_task_model(get_backbone(task.name), task, None if random_init else weights, random_init,
-                                json.loads(params.get("backbone_config", "{}") or "{}")).drop_vision().to(device)
-        # random weights come without a tokenizer: their captions are token ids (plumbing and tests only)
-        return CaptionPostHandler(lambda e: model.captions(e, ids_without_tokenizer=random_init), device)
-    with open(Path(model_dir) / params.get("labels_file", "labels.json"), encoding="utf-8") as f:
-        labels = json.load(f)
-    if task.kind == "detection":
-        return DetectionPostHandler(labels, float(params.get("threshold", "0.5")))
-    return PostHandler(labels, _int_param(params, "top_k", 5, 1))
+    return task.kind.post_handler(task, params, model_dir, instance_kind=instance_kind, device_id=device_id)

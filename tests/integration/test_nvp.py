@@ -7,7 +7,7 @@ import pytest
 from builder.api import encode_video
 from builder.cli import main
 from training.config import TrainConfig
-from builder.nvp import adapter_file, pairing_file
+from builder.nvp.storage import adapter_file, pairing_file
 from builder.samples import sample_path
 from builder.store import VideoStore
 
@@ -44,7 +44,9 @@ def test_adapt_and_evaluate_effnet_lite0_real_weights(store, capsys, tmp_path):
     front = r["pareto_front"]
     assert front and (r["exit_block"], r["layer"]) in {(f["exit_block"], f["layer"]) for f in front}
     assert [f["ms_per_frame"] for f in front] == sorted(f["ms_per_frame"] for f in front)
-    assert r["codec"]["ms_per_frame"] > 0 and isinstance(r["faster_than_codec"], bool)
+    # the reported comparison is the one of the reported numbers
+    assert r["codec"]["ms_per_frame"] > 0
+    assert r["faster_than_codec"] is (r["ms_per_frame"] < r["codec"]["ms_per_frame"])
     vs = VideoStore(store)
     pairing = json.loads(vs.get("bikes12", pairing_file("effnet_lite0")))
     assert pairing["exit_block"] == r["exit_block"] and pairing["pareto_front"] == front
@@ -125,7 +127,8 @@ def test_vit_patch_embedding_adapter_path(store, capsys, task, layer):
     ("slowfast_r50", "blocks.1", {"input_size": (32, 64, 64)}),
 ])
 def test_action_tasks_use_32_consecutive_frames_and_3d_adapters(tmp_path, task, layer, cfg):
-    from builder.nvp import adapt_video, evaluate_task
+    from builder.nvp.evaluate import evaluate_task
+    from builder.nvp.search import adapt_video
 
     vs = VideoStore(tmp_path)
     encode_video(sample_path("carphone"), "car32", store=vs, arch="hnerv", count=32, size=(64, 48),
@@ -150,7 +153,10 @@ SMALL_BLIP = {"small": True, "image_size": 64}
 
 def test_detr_adapts_features_and_derives_the_mask(store):
     from training.config import AdapterTrainConfig
-    from builder.nvp import DerivedMask, adapt_video, evaluate_task, load_adapter
+    from builder.nvp.evaluate import evaluate_task
+    from builder.nvp.path import DerivedMask
+    from builder.nvp.search import adapt_video
+    from builder.nvp.storage import load_adapter
 
     vs = VideoStore(store)
     layer = "detr.model.input_projection"
@@ -174,7 +180,8 @@ def test_detr_adapts_features_and_derives_the_mask(store):
 
 def test_blip_patch_embedding_adapter_scored_by_clip_text_similarity(store):
     from training.config import AdapterTrainConfig
-    from builder.nvp import adapt_video, evaluate_task
+    from builder.nvp.evaluate import evaluate_task
+    from builder.nvp.search import adapt_video
 
     vs = VideoStore(store)
     layer = "blip.vision_model.embeddings"
@@ -197,7 +204,7 @@ def test_joint_mode_fine_tunes_and_restores_the_inr(tmp_path, capsys):
 
     from builder.api import load_inr
     from training.config import AdapterTrainConfig
-    from builder.nvp import adapt_video
+    from builder.nvp.search import adapt_video
 
     vs = VideoStore(tmp_path)
     encode_video(sample_path("carphone"), "car8", store=vs, arch="hnerv", count=8, size=(64, 48),

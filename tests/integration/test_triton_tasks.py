@@ -16,7 +16,9 @@ from tritonclient.utils import InferenceServerException
 from builder.api import encode_video, load_inr, read_h264
 from builder.backbones import get_backbone
 from training.config import AdapterTrainConfig, TrainConfig
-from builder.nvp import NVPPath, adapt_video, load_adapter, load_task_model, pairing_file
+from builder.nvp.path import NVPPath
+from builder.nvp.search import adapt_video
+from builder.nvp.storage import load_adapter, pairing_file
 from builder.protocols import consecutive_frames, uniform_frames
 from builder.samples import sample_path
 from builder.store import VideoStore
@@ -124,8 +126,8 @@ def test_build_summary_and_configs(built):
 
 def test_classification_paths_equal_in_process_pipeline(store, client):
     task = get_task("effnet_lite0")
-    bb = get_backbone(task.name)
-    model = load_task_model(bb, task, "default", False)
+    bb = get_backbone(task.backbone)
+    model = bb.load_for(task, "default")
     inr = load_inr(store, "car").model
     idx = uniform_frames(32, 8, 0)
     pairing = json.loads(store.get("car", pairing_file(task.name)))
@@ -154,8 +156,8 @@ def bb_label(i: int) -> str:
 
 def test_action_task_equals_in_process_pipeline(store, client):
     task = get_task("i3d_r50")
-    bb = get_backbone(task.name)
-    model = load_task_model(bb, task, None, True, I3D_SMALL)
+    bb = get_backbone(task.backbone)
+    model = bb.load_for(task, random_init=True, config=I3D_SMALL)
     inr = load_inr(store, "car").model
     pairing = json.loads(store.get("car", pairing_file(task.name)))
     adapters, meta = load_adapter(store, "car", task.name, pairing["exit_block"])
@@ -172,8 +174,8 @@ def test_action_task_equals_in_process_pipeline(store, client):
 def in_process(store, task_name, path, idx):
     """The task's raw outputs for frames ``idx`` of 'car' on one path, computed here with PyTorch."""
     task = get_task(task_name)
-    bb = get_backbone(task.name)
-    model = load_task_model(bb, task, None, True, RANDOM[task_name][0])
+    bb = get_backbone(task.backbone)
+    model = bb.load_for(task, random_init=True, config=RANDOM[task_name][0])
     inr = load_inr(store, "car").model
     with torch.no_grad():
         if path == "nvp":

@@ -1,4 +1,4 @@
-"""Backbones: registry, head/tail split invariant at every curated cut, weights resolution, preprocessing,
+"""Backbones: registry, front/tail split invariant at every curated cut, weights resolution, preprocessing,
 and EfficientNet-Lite0's real ImageNet weights on a real frame.
 
 Split tests use random weights and small inputs (``load(random_init=True, <small config>)``); the
@@ -111,7 +111,7 @@ def test_split_head_tail_reproduces_model(name, at):
     with torch.no_grad():
         ref = b.model(*copy.deepcopy(x))  # pytorchvideo's SlowFast rewrites its input list in place
         s = b.split(at)
-        feats = s.head(*copy.deepcopy(x))
+        feats = s.front(*copy.deepcopy(x))
         out = s.tail(*feats)
     assert s.at == at
     assert isinstance(feats, tuple) and len(feats) == len(s.cut)
@@ -273,7 +273,7 @@ def test_clip_zero_shot_classifier_gives_logits_over_labels():
     with torch.no_grad():
         ref = m(*x)
         assert ref.shape == (2, 3)
-        _assert_close(s.tail(*s.head(*x)), ref)
+        _assert_close(s.tail(*s.front(*x)), ref)
 
 
 def test_pytorchvideo_checkpoint_loads(no_weights):
@@ -408,7 +408,7 @@ def test_effnet_lite0_real_weights_recognise_a_real_frame():
     s = b.split()
     with torch.no_grad():
         x = b.preprocess(frames[:2])
-        _assert_close(s.tail(*s.head(x)), b.model(x))
+        _assert_close(s.tail(*s.front(x)), b.model(x))
 
 
 def test_effnet_lite0_weights_map_strictly():
@@ -418,3 +418,16 @@ def test_effnet_lite0_weights_map_strictly():
     mapped = remap_state_dict(sd)
     assert set(mapped) == set(_effnet_real().model.state_dict())
     assert isinstance(_effnet_real().model, nn.Module)
+
+
+def test_input_size_belongs_to_the_loaded_model():
+    """A small config changes the input size of the model it builds, not of the backbone: a split of another
+    model, a fresh instance and the next load each see their own."""
+    b = get_backbone("resnet50")
+    m64 = b.load(random_init=True, image_size=64)
+    assert b.input_size == (64, 64)
+    m224 = b.load(random_init=True)
+    assert b.input_size == (224, 224) and get_backbone("resnet50").input_size == (224, 224)
+    assert b.split("layer2", model=m64).cut[0].shape == (-1, 512, 8, 8)
+    assert b.split("layer2", model=m224).cut[0].shape == (-1, 512, 28, 28)
+    assert b.feature_shape("layer2", model=m64) == [(1, 512, 8, 8)]

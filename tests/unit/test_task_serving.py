@@ -11,14 +11,10 @@ import torch
 from builder.tasks import class_names, get_task
 from builder.triton.pipelines import RepoConfig
 from builder.triton.serving import RequestError
-from builder.triton.task_serving import (
-    CaptionPostHandler,
-    DetectionPostHandler,
-    PostHandler,
-    choose_adapter,
-    parse_selection,
-    select_frames,
-)
+from builder.tasks.captioning import CaptionPostHandler
+from builder.tasks.classification import ClassificationPostHandler
+from builder.tasks.detection import DetectionPostHandler
+from builder.triton.task_serving import choose_adapter, parse_selection, select_frames
 
 EFF = get_task("effnet_lite0")
 I3D = get_task("i3d_r50")
@@ -82,22 +78,24 @@ def test_choose_adapter_prefers_the_videos_choice_then_the_best_for_the_layer():
         choose_adapter({"exit_block": 2}, adapters, "blocks.4", "v", "t")
 
 
-def test_post_handler_video_topk_and_frame_top1():
+def test_classification_post_handler_video_topk_and_frame_top1():
     logits = np.zeros((3, 1000), dtype=np.float32)
     logits[:, 7] = [5, 5, 0]
     logits[2, 9] = 8
     names = class_names("effnet_lite0", 1000)
     frames = np.array([4, 9, 20])
-    out = PostHandler(names, top_k=3).handle({"tail_logits": logits, "selected_frames": frames})
+    out = ClassificationPostHandler(names, top_k=3).handle({"tail_logits": logits, "selected_frames": frames})
     assert [b.decode() for b in out["labels"]] == [names[7], names[9], names[0]]
     assert out["scores"].dtype == np.float32 and 1 > out["scores"][0] > out["scores"][1]
     assert [b.decode() for b in out["frame_labels"]] == [names[7], names[7], names[9]]
     assert out["logits"] is not None and out["logits"].shape == (3, 1000)
     assert out["frame_indices"].tolist() == [4, 9, 20]
     with pytest.raises(RequestError, match=r"must have 2 dimension"):
-        PostHandler(names).handle({"tail_logits": np.zeros(5, dtype=np.float32), "selected_frames": frames})
+        ClassificationPostHandler(names).handle({"tail_logits": np.zeros(5, dtype=np.float32),
+                                                 "selected_frames": frames})
     with pytest.raises(RequestError, match=r"must be \(frames, 1000\)"):
-        PostHandler(names).handle({"tail_logits": np.zeros((3, 5), dtype=np.float32), "selected_frames": frames})
+        ClassificationPostHandler(names).handle({"tail_logits": np.zeros((3, 5), dtype=np.float32),
+                                                 "selected_frames": frames})
 
 
 def test_detection_post_handler_matches_detr_post_processing():

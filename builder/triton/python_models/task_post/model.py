@@ -1,7 +1,8 @@
 """Triton Python-backend model ``<task>_post``: the backbone's raw outputs -> the task's answer (labels and scores,
 boxes with labels, or captions). Copied verbatim into the repository by the builder, next to the task's
-``labels.json``; logic in ``builder.triton.task_serving.post_handler`` (classification and detection need numpy
-only; captioning runs BLIP's text decoder with torch)."""
+``labels.json``; the handler is the task kind's (``builder.tasks``, found by
+``builder.triton.task_serving.post_handler``): classification and detection need numpy only; captioning runs BLIP's
+text decoder with torch."""
 import json
 import os
 
