@@ -58,13 +58,9 @@ import torch  # noqa: E402
 
 from builder.api import H264_FILE, INR_FILE, encode_video  # noqa: E402
 from builder.backbones import get_backbone  # noqa: E402
-<<<<<<< HEAD
 from training.config import AdapterTrainConfig, TrainConfig  # noqa: E402
-from builder.nvp import adapt_video, evaluate_task  # noqa: E402
-=======
 from builder.nvp.evaluate import evaluate_task  # noqa: E402
 from builder.nvp.search import adapt_video  # noqa: E402
->>>>>>> r-core
 from builder.samples import sample_path  # noqa: E402
 from builder.store import VideoStore  # noqa: E402
 

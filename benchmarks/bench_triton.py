@@ -19,13 +19,9 @@ import sys
 from pathlib import Path
 
 from builder.api import encode_video
-<<<<<<< HEAD
 from training.config import AdapterTrainConfig, TrainConfig
-from builder.nvp import adapt_video, pairing_file
-=======
 from builder.nvp.search import adapt_video
 from builder.nvp.storage import pairing_file
->>>>>>> r-core
 from builder.samples import sample_path
 from builder.store import VideoStore
 

@@ -379,9 +379,9 @@ def _joint(store: VideoStore, video_id: str, task: Task, inr: INR, frames: Tenso
     result = fit_joint(inr, adapters, split.tail, frames, data.samples, exit_block, data.targets[split.at], train,
                        recon_loss=RECIPES[inr.recipe].loss, video=video,
                        teacher=data.teacher if use_task else None, progress=progress)
-    files = store.entry(video_id)["files"]
-    stale = [n for n in nvp_files(files) if n != pairing_file(task.name)]
-    own = set(nvp_files(files, task.name))
+    entry = store.video(video_id)
+    stale = [n for n in nvp_files(entry) if n != pairing_file(task.name)]
+    own = set(nvp_files(entry, task.name))
     others = [n for n in stale if n not in own]
     new = replace_inr(store, video_id, inr, frames, drop=stale, meta={"joint": {
         "task": task.name, "exit_block": exit_block, "epochs": result.epochs, "psnr_before": before["psnr"],

@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Iterable
+from typing import Any
 
 from ..cliutil import finite_json
 from ..codec import decode_tensors, encode_tensors
 from ..config import QuantConfig
+from ..entry import ADAPTER, PAIRING, VideoEntry, adapter_file, pairing_file
 from ..store import VideoStore
 from .path import AdapterSet
 
 __all__ = ["adapter_file", "pairing_file", "stored_exits", "nvp_files", "save_adapter", "load_adapter",
            "load_pairing"]
 
-_ADAPTER_RE = re.compile(r"adapter-(?P<task>.+)-e(?P<exit>\d+)\.nvp")
-_PAIRING_RE = re.compile(r"pairing-(?P<task>.+)\.json")
+
+def stored_exits(entry: VideoEntry, task: str) -> list[int]:
+    """Exit blocks with a stored ``task`` adapter, from the entry's file list (the role table parses the names)."""
+    return list(entry.adapters(task))
 
 
-def adapter_file(task: str, exit_block: int) -> str:
-    return f"adapter-{task}-e{exit_block}.nvp"
-
-
-def pairing_file(task: str) -> str:
-    return f"pairing-{task}.json"
-
-
-def stored_exits(files: Iterable[str], task: str) -> list[int]:
-    """Exit blocks with a stored ``task`` adapter, from a store entry's file names."""
-    return sorted(int(m["exit"]) for m in map(_ADAPTER_RE.fullmatch, files) if m and m["task"] == task)
-
-
-def nvp_files(files: Iterable[str], task: str | None = None) -> list[str]:
-    """The adapter and pairing files among ``files`` (of ``task`` only, when given), sorted."""
-    out = []
-    for name in files:
-        m = _ADAPTER_RE.fullmatch(name) or _PAIRING_RE.fullmatch(name)
-        if m and (task is None or m["task"] == task):
-            out.append(name)
-    return sorted(out)
+def nvp_files(entry: VideoEntry, task: str | None = None) -> list[str]:
+    """The entry's adapter and pairing files (of ``task`` only, when given), sorted."""
+    return sorted(f.name for f in entry.stored() if f.role in (ADAPTER, PAIRING)
+                  and (task is None or f.keys["task"] == task))
 
 
 def save_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, layer: str, adapters: AdapterSet,

@@ -125,9 +125,10 @@ def serving_layer(store: Any, task: str, override: str | None = None) -> tuple[s
 def adapted_tasks(store: Any) -> list[str]:
     """Servable tasks that at least one stored video has adapters for (``build-repo``'s default)."""
     names = set()
-    for entry in store.list():
-        files = [] if "error" in entry else store.entry(entry["id"])["files"]
-        names.update(t for t, task in TASKS.items() if task.kind.served and pairing_file(t) in files)
+    for entry in store.videos().values():
+        if isinstance(entry, Exception):  # unreadable entries are reported by `list`, not served
+            continue
+        names.update(t for t in entry.tasks() if t in TASKS and TASKS[t].kind.served and pairing_file(t) in entry.files)
     return [t for t in TASKS if t in names]
 
 

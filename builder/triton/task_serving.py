@@ -232,7 +232,7 @@ class TaskInputHandler:
         pairing = json.loads(store.get(video_id, name))
         # every stored adapter of the task is small: load each once, keep the one for the served layer
         stored = {k: load_adapter(store, video_id, self.task.name, k)
-                  for k in stored_exits(store.entry(video_id)["files"], self.task.name)}
+                  for k in stored_exits(store.video(video_id), self.task.name)}
         k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, self.settings.layer, video_id,
                            self.task.name)
         return k, stored[k][0].to(self.settings.device)

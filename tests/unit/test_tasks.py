@@ -79,16 +79,24 @@ def test_the_task_table_loads_without_torch():
     assert out.stdout.strip() == "False"
 
 
+def _inr_info():
+    from builder.entry import INRInfo
+
+    return INRInfo({"arch": "nerv"}, {}, {}, 1)
+
+
 def test_adapters_are_listed_from_the_entry_files():
+    from builder.entry import FileRecord, VideoEntry
     from builder.nvp.storage import adapter_file, nvp_files, pairing_file, stored_exits
 
     files = ["inr.nvp", "h264.mp4", adapter_file("resnet50", 12), adapter_file("resnet50", 3), pairing_file("resnet50"),
              adapter_file("effnet_lite0", 2), "adapter-resnet50-x.nvp"]
-    assert stored_exits(files, "resnet50") == [3, 12]  # any exit number, not only a probed range
-    assert stored_exits(files, "effnet_lite0") == [2] and stored_exits(files, "vit_b16") == []
-    assert nvp_files(files, "resnet50") == sorted([adapter_file("resnet50", 12), adapter_file("resnet50", 3),
+    entry = VideoEntry("v", kind="collection", inr=_inr_info(), files={n: FileRecord("0" * 64, 1) for n in files})
+    assert stored_exits(entry, "resnet50") == [3, 12]  # any exit number, not only a probed range
+    assert stored_exits(entry, "effnet_lite0") == [2] and stored_exits(entry, "vit_b16") == []
+    assert nvp_files(entry, "resnet50") == sorted([adapter_file("resnet50", 12), adapter_file("resnet50", 3),
                                                    pairing_file("resnet50")])
-    assert len(nvp_files(files)) == 4
+    assert len(nvp_files(entry)) == 4
 
 
 def test_path_results_average_every_number():
