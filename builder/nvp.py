@@ -27,8 +27,8 @@ from .cliutil import finite_json
 from .codec import decode_tensors, encode_tensors
 from .config import AdapterTrainConfig, QuantConfig
 from .inr import INR
-from .protocols import (METRICS, CaptionScorer, classification_scores, consecutive_frames, detection_scores,
-                        gflops_of, uniform_frames)
+from .protocols import METRICS, CaptionScorer, classification_scores, detection_scores, gflops_of
+from .selection import consecutive_frames, uniform_frames
 from .store import VideoStore
 from .tasks import TaskSpec, get_task
 

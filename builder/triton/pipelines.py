@@ -41,20 +41,21 @@ from torch import Tensor, nn
 
 from ..nvp import _logits
 from ..tasks import SERVED_KINDS
-from .repository import TARGETS, RepositoryBuilder, decode_model_kwargs
-from .serving import DEFAULT_MAX_FRAMES, FRAME_INDICES, VIDEO_ID
-from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, TensorSpec
+from ..tensor_spec import TensorSpec
+from .decode import decode_model_kwargs
+from .repository import TARGETS, RepositoryBuilder
+from .serving import DEFAULT_MAX_FRAMES
+from .specs import DynamicBatching, EnsembleStep, PythonModelSpec
 from .task_serving import (
-    FRAME_SELECTION,
     FRAME_SIZE,
     LOGITS,
     MODEL_OUTPUTS,
-    MODES,
     POST_OUTPUTS,
     SELECTED,
     input_names,
     tail_name,
 )
+from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID
 
 __all__ = ["RepoConfig", "adapted_tasks", "build_repository", "export_onnx", "serving_layer", "SERVED_KINDS"]
 
@@ -210,19 +211,14 @@ def _example_inputs(bb: Any, task: Any, batch: int, size: tuple[int, int] = (48,
     return tuple(x) if isinstance(x, (list, tuple)) else (x,)
 
 
-_TRITON_DTYPES = {torch.float32: "TYPE_FP32", torch.bool: "TYPE_BOOL", torch.int64: "TYPE_INT64"}
-
-
-def _spec(name: str, dtype: str, shape: Sequence[int]) -> TensorSpec:
+def _spec(name: str, dtype: Any, shape: Sequence[int]) -> TensorSpec:
     return TensorSpec(name, dtype, tuple(int(d) for d in shape))
 
 
 def _tensor_spec(name: str, t: Tensor, dynamic: Sequence[int] = (0,), batched: bool = True) -> TensorSpec:
     """``t``'s spec with its ``dynamic`` dims as -1; without its batch dim when ``batched`` (the model batches)."""
-    if t.dtype not in _TRITON_DTYPES:
-        raise ValueError(f"tensor {name!r}: no Triton type for {t.dtype}")
     shape = [-1 if d in dynamic else n for d, n in enumerate(t.shape)]
-    return _spec(name, _TRITON_DTYPES[t.dtype], shape[1:] if batched else shape)
+    return _spec(name, t.dtype, shape[1:] if batched else shape)
 
 
 def _answer_specs(kind: str) -> dict[str, TensorSpec]:
@@ -313,7 +309,7 @@ def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: Any, name: str, t
     raw = {o: _tensor_spec(o, t, batched=False) for o, t in example_outs.items()}
     answers = {**_answer_specs(kind), **raw, FRAME_INDICES: _spec(FRAME_INDICES, "TYPE_INT64", [-1])}
     post_outs = [answers[o] for o in POST_OUTPUTS[kind]]
-    post_ins = [_spec(tail_name(o), r.dtype, r.dims) for o, r in raw.items()]
+    post_ins = [_spec(tail_name(o), r.dtype, r.shape) for o, r in raw.items()]
     post_ins.append(_spec(SELECTED, "TYPE_INT64", [-1]))
     extra = [_spec(FRAME_SIZE, "TYPE_INT64", [2])] if detection else []
     post_params = {"task": name}
@@ -338,7 +334,7 @@ def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: Any, name: str, t
     vid_t = _spec(VIDEO_ID, "TYPE_STRING", [1])
     sel_t = _spec(FRAME_SELECTION, "TYPE_STRING", [1])
     store_param = str(cfg.store) if ngc else str(cfg.store.resolve())
-    modes = MODES if cfg.baselines else ("nvp",)
+    modes = PATHS if cfg.baselines else ("nvp",)
     for mode in modes:
         outs, names, dyn = (feats, f_names, f_dyn) if mode == "nvp" else (pixels, p_names, p_dyn)
         params = {"store_root": store_param, "task": name, "mode": mode, "layer": layer if mode == "nvp" else "",

@@ -17,7 +17,7 @@ from builder.api import encode_video, load_inr, read_h264
 from builder.backbones import get_backbone
 from builder.config import AdapterTrainConfig, TrainConfig
 from builder.nvp import NVPPath, adapt_video, load_adapter, load_task_model, pairing_file
-from builder.protocols import consecutive_frames, uniform_frames
+from builder.selection import consecutive_frames, uniform_frames
 from builder.samples import sample_path
 from builder.store import VideoStore
 from builder.tasks import get_task
