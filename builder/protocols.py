@@ -1,4 +1,5 @@
-"""Evaluation protocols of seed 000 §1.1: which frames a task sees and how its answers are scored.
+"""Evaluation protocols of seed 000 §1.1: how a task's answers are scored (which frames it sees:
+:mod:`builder.selection`).
 
 Every scorer compares a path's output with the raw frames' output (pseudo ground truth) and returns a dict whose
 ``accuracy`` entry is the task's metric in [0, 1] (NaN where it is undefined), so evaluate's JSON has one shape
@@ -7,7 +8,6 @@ for every task. Which scorer and frames a task uses is its kind's choice (``buil
 from __future__ import annotations
 
 import math
-import random
 import statistics
 import time
 from typing import Callable, Sequence
@@ -17,30 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["uniform_frames", "consecutive_frames", "classification_scores", "detections", "detection_scores",
+__all__ = ["classification_scores", "detections", "detection_scores",
            "caption_scores", "CaptionScorer", "DETECTION_THRESHOLD", "gflops_of", "prediction_stability",
            "ms_per_frame"]
 
 DETECTION_THRESHOLD = 0.5  # DetrImageProcessor.post_process_object_detection's default
-
-
-def uniform_frames(num_frames: int, count: int = 8, seed: int = 0) -> list[int]:
-    """``count`` frames at uniform intervals with a random phase ("randomly sample 8 frames with uniform
-    intervals"); all frames when the video has fewer."""
-    if num_frames <= count:
-        return list(range(num_frames))
-    gap = num_frames / count
-    phase = random.Random(seed).random() * gap
-    return [min(int(phase + i * gap), num_frames - 1) for i in range(count)]
-
-
-def consecutive_frames(num_frames: int, count: int = 32, seed: int = 0) -> list[int]:
-    """``count`` consecutive frames from a random start (action recognition)."""
-    if num_frames < count:
-        raise ValueError(f"this task needs {count} consecutive frames but the video has {num_frames}; "
-                         f"encode more frames (--frames) or pass a smaller clip length")
-    start = random.Random(seed).randrange(num_frames - count + 1)
-    return list(range(start, start + count))
 
 
 def classification_scores(logits: Tensor, raw_logits: Tensor) -> dict[str, float]:

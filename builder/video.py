@@ -25,7 +25,6 @@ from av.video.reformatter import Interpolation
 from av.video.stream import VideoStream
 
 __all__ = [
-    "parse_frame_list",
     "VideoDecodeError",
     "SizeError",
     "VideoInfo",
@@ -273,25 +272,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise SizeError(f"invalid size {text!r}: expected WIDTHxHEIGHT with positive integers, e.g. 320x180")
     return int(match[1]), int(match[2])
-
-
-def parse_frame_list(text: str, *, max_frames: int = 100_000) -> list[int]:
-    """``"0,1,2"``, ``"0-7"`` (inclusive) or a mix (``"0-3,8,10-11"``) -> frame indices, in the given order."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d{1,9})(?:\s*-\s*(\d{1,9}))?", part)
-        if not m:
-            raise ValueError(f"invalid frame list {text!r}: use comma-separated indices and inclusive ranges, "
-                             "e.g. 0,1,2 or 0-7")
-        lo = int(m[1])
-        hi = int(m[2]) if m[2] is not None else lo
-        if hi < lo:
-            raise ValueError(f"invalid frame range {part!r}: the end is before the start")
-        if len(out) + hi - lo + 1 > max_frames:
-            raise ValueError(f"too many frames in {text!r} (at most {max_frames})")
-        out.extend(range(lo, hi + 1))
-    return out
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_video_arguments, ask_paths, ask_task, model_name, report, task_commands
+from builder.triton.wire import CAPTION, CAPTIONS, FRAME_INDICES, ensemble_name
+
+from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
 __all__ = ["COMMANDS", "add_arguments", "caption", "run"]
 
-OUTPUTS = ("caption", "captions", "frame_indices")
+OUTPUTS = (CAPTION, CAPTIONS, FRAME_INDICES)
 COMMANDS = task_commands("captions", "captions of a video's frames")
 
 
@@ -24,9 +26,9 @@ def caption(client: Any, url: str, task: str, video_id: str, frames: str = "auto
             timeout: float | None = None) -> dict[str, Any]:
     """One request; the captions as text."""
     out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout)
-    return {"path": path, "model": model_name(task, path), "caption": out["caption"][0].decode("utf-8"),
-            "frames": [int(i) for i in out["frame_indices"]],
-            "captions": [c.decode("utf-8") for c in out["captions"]], "seconds": out["seconds"]}
+    return {"path": path, "model": ensemble_name(task, path), "caption": out[CAPTION][0].decode("utf-8"),
+            "frames": [int(i) for i in out[FRAME_INDICES]],
+            "captions": [c.decode("utf-8") for c in out[CAPTIONS]], "seconds": out["seconds"]}
 
 
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import add_video_arguments, ask_paths, ask_task, model_name, report, task_commands
+from builder.triton.wire import FRAME_INDICES, FRAME_LABELS, FRAME_SCORES, LABELS, SCORES, ensemble_name
+
+from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
 __all__ = ["COMMANDS", "add_arguments", "classify", "run"]
 
-OUTPUTS = ("labels", "scores", "frame_labels", "frame_scores", "frame_indices")
+OUTPUTS = (LABELS, SCORES, FRAME_LABELS, FRAME_SCORES, FRAME_INDICES)
 COMMANDS = task_commands("labels", "top-k labels of a video")
 
 
@@ -25,13 +27,13 @@ def classify(client: Any, url: str, task: str, video_id: str, frames: str = "aut
              timeout: float | None = None) -> dict[str, Any]:
     """One request to a task ensemble; the answer as plain Python (labels decoded)."""
     out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout)
-    labels = [b.decode("utf-8") for b in out["labels"]]
+    labels = [b.decode("utf-8") for b in out[LABELS]]
     return {
-        "path": path, "model": model_name(task, path), "top1": labels[0], "score": float(out["scores"][0]),
-        "labels": labels, "scores": [round(float(s), 6) for s in out["scores"]],
-        "frames": [int(i) for i in out["frame_indices"]],
-        "frame_labels": [b.decode("utf-8") for b in out["frame_labels"]],
-        "frame_scores": [round(float(s), 6) for s in out["frame_scores"]],
+        "path": path, "model": ensemble_name(task, path), "top1": labels[0], "score": float(out[SCORES][0]),
+        "labels": labels, "scores": [round(float(s), 6) for s in out[SCORES]],
+        "frames": [int(i) for i in out[FRAME_INDICES]],
+        "frame_labels": [b.decode("utf-8") for b in out[FRAME_LABELS]],
+        "frame_scores": [round(float(s), 6) for s in out[FRAME_SCORES]],
         "seconds": out["seconds"],
     }
 

@@ -1,4 +1,8 @@
-"""Shared client plumbing: connection, request helpers, error messages, frame-list parsing."""
+"""Shared client plumbing: connection, request helpers, error messages, frame arguments.
+
+Clients need tritonclient and numpy only: the names they share with the server come from
+:mod:`builder.triton.wire` and the frame grammar from :mod:`builder.selection`, both torch-free (the test suite
+imports every client in a fresh interpreter and checks that torch and PyAV stay out)."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +13,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from builder.selection import GRAMMAR, Selection, parse_frame_list
+from builder.triton.wire import FRAME_SELECTION, PATHS, VIDEO_ID, ensemble_name
+
 __all__ = [
     "DEFAULT_URL",
-    "PATHS",
     "ClientError",
     "add_common_arguments",
     "add_video_arguments",
@@ -20,16 +26,14 @@ __all__ = [
     "report",
     "connect",
     "infer",
-    "model_name",
     "parse_frames",
+    "parse_selection",
     "task_commands",
 ]
 
 DEFAULT_URL = os.environ.get("NVP_TRITON_URL", "localhost:8001")
-PATHS = ("nvp", "fulldecode", "codec")  # a task's ensembles: the product and its two baselines at equal storage
-_SELECTION_HELP = ("frames to read: auto (the task's protocol: 8 uniformly spaced frames, or 32 consecutive for "
-                   "action tasks), uniform[:N], consecutive[:N][@START], or indices like 0-7,12 (default auto)")
-_MAX_FRAMES = 100_000
+_SELECTION_HELP = (f"frames to read: {GRAMMAR}; auto is the task's protocol: 8 uniformly spaced frames, or 32 "
+                   "consecutive for action tasks (default auto)")
 
 
 class ClientError(RuntimeError):
@@ -38,12 +42,20 @@ class ClientError(RuntimeError):
 
 def parse_frames(text: str) -> list[int]:
     """``"0,1,2"``, ``"0-7"`` (inclusive) or a mix (``"0-3,8,10-11"``) -> frame indices (argparse type)."""
-    from builder.video import parse_frame_list
-
     try:
-        return parse_frame_list(text, max_frames=_MAX_FRAMES)
+        return parse_frame_list(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def parse_selection(text: str) -> str:
+    """A frame selection, checked here and sent as written: the server resolves it against the video (argparse
+    type)."""
+    try:
+        Selection.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e}; use {GRAMMAR}") from None
+    return text
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +68,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     """``--video``, ``--frames`` and ``--path`` of every task command, then the common ones."""
     parser.add_argument("--video", required=True, metavar="ID", help="video ID in the server's store")
-    parser.add_argument("--frames", default="auto", metavar="SELECTION", help=_SELECTION_HELP)
+    parser.add_argument("--frames", type=parse_selection, default="auto", metavar="SELECTION", help=_SELECTION_HELP)
     parser.add_argument("--path", choices=(*PATHS, "all"), default="nvp",
                         help="nvp (default), fulldecode or codec ensemble; all: the three side by side")
     add_common_arguments(parser)
@@ -71,18 +83,14 @@ def task_commands(answer: str, what: str) -> dict[str, str]:
             if task.kind.served and task.kind.answer == answer}
 
 
-def model_name(task: str, path: str) -> str:
-    return task if path == "nvp" else f"{task}_{path}"
-
-
 def ask_task(client: Any, url: str, task: str, video_id: str, frames: str, path: str, outputs: Sequence[str],
              timeout: float | None = None) -> dict[str, Any]:
     """One request to a task ensemble (``video_id`` + ``frame_selection``): the named outputs, plus ``seconds``."""
     t0 = time.perf_counter()
     out: dict[str, Any] = infer(
-        client, url, model_name(task, path),
-        [("video_id", np.array([video_id.encode("utf-8")], dtype=np.object_), "BYTES"),
-         ("frame_selection", np.array([frames.encode("utf-8")], dtype=np.object_), "BYTES")],
+        client, url, ensemble_name(task, path),
+        [(VIDEO_ID, np.array([video_id.encode("utf-8")], dtype=np.object_), "BYTES"),
+         (FRAME_SELECTION, np.array([frames.encode("utf-8")], dtype=np.object_), "BYTES")],
         outputs, timeout=timeout)
     out["seconds"] = round(time.perf_counter() - t0, 4)
     return out

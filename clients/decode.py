@@ -1,7 +1,8 @@
 """``python -m clients decode``: frames of a stored video, decoded by the ``decode`` model on Triton.
 
 The model returns float32 RGB frames ``(N, 3, H, W)`` in [0, 1]; ``--out`` writes them as an mp4/avi/mkv/mov
-(``builder.video.write_video``) or as PNGs in a directory (``builder.video.write_pngs``).
+(``builder.video.write_video``) or as PNGs in a directory (``builder.video.write_pngs``): only ``--out`` loads
+torch and PyAV.
 """
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from builder.triton.wire import DECODE_MODEL, FRAME_INDICES, FRAMES, VIDEO_ID
+
 from .common import ClientError, add_common_arguments, connect, infer, parse_frames
 
 __all__ = ["COMMANDS", "HELP", "MODEL", "add_arguments", "decode_frames", "run"]
 
 HELP = "decode frames of a stored video on the server (the 'decode' model)"
 COMMANDS = {"decode": HELP}
-MODEL = "decode"
+MODEL = DECODE_MODEL
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 
 
@@ -37,12 +40,12 @@ def decode_frames(url: str, video_id: str, frames: list[int], *, timeout: float 
     client = connect(url)
     try:
         out = infer(client, url, MODEL,
-                    [("video_id", np.array([video_id.encode("utf-8")], dtype=np.object_), "BYTES"),
-                     ("frame_indices", np.asarray(frames, dtype=np.int64), "INT64")],
-                    ["frames"], timeout=timeout)
+                    [(VIDEO_ID, np.array([video_id.encode("utf-8")], dtype=np.object_), "BYTES"),
+                     (FRAME_INDICES, np.asarray(frames, dtype=np.int64), "INT64")],
+                    [FRAMES], timeout=timeout)
     finally:
         client.close()
-    return out["frames"]
+    return out[FRAMES]
 
 
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

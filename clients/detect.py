@@ -11,11 +11,13 @@ import argparse
 from collections import Counter
 from typing import Any
 
-from .common import add_video_arguments, ask_paths, ask_task, model_name, report, task_commands
+from builder.triton.wire import BOX_FRAMES, BOXES, FRAME_INDICES, LABELS, SCORES, ensemble_name
+
+from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
 __all__ = ["COMMANDS", "add_arguments", "detect", "run"]
 
-OUTPUTS = ("boxes", "labels", "scores", "box_frames", "frame_indices")
+OUTPUTS = (BOXES, LABELS, SCORES, BOX_FRAMES, FRAME_INDICES)
 COMMANDS = task_commands("boxes", "boxes with labels in a video's frames")
 
 
@@ -31,8 +33,8 @@ def detect(client: Any, url: str, task: str, video_id: str, frames: str = "auto"
     out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout)
     boxes = [{"frame": int(f), "label": label.decode("utf-8"), "score": round(float(s), 6),
               "box": [round(float(v), 2) for v in b]}
-             for f, label, s, b in zip(out["box_frames"], out["labels"], out["scores"], out["boxes"])]
-    return {"path": path, "model": model_name(task, path), "frames": [int(i) for i in out["frame_indices"]],
+             for f, label, s, b in zip(out[BOX_FRAMES], out[LABELS], out[SCORES], out[BOXES])]
+    return {"path": path, "model": ensemble_name(task, path), "frames": [int(i) for i in out[FRAME_INDICES]],
             "detections": boxes, "counts": dict(Counter(b["label"] for b in boxes).most_common()),
             "seconds": out["seconds"]}
 

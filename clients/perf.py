@@ -24,8 +24,9 @@ from typing import Any, Sequence
 
 __all__ = ["main", "parse_perf_csv", "run_perf"]
 
-from .common import PATHS, ask_task
-from .common import model_name as _model
+from builder.triton.wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID, ensemble_name
+
+from .common import ask_task
 
 
 def parse_perf_csv(path: Path) -> list[dict[str, float]]:
@@ -56,19 +57,19 @@ def run_perf(url: str, task: str, path: str, data_file: Path, out_csv: Path, con
     """perf_analyzer (gRPC) on one ensemble, one run per concurrency level (a failing level names itself). Each
     level is the mean of 3 windows of ``window_ms``: stability is not required (these machines are noisy; a
     stability rule would only turn noise into failures), so the spread shows in the p99 column instead."""
-    from builder.triton.server import locate_perf_analyzer
+    from builder.triton.install import locate_perf_analyzer
 
     exe, env = locate_perf_analyzer()
     rows: list[dict[str, float]] = []
     for c in sorted(set(concurrency)):
         level_csv = out_csv.with_suffix(f".c{c}.csv")
-        cmd = [str(exe), "-m", _model(task, path), "-u", url, "-i", "grpc", "--input-data", str(data_file),
+        cmd = [str(exe), "-m", ensemble_name(task, path), "-u", url, "-i", "grpc", "--input-data", str(data_file),
                "--concurrency-range", str(c), "--measurement-interval", str(window_ms), "-f", str(level_csv),
                "--stability-percentage", "999", "--max-trials", "3"]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0 or not level_csv.is_file():
             tail = " ".join((p.stderr or p.stdout).split())[-400:]
-            raise RuntimeError(f"perf_analyzer failed for {_model(task, path)} at concurrency {c}: {tail}")
+            raise RuntimeError(f"perf_analyzer failed for {ensemble_name(task, path)} at concurrency {c}: {tail}")
         rows += parse_perf_csv(level_csv)
     return rows
 
@@ -175,24 +176,24 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 if not videos:
                     raise ValueError(f"no videos for {task}: pass --videos ID ...")
                 data = Path(tmp) / f"{task}.json"
-                data.write_text(json.dumps({"data": [{"video_id": [v], "frame_selection": [args.frames]}
+                data.write_text(json.dumps({"data": [{VIDEO_ID: [v], FRAME_SELECTION: [args.frames]}
                                                      for v in videos]}))
                 # frames per request, from one real answer
-                frames = len(ask_task(client, url, task, videos[0], args.frames, "nvp", ["frame_indices"])
-                             ["frame_indices"])
+                frames = len(ask_task(client, url, task, videos[0], args.frames, "nvp", [FRAME_INDICES])
+                             [FRAME_INDICES])
                 for path in PATHS:
                     rows = run_perf(url, task, path, data, Path(tmp) / f"{task}-{path}.csv", args.concurrency,
                                     args.window_ms)
-                    results += [{"task": task, "path": path, "model": _model(task, path), "frames": frames,
+                    results += [{"task": task, "path": path, "model": ensemble_name(task, path), "frames": frames,
                                  "frames_per_s": r["infer_per_s"] * frames, **r} for r in rows]
-                    print(f"{_model(task, path)}: " + ", ".join(f"c{r['concurrency']} {r['infer_per_s']:.2f}/s"
+                    print(f"{ensemble_name(task, path)}: " + ", ".join(f"c{r['concurrency']} {r['infer_per_s']:.2f}/s"
                                                                 for r in rows), file=sys.stderr)
                 for path in PATHS if args.hold_seconds > 0 else ():
-                    before = _fail_count(client, _model(task, path))
+                    before = _fail_count(client, ensemble_name(task, path))
                     t0 = time.monotonic()
                     rows = run_perf(url, task, path, data, Path(tmp) / f"{task}-{path}-hold.csv",
                                     [args.hold_concurrency], max(1000, args.hold_seconds * 1000 // 3))
-                    after = _fail_count(client, _model(task, path))
+                    after = _fail_count(client, ensemble_name(task, path))
                     hold.append({"task": task, "path": path, "concurrency": args.hold_concurrency,
                                  "seconds": time.monotonic() - t0, "ok": after[0] - before[0],
                                  "failed": after[1] - before[1], **{k: rows[-1][k] for k in ("infer_per_s", "p99_ms")}})

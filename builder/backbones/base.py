@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..tensor_spec import TensorSpec
 from ..weights import WeightsSpec, resolve_weights
 from ._split import SplitError, Traced, fx_node_names, fx_split, sequential_split, trace
 
 __all__ = [
-    "TensorSpec",
     "SplitModel",
     "SplitError",
     "Backbone",
@@ -37,45 +37,6 @@ __all__ = [
 ]
 
 Inputs = tuple[Any, ...]
-
-_DTYPE_NAMES = {
-    torch.float32: "float32",
-    torch.float16: "float16",
-    torch.bfloat16: "bfloat16",
-    torch.int64: "int64",
-    torch.int32: "int32",
-    torch.bool: "bool",
-    torch.uint8: "uint8",
-}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape and dtype of one tensor crossing a cut. ``-1`` marks a batch or otherwise dynamic dim."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        if not self.name.isidentifier():
-            raise ValueError(f"TensorSpec name must be an identifier, got {self.name!r}")
-        if any(d < -1 or d == 0 for d in self.shape):
-            raise ValueError(f"bad shape {self.shape}: dims are positive or -1")
-        if self.dtype not in _DTYPE_NAMES.values():
-            raise ValueError(f"unknown dtype {self.dtype!r}")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return {v: k for k, v in _DTYPE_NAMES.items()}[self.dtype]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(d["name"], tuple(d["shape"]), d.get("dtype", "float32"))
-
 
 @dataclass
 class SplitModel:
@@ -310,7 +271,7 @@ class Backbone:
         for i, (nm, v) in enumerate(zip(names, values, strict=True)):
             dyn = self.dynamic_dims(at, i, v.ndim)
             shape = tuple(-1 if d in dyn else int(s) for d, s in enumerate(v.shape))
-            cut.append(TensorSpec(nm, shape, _DTYPE_NAMES[v.dtype]))
+            cut.append(TensorSpec(nm, v.dtype, shape))
         return SplitModel(front=front, tail=tail, cut=cut, at=at)
 
     def feature_shape(self, at: str, input_size: Sequence[int] | None = None,

@@ -18,7 +18,7 @@ class Action(Classification):
 
     def protocol_frames(self, num_frames: int, count: int, seed: int = 0) -> list[int]:
         """``count`` consecutive frames from a seeded random start."""
-        from ..protocols import consecutive_frames
+        from ..selection import consecutive_frames
 
         return consecutive_frames(num_frames, count, seed)
 

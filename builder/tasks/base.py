@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ..triton.serving import FRAME_INDICES, RequestError
-from ..triton.specs import TensorSpec
+from ..tensor_spec import TensorSpec
+from ..triton.serving import RequestError
 from ..triton.task_serving import SELECTED
+from ..triton.wire import FRAME_INDICES
 
 if TYPE_CHECKING:
     from ..triton.pipelines import RepoConfig
@@ -54,7 +55,7 @@ class TaskKind:
 
     def protocol_frames(self, num_frames: int, count: int, seed: int = 0) -> list[int]:
         """The evaluation protocol's frames: ``count`` uniformly spaced ones (seed 000 §1.1)."""
-        from ..protocols import uniform_frames
+        from ..selection import uniform_frames
 
         return uniform_frames(num_frames, count, seed)
 

@@ -8,9 +8,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..triton.serving import FRAME_INDICES, RequestError, model_device
-from ..triton.specs import TensorSpec
+from ..tensor_spec import TensorSpec
+from ..triton.serving import RequestError, model_device
 from ..triton.task_serving import EMBEDDINGS, SELECTED, tail_name
+from ..triton.wire import FRAME_INDICES, CAPTION, CAPTIONS
 from .base import Task, TaskKind, register_kind, register_task, request_array, selected_frames
 
 __all__ = ["Captioning", "CaptionPostHandler"]
@@ -47,7 +48,7 @@ class Captioning(TaskKind):
     name = "captioning"
     metric = "caption CLIP score / 100"
     model_outputs = (EMBEDDINGS,)
-    answers = (TensorSpec("caption", "TYPE_STRING", (1,)), TensorSpec("captions", "TYPE_STRING", (-1,)))
+    answers = (TensorSpec(CAPTION, "TYPE_STRING", (1,)), TensorSpec(CAPTIONS, "TYPE_STRING", (-1,)))
     answer = "captions"
     post_on_device = True  # the text decoder's generate loop runs in the post step (no ONNX form worth serving)
 

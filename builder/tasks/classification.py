@@ -8,9 +8,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..postprocess import softmax
-from ..triton.serving import FRAME_INDICES, RequestError, _int_param
-from ..triton.specs import TensorSpec
+from ..tensor_spec import TensorSpec
+from ..triton.serving import RequestError, _int_param
 from ..triton.task_serving import LOGITS, SELECTED, TAIL_LOGITS
+from ..triton.wire import FRAME_INDICES, FRAME_LABELS, FRAME_SCORES, LABELS, SCORES
 from .base import Task, TaskKind, label_array, read_labels, register_kind, register_task, request_array, \
     selected_frames
 
@@ -49,8 +50,8 @@ class Classification(TaskKind):
     name = "classification"
     metric = "top-1 agreement"
     model_outputs = (LOGITS,)
-    answers = (TensorSpec("labels", "TYPE_STRING", (-1,)), TensorSpec("scores", "TYPE_FP32", (-1,)),
-               TensorSpec("frame_labels", "TYPE_STRING", (-1,)), TensorSpec("frame_scores", "TYPE_FP32", (-1,)))
+    answers = (TensorSpec(LABELS, "TYPE_STRING", (-1,)), TensorSpec(SCORES, "TYPE_FP32", (-1,)),
+               TensorSpec(FRAME_LABELS, "TYPE_STRING", (-1,)), TensorSpec(FRAME_SCORES, "TYPE_FP32", (-1,)))
     has_logits = True
     answer = "labels"
 

@@ -8,9 +8,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..postprocess import cxcywh_to_xyxy, detr_detections
-from ..triton.serving import FRAME_INDICES, RequestError
-from ..triton.specs import TensorSpec
+from ..tensor_spec import TensorSpec
+from ..triton.serving import RequestError
 from ..triton.task_serving import BOXES, FRAME_SIZE, LOGITS, SELECTED, TAIL_LOGITS, tail_name
+from ..triton.wire import BOXES as ANSWER_BOXES, FRAME_INDICES, BOX_FRAMES, LABELS, SCORES
 from .base import Task, TaskKind, label_array, read_labels, register_kind, register_task, request_array, \
     selected_frames
 
@@ -52,8 +53,8 @@ class Detection(TaskKind):
     name = "detection"
     metric = "mAP vs raw detections"
     model_outputs = (LOGITS, BOXES)
-    answers = (TensorSpec("boxes", "TYPE_FP32", (-1, 4)), TensorSpec("labels", "TYPE_STRING", (-1,)),
-               TensorSpec("scores", "TYPE_FP32", (-1,)), TensorSpec("box_frames", "TYPE_INT64", (-1,)))
+    answers = (TensorSpec(ANSWER_BOXES, "TYPE_FP32", (-1, 4)), TensorSpec(LABELS, "TYPE_STRING", (-1,)),
+               TensorSpec(SCORES, "TYPE_FP32", (-1,)), TensorSpec(BOX_FRAMES, "TYPE_INT64", (-1,)))
     frame_size = True  # boxes are answered in the video's pixels
     answer = "boxes"
 

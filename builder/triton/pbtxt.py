@@ -11,7 +11,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .specs import EnsembleSpec, ModelSpec, OnnxModelSpec, PythonModelSpec, TensorSpec
+from ..tensor_spec import TensorSpec
+from .specs import EnsembleSpec, ModelSpec, OnnxModelSpec, PythonModelSpec
 
 __all__ = [
     "io_specs",
@@ -26,8 +27,8 @@ ModelConfig = mc.ModelConfig
 
 def _tensor(msg, t: TensorSpec) -> None:
     msg.name = t.name
-    msg.data_type = mc.DataType.Value(t.dtype)
-    msg.dims.extend(t.dims)
+    msg.data_type = mc.DataType.Value(t.triton_dtype)
+    msg.dims.extend(t.shape)
 
 
 def _common(cfg: mc.ModelConfig, spec: ModelSpec) -> None:

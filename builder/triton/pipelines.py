@@ -44,10 +44,13 @@ from ..backbones import Backbone, SplitModel, get_backbone
 from ..nvp.storage import load_pairing, pairing_file
 from ..store import VideoStore
 from ..tasks import TASKS, Task, TaskKind, class_names, get_task
-from .repository import TARGETS, RepositoryBuilder, decode_model_kwargs
-from .serving import DEFAULT_MAX_FRAMES, FRAME_INDICES, VIDEO_ID
-from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, TensorSpec
-from .task_serving import FRAME_SELECTION, FRAME_SIZE, MODES, SELECTED, input_names, tail_name
+from ..tensor_spec import TensorSpec
+from .decode import decode_model_kwargs
+from .repository import TARGETS, RepositoryBuilder
+from .serving import DEFAULT_MAX_FRAMES
+from .specs import DynamicBatching, EnsembleStep, PythonModelSpec
+from .task_serving import FRAME_SIZE, SELECTED, input_names, tail_name
+from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID
 
 __all__ = ["RepoConfig", "adapted_tasks", "build_repository", "export_onnx", "serving_layer"]
 
@@ -196,19 +199,14 @@ def _example_inputs(bb: Backbone, task: Task, batch: int, size: tuple[int, int] 
     return tuple(x) if isinstance(x, (list, tuple)) else (x,)
 
 
-_TRITON_DTYPES = {torch.float32: "TYPE_FP32", torch.bool: "TYPE_BOOL", torch.int64: "TYPE_INT64"}
-
-
-def _spec(name: str, dtype: str, shape: Sequence[int]) -> TensorSpec:
+def _spec(name: str, dtype: Any, shape: Sequence[int]) -> TensorSpec:
     return TensorSpec(name, dtype, tuple(int(d) for d in shape))
 
 
 def _tensor_spec(name: str, t: Tensor, dynamic: Sequence[int] = (0,), batched: bool = True) -> TensorSpec:
     """``t``'s spec with its ``dynamic`` dims as -1; without its batch dim when ``batched`` (the model batches)."""
-    if t.dtype not in _TRITON_DTYPES:
-        raise ValueError(f"tensor {name!r}: no Triton type for {t.dtype}")
     shape = [-1 if d in dynamic else n for d, n in enumerate(t.shape)]
-    return _spec(name, _TRITON_DTYPES[t.dtype], shape[1:] if batched else shape)
+    return _spec(name, t.dtype, shape[1:] if batched else shape)
 
 
 def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -319,7 +317,7 @@ def _add_post(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, tmp: Path) 
     raw = {o: _tensor_spec(o, t, batched=False) for o, t in ex.outputs.items()}
     specs = {**{a.name: a for a in kind.answers}, **raw, FRAME_INDICES: _spec(FRAME_INDICES, "TYPE_INT64", [-1])}
     outs = [specs[o] for o in kind.post_outputs()]
-    ins = [*(_spec(tail_name(o), r.dtype, r.dims) for o, r in raw.items()), _spec(SELECTED, "TYPE_INT64", [-1]),
+    ins = [*(_spec(tail_name(o), r.dtype, r.shape) for o, r in raw.items()), _spec(SELECTED, "TYPE_INT64", [-1]),
            *ex.frame_size()]
     files = {}
     num_classes = kind.num_classes(ex.outputs)
@@ -368,7 +366,7 @@ def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name:
     ex = _prepare(cfg, store, name)
     parity = _add_onnx_models(repo, cfg, ex, tmp)
     post_outs, num_classes = _add_post(repo, cfg, ex, tmp)
-    ensembles = [_add_path(repo, cfg, ex, mode, post_outs) for mode in (MODES if cfg.baselines else ("nvp",))]
+    ensembles = [_add_path(repo, cfg, ex, mode, post_outs) for mode in (PATHS if cfg.baselines else ("nvp",))]
     return {
         "kind": ex.kind.name, "layer": ex.layer, "num_classes": num_classes, "parity": parity,
         "preprocess": ex.bb.preprocess_settings(), "weights": ex.weights,

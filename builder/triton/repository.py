@@ -11,8 +11,8 @@
     repo.build(clean=True)              # <root>/<model>/config.pbtxt and <root>/<model>/1/...
 
 Each model directory is staged aside and renamed into place, so a failed build never leaves half a model behind.
-``build_decode_repository`` writes a decode-only repository (one ``decode`` model over a store); the served one,
-with the per-task ensembles, is :func:`builder.triton.pipelines.build_repository`.
+Generic: what this project serves is built on it by :mod:`builder.triton.decode` (the ``decode`` model) and
+:func:`builder.triton.pipelines.build_repository` (the per-task ensembles).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
+from ..tensor_spec import TensorSpec
 from .pbtxt import to_pbtxt
-from .serving import FRAME_INDICES, FRAMES, VIDEO_ID
 from .specs import (
     DynamicBatching,
     EnsembleSpec,
@@ -31,29 +31,20 @@ from .specs import (
     OnnxModelSpec,
     PythonModelSpec,
     TensorRTOptions,
-    TensorSpec,
     dims_compatible,
 )
 
 __all__ = [
-    "DECODE_INPUTS",
-    "DECODE_OUTPUTS",
     "ONNX_PYTHON_RUNNER",
     "PYTHON_MODELS",
     "TARGETS",
     "RepositoryBuilder",
     "RepositoryError",
-    "build_decode_repository",
-    "decode_model_kwargs",
 ]
 
 PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 ONNX_PYTHON_RUNNER = PYTHON_MODELS / "onnx_runtime" / "model.py"
-TARGETS = ("local", "ngc")
-Target = Literal["local", "ngc"]
-
-DECODE_INPUTS = (TensorSpec(VIDEO_ID, "TYPE_STRING", (1,)), TensorSpec(FRAME_INDICES, "TYPE_INT64", (-1,)))
-DECODE_OUTPUTS = (TensorSpec(FRAMES, "TYPE_FP32", (-1, 3, -1, -1)),)
+TARGETS = ("local", "ngc")  # local: the nvidia-pytriton server, CPU instances; ngc: the NGC image, GPU instances
 
 
 class RepositoryError(ValueError):
@@ -206,7 +197,7 @@ class RepositoryBuilder:
         where = f"ensemble '{ens.name}'"
         # Tensor name -> (dtype, full dims, description of its producer)
         available: dict[str, tuple[str, tuple[int, ...], str]] = {
-            t.name: (t.dtype, _full_dims(t.dims, ens.max_batch_size), "an ensemble input") for t in ens.inputs}
+            t.name: (t.triton_dtype, _full_dims(t.shape, ens.max_batch_size), "an ensemble input") for t in ens.inputs}
         produced: dict[str, tuple[str, tuple[int, ...], str]] = {}
         models: list[tuple[int, EnsembleStep, AnySpec]] = []
         for i, step in enumerate(ens.steps):
@@ -233,7 +224,7 @@ class RepositoryBuilder:
                     errors.append(f"{where} step {i} ('{model.name}'): ensemble tensor '{tensor}' is already "
                                   f"{prev}; each tensor has exactly one producer")
                     continue
-                produced[tensor] = (spec.dtype, _full_dims(spec.dims, model.max_batch_size),
+                produced[tensor] = (spec.triton_dtype, _full_dims(spec.shape, model.max_batch_size),
                                     f"output '{out_name}' of '{model.name}'")
         sources = {**available, **produced}
         for i, step, model in models:
@@ -248,9 +239,9 @@ class RepositoryBuilder:
                     errors.append(f"{where} step {i} ('{model.name}'): input '{in_name}' reads ensemble tensor "
                                   f"'{tensor}', which is neither an ensemble input nor an output of any step")
                     continue
-                dims = _full_dims(spec.dims, model.max_batch_size)
-                if src[0] != spec.dtype:
-                    errors.append(f"{where} step {i} ('{model.name}'): input '{in_name}' is {spec.dtype} but "
+                dims = _full_dims(spec.shape, model.max_batch_size)
+                if src[0] != spec.triton_dtype:
+                    errors.append(f"{where} step {i} ('{model.name}'): input '{in_name}' is {spec.triton_dtype} but "
                                   f"tensor '{tensor}' ({src[2]}) is {src[0]}")
                 elif not dims_compatible(src[1], dims):
                     errors.append(f"{where} step {i} ('{model.name}'): input '{in_name}' has dims {list(dims)} but "
@@ -264,9 +255,9 @@ class RepositoryBuilder:
             if src is None:
                 errors.append(f"{where}: output '{out.name}' is not produced by any step's output_map")
                 continue
-            dims = _full_dims(out.dims, ens.max_batch_size)
-            if src[0] != out.dtype:
-                errors.append(f"{where}: output '{out.name}' is declared {out.dtype} but {src[2]} is {src[0]}")
+            dims = _full_dims(out.shape, ens.max_batch_size)
+            if src[0] != out.triton_dtype:
+                errors.append(f"{where}: output '{out.name}' is declared {out.triton_dtype} but {src[2]} is {src[0]}")
             elif not dims_compatible(src[1], dims):
                 errors.append(f"{where}: output '{out.name}' is declared with dims {list(dims)} but {src[2]} has "
                               f"dims {list(src[1])}")
@@ -319,41 +310,3 @@ class RepositoryBuilder:
         elif isinstance(spec, OnnxModelSpec):
             shutil.copyfile(spec.onnx_path, version / "model.onnx")
         (d / "config.pbtxt").write_text(to_pbtxt(spec), encoding="utf-8")
-
-
-# --- what this project serves ---------------------------------------------------------------------------------
-
-
-def decode_model_kwargs(store_root: str | Path, target: Target = "local", *, cache_size: int = 32,
-                        instances: int = 1, max_frames: int | None = None) -> dict:
-    """Keyword arguments of :meth:`RepositoryBuilder.add_python` for the ``decode`` model.
-
-    ``local``: CPU instances and a store path resolved on this machine. ``ngc``: GPU instances (device ``auto`` picks
-    ``cuda:<instance gpu>``) and ``store_root`` kept as given: it is a path inside the container.
-    """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if cache_size < 1 or instances < 1:
-        raise ValueError("cache_size and instances must be >= 1")
-    root = str(Path(store_root).expanduser().resolve()) if target == "local" else str(store_root)
-    params = {"store_root": root, "cache_size": str(cache_size), "device": "auto"}
-    if max_frames is not None:
-        params["max_frames"] = str(max_frames)
-    return {
-        "name": "decode",
-        "source": PYTHON_MODELS / "decode" / "model.py",
-        "inputs": DECODE_INPUTS,
-        "outputs": DECODE_OUTPUTS,
-        "parameters": params,
-        "max_batch_size": 0,  # one request = one video and any number of frames: nothing to batch across requests
-        "instances": instances,
-        "kind": "KIND_GPU" if target == "ngc" else "KIND_CPU",
-    }
-
-
-def build_decode_repository(out: str | Path, store_root: str | Path, target: Target = "local", *,
-                            cache_size: int = 32, instances: int = 1, clean: bool = True) -> Path:
-    """Write the repository served today: the ``decode`` model over the video store at ``store_root``."""
-    repo = RepositoryBuilder(out)
-    repo.add_python(**decode_model_kwargs(store_root, target, cache_size=cache_size, instances=instances))
-    return repo.build(clean=clean)

@@ -1,43 +1,30 @@
-"""Request handling of the served models, as pure numpy/torch code (no Triton import).
+"""Request handling shared by the served Python-backend models, as pure numpy code (no Triton import).
 
-``python_models/decode/model.py`` is a thin Triton shell around :class:`DecodeHandler`: it turns request tensors
-into numpy arrays, calls :meth:`DecodeHandler.handle`, and turns a :class:`RequestError` (or any other exception)
-into an error response. Everything that can go wrong with a request is decided here, so unit tests cover it
-without a server.
-
-The ``decode`` model::
-
-    inputs   video_id       TYPE_STRING [1]    a store ID (UTF-8)
-             frame_indices  TYPE_INT64  [-1]   frame numbers, 0-based, any order, repeats allowed
-    outputs  frames         TYPE_FP32   [-1, 3, -1, -1]   RGB in [0, 1], NCHW: exactly ``load_inr(...).model(idx)``
-
-:class:`OnnxRunner` is the same for ONNX models run with onnxruntime inside the Python backend
-(``python_models/onnx_runtime/model.py``).
-
-FP32 NCHW is the INR's native output and what downstream adapters/backbones consume, so an ensemble can feed it on
-without conversion; clients that want images convert with ``builder.video.to_uint8``.
+Each ``python_models/<model>/model.py`` is a thin Triton shell: ``initialize`` builds a handler from the model's
+config (:func:`model_parameters`, :func:`model_device`, :func:`set_instance_threads`), ``execute`` is
+:func:`respond`, which turns request tensors into numpy arrays, calls the handler and turns a :class:`RequestError`
+(or any other exception) into that request's error response. Everything that can go wrong with a request is decided
+in the handlers, so unit tests cover it without a server. Here: the errors, request parsing (video IDs, frame
+indices), the store cache every handler loads through, and :class:`OnnxRunner` (ONNX models run with onnxruntime
+inside the Python backend, ``python_models/onnx_runtime/model.py``). The handlers: :mod:`builder.triton.decode`,
+:mod:`builder.triton.task_serving`.
 """
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..tensor_spec import dtype_info
+from .wire import FRAME_INDICES, VIDEO_ID
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CACHE_SIZE",
     "DEFAULT_MAX_FRAMES",
-    "DEFAULT_MAX_RESPONSE_MB",
-    "FRAMES",
-    "FRAME_INDICES",
-    "VIDEO_ID",
-    "DecodeHandler",
-    "DecodeSettings",
     "StoreCache",
     "OnnxRunner",
     "RequestError",
@@ -50,15 +37,12 @@ __all__ = [
     "parse_frame_indices",
     "parse_video_id",
     "respond",
+    "set_instance_threads",
 ]
 
-VIDEO_ID = "video_id"
-FRAME_INDICES = "frame_indices"
-FRAMES = "frames"
 DEFAULT_CACHE_SIZE = 32
 DEFAULT_MAX_FRAMES = 256
 DEFAULT_BATCH_SIZE = 8
-DEFAULT_MAX_RESPONSE_MB = 256
 
 
 class RequestError(Exception):
@@ -99,20 +83,37 @@ def model_parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def model_device(params: Mapping[str, str], instance_kind: str = "CPU", device_id: str | int = 0) -> str:
-    """The torch device of a model instance: the ``device`` parameter (``auto`` by default: ``cuda:<device_id>`` for
-    a GPU instance with CUDA available, else ``cpu``)."""
+def _torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def model_device(params: Mapping[str, str], instance_kind: str = "CPU", device_id: str | int = 0, *,
+                 cuda_available: Callable[[], bool] = _torch_cuda) -> str:
+    """The device of a model instance: the ``device`` parameter (``auto`` by default: ``cuda:<device_id>`` for a GPU
+    instance when ``cuda_available()``, else ``cpu``). Torch models ask torch; onnxruntime asks its providers."""
     device = params.get("device", "auto").strip() or "auto"
     if device == "auto":
         device = "cpu"
-        if str(instance_kind).upper().endswith("GPU"):
-            import torch
-
-            if torch.cuda.is_available():
-                device = f"cuda:{int(device_id)}"
+        if str(instance_kind).upper().endswith("GPU") and cuda_available():
+            device = f"cuda:{int(device_id)}"
     elif device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"model parameter 'device' must be auto, cpu or cuda[:N], got {device!r}")
     return device
+
+
+def set_instance_threads(num_threads: int) -> None:
+    """Set torch's intra-op thread count for this model instance (0: keep torch's default).
+
+    Call it once, from the model's ``initialize``: Triton runs every Python-backend model instance in its own stub
+    process, so this process-wide setting is the instance's own there. Handlers never call it, because in one
+    process (tests, benchmarks, several handlers side by side) each one would overwrite the others' setting.
+    """
+    if num_threads:
+        import torch
+
+        torch.set_num_threads(num_threads)
 
 
 def _int_param(params: Mapping[str, str], key: str, default: int, minimum: int) -> int:
@@ -126,38 +127,6 @@ def _int_param(params: Mapping[str, str], key: str, default: int, minimum: int) 
     if value < minimum:
         raise ValueError(f"model parameter '{key}' must be >= {minimum}, got {value}")
     return value
-
-
-@dataclass(frozen=True)
-class DecodeSettings:
-    """What the ``decode`` model reads from its config parameters."""
-
-    store_root: Path
-    cache_size: int = DEFAULT_CACHE_SIZE  # decoded INRs kept in memory (LRU)
-    max_frames: int = DEFAULT_MAX_FRAMES  # frames per request (bounds the response size)
-    batch_size: int = DEFAULT_BATCH_SIZE  # frames per forward pass (bounds activation memory)
-    device: str = "cpu"
-    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    max_response_mb: int = DEFAULT_MAX_RESPONSE_MB  # bounds the response size whatever the frame size
-
-    @classmethod
-    def from_parameters(cls, params: Mapping[str, str], *, instance_kind: str = "CPU",
-                        device_id: str | int = 0) -> DecodeSettings:
-        """Parse model parameters. ``device`` ``auto`` (default) means ``cuda:<device_id>`` for a GPU instance with
-        CUDA available, else ``cpu``."""
-        root = params.get("store_root", "").strip()
-        if not root:
-            raise ValueError("model parameter 'store_root' (the video store directory) is required")
-        device = model_device(params, instance_kind, device_id)
-        return cls(
-            store_root=Path(root).expanduser(),
-            cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
-            max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
-            batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
-            device=device,
-            num_threads=_int_param(params, "num_threads", 0, 0),
-            max_response_mb=_int_param(params, "max_response_mb", DEFAULT_MAX_RESPONSE_MB, 1),
-        )
 
 
 # --- request parsing ------------------------------------------------------------------------------------------
@@ -216,7 +185,7 @@ def check_frame_range(indices: np.ndarray, num_frames: int, video_id: str) -> No
                            f"(0..{num_frames - 1})")
 
 
-# --- the INR cache and the handler ----------------------------------------------------------------------------
+# --- the store cache ------------------------------------------------------------------------------------------
 
 
 class StoreCache:
@@ -311,62 +280,14 @@ class StoreCache:
         return value
 
 
-class DecodeHandler:
-    """The ``decode`` model without Triton: ``handle({"video_id": ..., "frame_indices": ...}) -> {"frames": ...}``."""
-
-    def __init__(self, settings: DecodeSettings, log: Callable[[str], None] | None = None) -> None:
-        import torch
-
-        self.settings = settings
-        self.log = log or (lambda msg: None)
-        if settings.num_threads:
-            torch.set_num_threads(settings.num_threads)
-        if settings.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {settings.device!r} requested but CUDA is not available")
-        self.cache = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
-        from .. import api  # noqa: F401 - import the decoder stack at model load, not on the first request
-
-    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        import torch
-
-        video_id = parse_video_id(inputs.get(VIDEO_ID))
-        indices = parse_frame_indices(inputs.get(FRAME_INDICES), max_frames=self.settings.max_frames)
-        t0 = time.perf_counter()
-        decoded = self.cache.get(video_id)
-        model = decoded.model
-        cfg = model.config
-        check_frame_range(indices, int(cfg.frames), video_id)
-        frame_bytes = 3 * int(cfg.out_height) * int(cfg.out_width) * 4
-        if len(indices) * frame_bytes > self.settings.max_response_mb * 2**20:
-            most = max(1, self.settings.max_response_mb * 2**20 // frame_bytes)
-            raise RequestError(f"{len(indices)} frames of video '{video_id}' ({cfg.out_width}x{cfg.out_height}) "
-                               f"exceed the {self.settings.max_response_mb} MB response limit; ask for at most "
-                               f"{most} per request")
-        device = next(model.parameters()).device
-        bs = self.settings.batch_size
-        chunks = []
-        with torch.inference_mode():
-            for i in range(0, len(indices), bs):
-                idx = torch.from_numpy(indices[i:i + bs]).to(device)
-                chunks.append(model(idx).float().cpu())
-        frames = torch.cat(chunks).numpy()
-        self.log(f"decoded {len(indices)} frame(s) of '{video_id}' in {1000 * (time.perf_counter() - t0):.1f} ms")
-        if not np.isfinite(frames).all():  # a decoder that produces NaN is a damaged entry, not a result
-            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its decoder produced non-finite values")
-        return {FRAMES: np.ascontiguousarray(frames, dtype=np.float32)}
-
-    def close(self) -> None:
-        self.cache.clear()
-
-
-
 # --- ONNX models run with onnxruntime inside the Python backend -----------------------------------------------
 
-_CONFIG_NUMPY = {
-    "TYPE_BOOL": np.bool_, "TYPE_UINT8": np.uint8, "TYPE_UINT16": np.uint16, "TYPE_UINT32": np.uint32,
-    "TYPE_UINT64": np.uint64, "TYPE_INT8": np.int8, "TYPE_INT16": np.int16, "TYPE_INT32": np.int32,
-    "TYPE_INT64": np.int64, "TYPE_FP16": np.float16, "TYPE_FP32": np.float32, "TYPE_FP64": np.float64,
-}
+
+def _numpy_dtype(name: str, dtype: str) -> np.dtype:
+    numpy = dtype_info(dtype).numpy
+    if numpy is None:
+        raise ValueError(f"input {name!r}: {dtype} has no numpy equivalent")
+    return np.dtype(numpy)
 
 
 class OnnxRunner:
@@ -381,7 +302,7 @@ class OnnxRunner:
         import onnxruntime as ort
 
         self.model = model
-        self.inputs = {name: _CONFIG_NUMPY[dtype] for name, dtype in inputs.items()}
+        self.inputs = {name: _numpy_dtype(name, dtype) for name, dtype in inputs.items()}
         self.outputs = list(outputs)
         options = ort.SessionOptions()
         if num_threads:
@@ -400,10 +321,11 @@ class OnnxRunner:
     @classmethod
     def from_model_config(cls, config: Mapping[str, Any], model_dir: str | Path, *, instance_kind: str = "CPU",
                           device_id: str | int = 0) -> OnnxRunner:
+        import onnxruntime as ort
+
         params = model_parameters(config)
-        device = "cpu"
-        if str(instance_kind).upper().endswith("GPU"):
-            device = f"cuda:{int(device_id)}"
+        device = model_device(params, instance_kind, device_id,
+                              cuda_available=lambda: "CUDAExecutionProvider" in ort.get_available_providers())
         return cls(Path(model_dir) / params.get("onnx_file", "model.onnx"),
                    {t["name"]: t["data_type"] for t in config.get("input", [])},
                    [t["name"] for t in config.get("output", [])],

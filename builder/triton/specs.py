@@ -4,8 +4,9 @@ These are plain frozen dataclasses validated in ``__post_init__`` (PyTriton's ``
 configs); :mod:`builder.triton.pbtxt` turns them into ``ModelConfig`` protobufs and
 :class:`builder.triton.repository.RepositoryBuilder` writes them to disk.
 
-Dims follow Triton: without batching (``max_batch_size == 0``) they are the full shape; with batching they exclude
-the leading batch dimension. ``-1`` is a variable-size dimension.
+Tensors are :class:`builder.tensor_spec.TensorSpec` (dtypes in any spelling; ``config.pbtxt`` gets the ``TYPE_*``
+name). Their shape follows Triton's ``dims``: without batching (``max_batch_size == 0``) the full shape; with batching
+without the leading batch dimension. ``-1`` is a variable-size dimension.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..tensor_spec import TensorSpec
+
 __all__ = [
-    "DTYPES",
     "INSTANCE_KINDS",
     "DynamicBatching",
     "EnsembleSpec",
@@ -25,35 +27,10 @@ __all__ = [
     "OnnxModelSpec",
     "PythonModelSpec",
     "TensorRTOptions",
-    "TensorSpec",
     "dims_compatible",
 ]
 
-# model_config.proto DataType names (TYPE_STRING is what the wire protocol calls BYTES).
-DTYPES: dict[str, str] = {
-    "TYPE_BOOL": "BOOL",
-    "TYPE_UINT8": "UINT8",
-    "TYPE_UINT16": "UINT16",
-    "TYPE_UINT32": "UINT32",
-    "TYPE_UINT64": "UINT64",
-    "TYPE_INT8": "INT8",
-    "TYPE_INT16": "INT16",
-    "TYPE_INT32": "INT32",
-    "TYPE_INT64": "INT64",
-    "TYPE_FP16": "FP16",
-    "TYPE_FP32": "FP32",
-    "TYPE_FP64": "FP64",
-    "TYPE_STRING": "BYTES",
-    "TYPE_BF16": "BF16",
-}
-_NUMPY = {
-    "TYPE_BOOL": "bool", "TYPE_UINT8": "uint8", "TYPE_UINT16": "uint16", "TYPE_UINT32": "uint32",
-    "TYPE_UINT64": "uint64", "TYPE_INT8": "int8", "TYPE_INT16": "int16", "TYPE_INT32": "int32",
-    "TYPE_INT64": "int64", "TYPE_FP16": "float16", "TYPE_FP32": "float32", "TYPE_FP64": "float64",
-    "TYPE_STRING": "object",
-}
 INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
-_TENSOR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
 _MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PARAM_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 
@@ -71,53 +48,6 @@ def dims_compatible(a: Sequence[int], b: Sequence[int]) -> bool:
 def _check_model_name(name: str) -> None:
     if not isinstance(name, str) or not _MODEL_NAME_RE.fullmatch(name):
         raise ValueError(f"invalid model name {name!r}: use 1-128 of [A-Za-z0-9_.-], starting with a letter or digit")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output. ``dtype`` is a ``model_config.proto`` name (``TYPE_FP32``); ``FP32``, ``BYTES``
-    and ``STRING`` are accepted and normalised."""
-
-    name: str
-    dtype: str
-    dims: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _TENSOR_NAME_RE.fullmatch(self.name):
-            raise ValueError(f"invalid tensor name {self.name!r}: use lower_snake names like 'frames'")
-        dtype = str(self.dtype).upper()
-        if dtype == "BYTES":
-            dtype = "TYPE_STRING"
-        elif not dtype.startswith("TYPE_"):
-            dtype = f"TYPE_{dtype}"
-        if dtype not in DTYPES:
-            raise ValueError(f"tensor {self.name!r}: unknown dtype {self.dtype!r}; one of {', '.join(DTYPES)}")
-        object.__setattr__(self, "dtype", dtype)
-        try:
-            dims = tuple(int(d) for d in self.dims)
-        except TypeError:
-            raise ValueError(f"tensor {self.name!r}: dims must be a sequence of ints, got {self.dims!r}") from None
-        if any(d == 0 or d < -1 for d in dims):
-            raise ValueError(f"tensor {self.name!r}: dims must be positive or -1 (variable), got {list(dims)}")
-        object.__setattr__(self, "dims", dims)
-
-    @property
-    def datatype(self) -> str:
-        """The wire-protocol name tritonclient uses (``FP32``, ``INT64``, ``BYTES``)."""
-        return DTYPES[self.dtype]
-
-    @property
-    def numpy_dtype(self) -> str:
-        if self.dtype not in _NUMPY:
-            raise ValueError(f"{self.dtype} has no numpy equivalent")
-        return _NUMPY[self.dtype]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
-        return cls(d["name"], d["dtype"], tuple(d["dims"]))
 
 
 @dataclass(frozen=True)

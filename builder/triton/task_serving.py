@@ -22,7 +22,6 @@ video encoded (or adapted) after the server started is served without a restart.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..selection import GRAMMAR, Selection, SelectionError
 from .serving import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CACHE_SIZE,
     DEFAULT_MAX_FRAMES,
-    FRAME_INDICES,
-    VIDEO_ID,
     RequestError,
     StoreCache,
     VideoUnavailableError,
@@ -45,12 +43,11 @@ from .serving import (
     model_device,
     parse_video_id,
 )
+from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID
 
 __all__ = [
-    "FRAME_SELECTION",
     "FRAME_SIZE",
     "LOGITS",
-    "MODES",
     "SELECTED",
     "TaskInputHandler",
     "TaskInputSettings",
@@ -63,11 +60,9 @@ __all__ = [
     "tail_name",
 ]
 
-FRAME_SELECTION = "frame_selection"
 LOGITS = "logits"
 BOXES = "pred_boxes"
 EMBEDDINGS = "embeddings"
-MODES = ("nvp", "fulldecode", "codec")
 SELECTED = "selected_frames"  # the input step's frame indices as the post step reads them (and hands them on)
 FRAME_SIZE = "frame_size"  # detection: the video's (height, width), to give boxes in its pixels
 _MAX_SELECTION = 256
@@ -109,28 +104,13 @@ def parse_selection(value: Any) -> str:
 
 def select_frames(text: str, num_frames: int, task: Any, video_id: str = "", *, seed: int = 0,
                   max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
-    """Frame indices of a selection (see the module docstring) for a video of ``num_frames`` frames."""
-    from ..protocols import consecutive_frames, uniform_frames
-    from ..video import parse_frame_list
-
-    t = text.strip().lower()
+    """Frame indices of a selection (grammar: :mod:`builder.selection`) for a video of ``num_frames`` frames."""
     action = task.video
     try:
-        if t == "auto":
-            idx = task.protocol_frames(num_frames, seed)
-        elif m := re.fullmatch(r"uniform(?::(\d{1,6}))?", t):
-            idx = uniform_frames(num_frames, int(m[1] or task.clip), seed) if m[1] != "0" else []
-        elif m := re.fullmatch(r"consecutive(?::(\d{1,6}))?(?:@(\d{1,9}))?", t):
-            count = int(m[1] or task.clip)
-            if m[2] is None:
-                idx = consecutive_frames(num_frames, count, seed)
-            else:
-                idx = list(range(int(m[2]), int(m[2]) + count))
-        else:
-            idx = parse_frame_list(t, max_frames=max_frames)
-    except (ValueError, ZeroDivisionError) as e:
-        raise RequestError(f"bad frame selection {text!r} for video '{video_id}': {e}. Use auto, uniform[:N], "
-                           "consecutive[:N][@START] or indices like 0-7,12") from None
+        idx = Selection.parse(text, max_frames=max_frames).frames(num_frames, clip=task.clip, consecutive=action,
+                                                                 seed=seed)
+    except SelectionError as e:
+        raise RequestError(f"bad frame selection {text!r} for video '{video_id}': {e}. Use {GRAMMAR}") from None
     arr = np.asarray(idx, dtype=np.int64)
     if arr.size == 0 or arr.size > max_frames:
         raise RequestError(f"frame selection {text!r} gives {arr.size} frames; ask for 1..{max_frames}")
@@ -183,8 +163,8 @@ class TaskInputSettings:
         if not root:
             raise ValueError("model parameter 'store_root' (the video store directory) is required")
         mode = params.get("mode", "")
-        if mode not in MODES:
-            raise ValueError(f"model parameter 'mode' must be one of {MODES}, got {mode!r}")
+        if mode not in PATHS:
+            raise ValueError(f"model parameter 'mode' must be one of {PATHS}, got {mode!r}")
         task = get_task(params.get("task", "")).name
         layer = params.get("layer", "")
         if mode == "nvp" and not layer:
@@ -205,15 +185,11 @@ class TaskInputHandler:
     one mode (nvp, fulldecode, codec)."""
 
     def __init__(self, settings: TaskInputSettings, log: Callable[[str], None] | None = None) -> None:
-        import torch
-
         from ..backbones import get_backbone
         from ..tasks import get_task
 
         self.settings = settings
         self.log = log or (lambda msg: None)
-        if settings.num_threads:
-            torch.set_num_threads(settings.num_threads)
         self.task = get_task(settings.task)
         # preprocessing only needs the backbone's sizes and statistics: no weights are loaded here
         self.backbone = get_backbone(self.task.backbone)

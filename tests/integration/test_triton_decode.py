@@ -20,9 +20,12 @@ from builder.api import INR_FILE, encode_video, load_inr
 from training.config import TrainConfig
 from builder.samples import sample_path
 from builder.store import VideoStore
-from builder.triton.repository import RepositoryBuilder, decode_model_kwargs
-from builder.triton.server import TritonServer, TritonServerError
-from builder.triton.specs import EnsembleStep, TensorSpec
+from builder.tensor_spec import TensorSpec
+from builder.triton.decode import decode_model_kwargs
+from builder.triton.install import TritonServerError
+from builder.triton.repository import RepositoryBuilder
+from builder.triton.server import TritonServer
+from builder.triton.specs import EnsembleStep
 from clients.__main__ import main as client_main
 from conftest import make_mean_onnx
 

@@ -19,7 +19,7 @@ from training.config import AdapterTrainConfig, TrainConfig
 from builder.nvp.path import NVPPath
 from builder.nvp.search import adapt_video
 from builder.nvp.storage import load_adapter, pairing_file
-from builder.protocols import consecutive_frames, uniform_frames
+from builder.selection import consecutive_frames, uniform_frames
 from builder.samples import sample_path
 from builder.store import VideoStore
 from builder.tasks import get_task

@@ -36,7 +36,7 @@ def test_selections(text, expect):
 
 
 def test_auto_selection_is_the_evaluation_protocol():
-    from builder.protocols import consecutive_frames, uniform_frames
+    from builder.selection import consecutive_frames, uniform_frames
 
     assert select_frames("auto", 50, EFF).tolist() == uniform_frames(50, 8, 0)
     assert select_frames("auto", 50, I3D).tolist() == consecutive_frames(50, 32, 0)

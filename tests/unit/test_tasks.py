@@ -51,7 +51,7 @@ def test_served_outputs_per_kind():
 
 
 def test_frame_protocol_and_training_samples():
-    from builder.protocols import consecutive_frames, uniform_frames
+    from builder.selection import consecutive_frames, uniform_frames
 
     eff, i3d = get_task("effnet_lite0"), get_task("i3d_r50")
     assert eff.protocol_frames(50, seed=3) == uniform_frames(50, 8, 3)

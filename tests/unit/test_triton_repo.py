@@ -19,17 +19,12 @@ from builder.inr import build_inr, encode_inr, inr_config
 from builder.store import VideoStore
 from builder.triton import serving
 from builder.triton.pbtxt import io_specs, parse_pbtxt, read_config, to_model_config, to_pbtxt
-from builder.triton.repository import (
-    ONNX_PYTHON_RUNNER,
-    PYTHON_MODELS,
-    RepositoryBuilder,
-    RepositoryError,
-    build_decode_repository,
-)
-from builder.triton.server import ADMIN_KEY, TritonServer, locate_tritonserver, prepare_python_backend, server_env
+from builder.tensor_spec import TensorSpec
+from builder.triton.decode import DecodeHandler, DecodeSettings, build_decode_repository, decode_model_kwargs
+from builder.triton.install import locate_tritonserver, prepare_python_backend, server_env
+from builder.triton.repository import ONNX_PYTHON_RUNNER, PYTHON_MODELS, RepositoryBuilder, RepositoryError
+from builder.triton.server import ADMIN_KEY, TritonServer
 from builder.triton.serving import (
-    DecodeHandler,
-    DecodeSettings,
     OnnxRunner,
     RequestError,
     VideoNotFoundError,
@@ -38,7 +33,15 @@ from builder.triton.serving import (
     parse_frame_indices,
     parse_video_id,
 )
-from builder.triton.specs import DynamicBatching, EnsembleStep, PythonModelSpec, TensorRTOptions, TensorSpec
+from builder.triton.specs import (
+    DynamicBatching,
+    EnsembleSpec,
+    EnsembleStep,
+    OnnxModelSpec,
+    PythonModelSpec,
+    TensorRTOptions,
+)
+from builder.triton.wire import FRAME_INDICES, FRAME_SELECTION, VIDEO_ID
 from conftest import make_mean_onnx
 
 DECODE_PY = PYTHON_MODELS / "decode" / "model.py"
@@ -131,6 +134,40 @@ def test_onnx_config_with_tensorrt_accelerator(tmp_path):
     assert acc.name == "tensorrt"
     assert dict(acc.parameters) == {"precision_mode": "FP16", "max_workspace_size_bytes": str(1 << 28)}
     assert (tmp_path / "repo" / "tail" / "1" / "model.onnx").read_bytes() == (tmp_path / "m.onnx").read_bytes()
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "triton"
+
+
+def golden_specs() -> dict:
+    """Fixed specs of one model of each sort served: the decode model (Python backend), a task's ONNX tail (with
+    TensorRT and dynamic batching) and a task's NVP ensemble."""
+    decode = RepositoryBuilder("unused").add_python(**decode_model_kwargs("/data/store", "ngc", cache_size=8,
+                                                                          max_frames=64))
+    tail = OnnxModelSpec(name="effnet_lite0_tail", inputs=(TensorSpec("features", "float32", (40, -1, -1)),),
+                         outputs=(TensorSpec("logits", "float32", (1000,)),), onnx_path=Path("tail.onnx"),
+                         tensorrt=TensorRTOptions(), max_batch_size=64, kind="KIND_GPU", gpus=(0,),
+                         dynamic_batching=DynamicBatching(max_queue_delay_microseconds=2000))
+    ensemble = EnsembleSpec(
+        name="effnet_lite0",
+        steps=(EnsembleStep("effnet_lite0_nvp_input", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
+                            {"features": "features", FRAME_INDICES: "selected_frames"}),
+               EnsembleStep("effnet_lite0_tail", {"features": "features"}, {"logits": "tail_logits"}),
+               EnsembleStep("effnet_lite0_post", {"tail_logits": "tail_logits", "selected_frames": "selected_frames"},
+                            {"labels": "labels", "scores": "scores"})),
+        inputs=(TensorSpec(VIDEO_ID, "BYTES", (1,)), TensorSpec(FRAME_SELECTION, "BYTES", (1,))),
+        outputs=(TensorSpec("labels", "BYTES", (-1,)), TensorSpec("scores", "FP32", (-1,))))
+    return {"decode": decode, "onnx_tensorrt": tail, "ensemble": ensemble}
+
+
+@pytest.mark.parametrize("name", ["decode", "onnx_tensorrt", "ensemble"])
+def test_generated_config_equals_the_golden_file(name):
+    """A change to the generated config.pbtxt is a deliberate act: regenerate with NVP_UPDATE_GOLDEN=1 and commit."""
+    data = to_pbtxt(golden_specs()[name]).encode("utf-8")  # what RepositoryBuilder writes as config.pbtxt
+    path = GOLDEN / f"{name}.config.pbtxt"
+    if os.environ.get("NVP_UPDATE_GOLDEN"):
+        path.write_bytes(data)
+    assert data == path.read_bytes(), f"config.pbtxt of {name} changed"
 
 
 def test_unknown_config_fields_are_refused():
@@ -395,6 +432,35 @@ def test_settings_from_model_parameters(tmp_path):
         DecodeSettings.from_parameters({"store_root": "/s", "device": "tpu"})
 
 
+def test_one_device_rule_for_every_served_model(tmp_path):
+    """``auto`` means the instance's GPU when its runtime has CUDA; torch models and onnxruntime ask their own."""
+    assert serving.model_device({}, "GPU", 1, cuda_available=lambda: True) == "cuda:1"
+    assert serving.model_device({}, "GPU", 1, cuda_available=lambda: False) == "cpu"
+    assert serving.model_device({}, "CPU", 1, cuda_available=lambda: True) == "cpu"
+    assert serving.model_device({"device": "cuda:2"}, "CPU", cuda_available=lambda: False) == "cuda:2"
+    make_mean_onnx(tmp_path / "model.onnx")
+    config = {"name": "m", "input": [{"name": "frames", "data_type": "TYPE_FP32"}],
+              "output": [{"name": "channel_mean"}], "parameters": {"device": {"string_value": "cpu"}}}
+    runner = OnnxRunner.from_model_config(config, tmp_path, instance_kind="GPU")  # the parameter wins
+    assert runner.session.get_providers() == ["CPUExecutionProvider"]
+    assert runner.inputs == {"frames": np.float32}
+
+
+def test_handlers_leave_the_process_thread_count_alone(store):
+    """Torch's thread count is process-wide: only a model instance's initialize sets it (its own stub process)."""
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    DecodeHandler(DecodeSettings(store.root, num_threads=want))
+    assert torch.get_num_threads() == before
+    try:
+        serving.set_instance_threads(want)
+        assert torch.get_num_threads() == want
+        serving.set_instance_threads(0)  # 0: torch's default, untouched
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_unexpected_errors_become_internal_errors():
     code, message = error_info(ZeroDivisionError("division by zero\nsecond line"), "decode")
     assert code == "INTERNAL"
@@ -441,8 +507,8 @@ def test_server_command_line_and_environment(tmp_path):
 
 def test_python_backend_falls_back_to_a_private_directory(tmp_path, monkeypatch):
     """Read-only site-packages: the stub goes into a private backend directory that links the rest."""
-    from builder.triton import server as server_module
-    from builder.triton.server import TritonInstall
+    from builder.triton import install as install_module
+    from builder.triton.install import TritonInstall
 
     tag = f"{sys.version_info.major}.{sys.version_info.minor}"
     pkg = tmp_path / "pytriton" / "tritonserver"
@@ -452,14 +518,14 @@ def test_python_backend_falls_back_to_a_private_directory(tmp_path, monkeypatch)
     (pkg / "backends" / "python" / "libtriton_python.so").write_bytes(b"lib")
     (pkg / "backends" / "python" / "triton_python_backend_utils.py").write_text("")
     install = TritonInstall(pkg / "bin" / "tritonserver", pkg / "backends", (), pkg)
-    real_copy = server_module._install_copy
+    real_copy = install_module._install_copy
 
     def read_only(src, dst):
         if pkg in dst.parents:
             raise PermissionError(13, "read-only file system", str(dst))
         real_copy(src, dst)
 
-    monkeypatch.setattr(server_module, "_install_copy", read_only)
+    monkeypatch.setattr(install_module, "_install_copy", read_only)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     backends = prepare_python_backend(install)
     assert tmp_path / "cache" in backends.parents
@@ -488,3 +554,28 @@ def test_client_frame_lists_and_errors(capsys):
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
     assert "error" in json.loads(out.strip().splitlines()[-1])
+
+
+def test_build_repo_flags_make_the_typed_config(tmp_path):
+    from builder.cli import _repo_config, build_parser
+    from builder.tasks import TASKS
+
+    parser = build_parser()
+    args = parser.parse_args(["build-repo", "--store", str(tmp_path), "--tasks", "effnet_lite0", "detr_r50",
+                              "--random-weights", "--weights", "detr_r50=/w/detr.pt", "--layer", "effnet_lite0=blocks.5",
+                              "--no-baselines", "--target", "ngc", "--no-tensorrt", "--max-frames", "16"])
+    cfg = _repo_config(args)
+    assert cfg.store == tmp_path and cfg.tasks == ("effnet_lite0", "detr_r50") and cfg.target == "ngc"
+    assert cfg.weights == {"effnet_lite0": "random", "detr_r50": "/w/detr.pt"}
+    assert cfg.layers == {"effnet_lite0": "blocks.5"}
+    assert (cfg.baselines, cfg.tensorrt, cfg.max_frames, cfg.top_k) == (False, False, 16, 5)
+    assert _repo_config(parser.parse_args(["build-repo", "--store", str(tmp_path)])).tasks == ()  # nothing adapted
+    with pytest.raises(ValueError, match="--layer names task"):
+        _repo_config(parser.parse_args(["build-repo", "--store", str(tmp_path), "--tasks", "resnet50",
+                                        "--layer", "blip=x"]))
+    adapt = next(a for a in parser._subparsers._group_actions[0].choices["adapt"]._actions if a.dest == "task")
+    assert list(adapt.choices) == list(TASKS)  # the task registry, not a copy
+    serve = parser.parse_args(["serve", "--grpc-port", "0", "--no-http", "--unrestricted"])
+    assert (serve.grpc_port, serve.no_http, serve.unrestricted, serve.repo) == (0, True, True, Path("model_repository"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--grpc-port", "70000"])

@@ -3,13 +3,15 @@
 Copied verbatim into ``<repository>/decode/1/model.py`` by ``RepositoryBuilder``. One model serves every stored
 video: the INR is loaded by ID from the store named by the ``store_root`` parameter (LRU cache of ``cache_size``
 decoders), so videos encoded after the server started are served without a restart. All request logic lives in
-``builder.triton.serving`` (unit-tested without Triton); this file only moves tensors and errors.
+``builder.triton.decode`` (unit-tested without Triton); this file only moves tensors and errors.
 """
 import json
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import FRAME_INDICES, VIDEO_ID, DecodeHandler, DecodeSettings, model_parameters, respond
+from builder.triton.decode import DecodeHandler, DecodeSettings
+from builder.triton.serving import model_parameters, respond, set_instance_threads
+from builder.triton.wire import FRAME_INDICES, VIDEO_ID
 
 
 class TritonPythonModel:
@@ -22,6 +24,7 @@ class TritonPythonModel:
             instance_kind=args.get("model_instance_kind", "CPU"),
             device_id=args.get("model_instance_device_id", "0"),
         )
+        set_instance_threads(settings.num_threads)  # once per instance: each runs in its own stub process
         self.handler = DecodeHandler(settings, log=self.logger.log_verbose)
         self.logger.log_info(f"{self.name}: serving store {settings.store_root} on {settings.device} "
                              f"(cache {settings.cache_size} INRs, max {settings.max_frames} frames per request)")

@@ -8,8 +8,9 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import VIDEO_ID, model_parameters, respond
-from builder.triton.task_serving import FRAME_SELECTION, TaskInputHandler, TaskInputSettings
+from builder.triton.serving import model_parameters, respond, set_instance_threads
+from builder.triton.task_serving import TaskInputHandler, TaskInputSettings
+from builder.triton.wire import FRAME_SELECTION, VIDEO_ID
 
 
 class TritonPythonModel:
@@ -22,6 +23,7 @@ class TritonPythonModel:
             instance_kind=args.get("model_instance_kind", "CPU"),
             device_id=args.get("model_instance_device_id", "0"),
         )
+        set_instance_threads(settings.num_threads)  # once per instance: each runs in its own stub process
         self.handler = TaskInputHandler(settings, log=self.logger.log_verbose)
         self.logger.log_info(f"{self.name}: {settings.task} {settings.mode} input over store {settings.store_root} "
                              f"on {settings.device}")
