@@ -19,6 +19,8 @@ H := $(DEMO_CLIP)-hnerv
 .PHONY: setup demo test bench clean
 
 setup: $(STAMP)
+	@# gradio's sample videos (three files from its PyPI wheel, fetched once into ~/.cache/nvp/samples)
+	@$(BIN)/python -m builder.samples fetch >/dev/null
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }

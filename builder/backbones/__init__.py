@@ -24,5 +24,6 @@ __all__ = [
 ]
 
 # one module per family; importing it registers the backbone
-for _family in ("effnet_lite0", "tv_resnet", "clip_rn50", "tv_vit", "ptv_i3d", "ptv_slowfast", "hf_detr", "hf_blip"):
+for _family in ("effnet_lite0", "tv_resnet", "clip_rn50", "tv_vit", "ptv_i3d", "ptv_slowfast", "hf_detr", "hf_blip",
+                "tv_mobilenet_v2"):
     _importlib.import_module(f".{_family}", __name__)

@@ -90,6 +90,7 @@ class Classification(TaskKind):
 
 
 register_task("effnet_lite0", "classification", "conv1x1")
+register_task("mobilenet_v2", "classification", "conv1x1")
 register_task("resnet50", "classification", "conv1x1")
 register_task("clip_rn50", "classification", "conv1x1")
 register_task("vit_b16", "classification", "patch_embed")

