@@ -46,7 +46,7 @@ def encoded(store):
     for arch in ("nerv", "hnerv"):
         argv = ["encode", str(CLIP), "--id", f"car-{arch}", "--arch", arch, *FRAMES, *SIZES[arch],
                 "--epochs", "200", "--target-psnr", "24", "--lr", "3e-3", "--store", str(store), "--json", "--no-progress"]
-        proc = subprocess.run([sys.executable, "-m", "builder", *argv], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-m", "builder", *argv], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         out[arch] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
@@ -168,7 +168,7 @@ def test_killed_encode_leaves_no_partial_entry(tmp_path):
             assert vs.get("killme", "inr.nvp") and vs.meta("killme")["frames"] == 6
         outcomes.append(bool(visible))
     # and the store still works afterwards: a full encode succeeds
-    done = subprocess.run(argv[:-1] + ["--force", "--json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(argv[:-1] + ["--force", "--json"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["frames"] == 6
 
