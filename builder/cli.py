@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = add("cost", "per-block GFLOPs and parameters of a stored video's INR (seed Table 2)", _cmd_cost)
     c.add_argument("video_id", metavar="ID")
 
-    from training.config import IMAGE_ADAPTER_KINDS
+    from training.config import ADAPTER_RECIPES, DEFAULT_ADAPTER_RECIPE, IMAGE_ADAPTER_KINDS
 
     from .tasks import TASKS  # torch-free: the parser stays fast
 
@@ -166,18 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "measured but never chosen (default 0.01 = 1 %%)")
     a.add_argument("--repeats", type=_positive_int, default=3,
                    help="timed runs per measured pair; ms per frame is their median (default 3)")
+    a.add_argument("--train-frames", metavar="SEL",
+                   help="frames the adapters train on, in the clients' selection grammar (uniform:N, uniform:P%%, "
+                        "consecutive:N@S, 0-7,16-23, ...); pairs are chosen on frames outside them and evaluate "
+                        "scores every other frame out of sample. Default uniform:25%% (action tasks "
+                        "consecutive:50%%@0): the backbone runs on a quarter of the frames at ingest")
     a.add_argument("--max-samples", type=_positive_int, metavar="N",
-                   help="train on at most N frames (action tasks: 32-frame windows), evenly spread (default: all "
-                        "of them, as far as their features fit in 2 GiB)")
-    a.add_argument("--epochs", type=_positive_int, default=30, help="adapter epochs (default 30, early stopping)")
-    a.add_argument("--lr", type=_positive_float, default=1e-4, help="adapter learning rate (default 1e-4)")
-    a.add_argument("--init", choices=("default", "ls"), default="default",
-                   help="adapter init: PyTorch default, or the closed-form least-squares fit (1x1 adapters)")
-    a.add_argument("--task-loss", type=float, default=0.0, metavar="W",
-                   help="add W x KL(raw-frame logits || NVP logits) through the frozen tail to the seed's feature "
-                        "loss (default 0: the seed recipe)")
+                   help="train on at most N of the training frames (action tasks: 32-frame windows), evenly spread "
+                        "(default: all of them, as far as their features fit in 2 GiB)")
+    a.add_argument("--recipe", choices=tuple(ADAPTER_RECIPES), default=DEFAULT_ADAPTER_RECIPE,
+                   help="adapter training recipe: nvp (default, the measured best out of sample: least-squares "
+                        "init, lr 1e-3, KL to the raw frames' logits through the frozen tail, depthwise 3x3 + 1x1 "
+                        "adapter) or seed (seed 000's: PyTorch init, lr 1e-4, feature loss, 1x1 conv). The flags "
+                        "below override single settings of the recipe")
+    a.add_argument("--epochs", type=_positive_int, help="adapter epochs (recipe: 30, early stopping)")
+    a.add_argument("--lr", type=_positive_float, help="adapter learning rate (recipe nvp: 1e-3, seed: 1e-4)")
+    a.add_argument("--init", choices=("default", "ls"),
+                   help="adapter init: PyTorch default, or the closed-form least-squares fit (recipe nvp: ls)")
+    a.add_argument("--task-loss", type=float, metavar="W",
+                   help="weight of KL(raw-frame logits || NVP logits) through the frozen tail, added to the seed's "
+                        "feature loss (recipe nvp: 1 for classifiers and action models, seed: 0)")
     a.add_argument("--adapter", choices=IMAGE_ADAPTER_KINDS,
-                   help="adapter at (C, H, W) cuts: conv1x1 (the seed's, default), conv3x3 (+ depthwise 3x3) or "
+                   help="adapter at (C, H, W) cuts: conv1x1 (the seed's), conv3x3 (+ depthwise 3x3; recipe nvp) or "
                         "bottleneck (+ 1x1 down, GELU, 1x1 up branch); --init ls fits their 1x1 path")
     a.add_argument("--target", choices=("raw", "decoded"), default="raw",
                    help="fit the backbone's features of the raw frames (default) or of the INR's decoded frames")
@@ -449,22 +459,22 @@ video's stored H.264 copy with PyAV + resize + full backbone), fulldecode (full 
 
 
 def _cmd_adapt(args: argparse.Namespace):
-    from training.config import AdapterTrainConfig
+    import dataclasses
 
-    from .nvp.search import adapt_video
-
-    recon, feature, task = args.joint_weights
-    train = AdapterTrainConfig(lr=args.lr, epochs=args.epochs, init=args.init, target=args.target,
-                               task_loss=args.task_loss, adapter=args.adapter, joint=args.joint,
-                               joint_epochs=args.joint_epochs, joint_lr=args.joint_lr, joint_recon=recon,
-                               joint_feature=feature, joint_task=task)
-    r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
-                    min_agreement=args.min_agreement, max_adapter_share=args.max_adapter_share, train=train,
-                    max_samples=args.max_samples,
-                    weights=args.weights, random_init=args.random_weights, progress=not args.no_progress,
-                    repeats=args.repeats)
+    from .nvp.search import adapt_video, adapter_recipe
     from .tasks import get_task
 
+    recon, feature, task = args.joint_weights
+    explicit = {k: v for k, v in (("lr", args.lr), ("epochs", args.epochs), ("init", args.init),
+                                  ("task_loss", args.task_loss), ("adapter", args.adapter)) if v is not None}
+    train = dataclasses.replace(adapter_recipe(get_task(args.task), args.recipe), **explicit, target=args.target,
+                                joint=args.joint, joint_epochs=args.joint_epochs, joint_lr=args.joint_lr,
+                                joint_recon=recon, joint_feature=feature, joint_task=task)
+    r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
+                    min_agreement=args.min_agreement, max_adapter_share=args.max_adapter_share, train=train,
+                    train_frames=args.train_frames, max_samples=args.max_samples,
+                    weights=args.weights, random_init=args.random_weights, progress=not args.no_progress,
+                    repeats=args.repeats)
     metric = get_task(args.task).kind.metric
     codec = r.get("codec")
     video_acc = r.get("video_accuracy")
@@ -474,6 +484,9 @@ def _cmd_adapt(args: argparse.Namespace):
             + f", {r['ms_per_frame']:.2f} ms/frame, {r['gflops']:.3f} GFLOPs/frame"
             + ("" if codec is None else f"; codec path {codec['ms_per_frame']:.2f} ms/frame")
             + ("" if r["met_budget"] else f"  (no pair reached --min-agreement {r['min_agreement']})")
+            + f"\ntrained on {len(r['train_frames'])} frames ({r['train_selection']}; {r['backbone_passes']} backbone "
+              f"passes at ingest), chosen on {len(r['validation_frames'])} "
+            + ("frames it did not train on" if r["chosen_out_of_sample"] else "training frames (in-sample)")
             + "\nPareto front (ms/frame vs accuracy): " + ", ".join(
                 f"e{f['exit_block']}->{f['layer']} {f['ms_per_frame']:.2f} ms {f['accuracy']:.2f}"
                 for f in r["pareto_front"]))
@@ -488,14 +501,23 @@ def _cmd_adapt(args: argparse.Namespace):
 
 def _cmd_evaluate(args: argparse.Namespace):
     from .nvp.evaluate import evaluate_task, plot_exits
+    from .tasks import get_task
 
     r = evaluate_task(_store(args), args.videos, args.task, exit_block=args.exit_block, weights=args.weights,
                       random_init=args.random_weights, seed=args.seed, repeats=args.repeats)
+    nan = float("nan")
     lines = [f"{r['task']} on {len(args.videos)} video(s), NVP exit block {r['exit_block']}",
-             f"{'path':<11} {'accuracy':>9} {'video acc':>10} {'GFLOPs/frame':>13} {'ms/frame':>9}"]
+             f"{'path':<11} {'protocol':>9} {'video':>6} {'held-out':>9} {'video':>6} {'GFLOPs/frame':>13} "
+             f"{'ms/frame':>9}"]
     for name, p in r["paths"].items():
-        lines.append(f"{name:<11} {p['accuracy']:>9.3f} {p.get('video_accuracy', float('nan')):>10.3f} "
+        lines.append(f"{name:<11} {p['accuracy']:>9.3f} {p.get('video_accuracy', nan):>6.2f} "
+                     f"{p.get('heldout_accuracy', nan):>9.3f} {p.get('heldout_video_accuracy', nan):>6.2f} "
                      f"{p['gflops']:>13.3f} {p['ms_per_frame']:>9.2f}")
+    if r.get("constant_baseline") is not None:
+        lines.append(f"{'constant':<11} {'':>9} {'':>6} {r['constant_baseline']:>9.3f} "
+                     f"{r.get('constant_baseline_video', nan):>6.2f}   (the training frames' majority answer)")
+    lines.append(f"protocol: {r['timing']['frames_per_batch']} frames per video (may include training frames); "
+                 f"held-out: the {r['heldout_frames']} frames adapt did not train on ({get_task(r['task']).kind.metric})")
     lines.append(f"ms/frame: batch of {r['timing']['frames_per_batch']} frames, median of {args.repeats} runs in "
                  f"this process; raw = backbone only on frames already decoded")
     if args.plot:

@@ -6,6 +6,8 @@ the served task models' ``frame_selection`` tensor, and the builder's command li
     auto                    the task's protocol: `uniform` for image tasks, `consecutive` for clip (action) tasks
     uniform[:N]             N frames at uniform intervals with a seeded phase (default N: the task's clip length)
     consecutive[:N][@S]     N consecutive frames from S (default: a seeded random start)
+    uniform:P%, consecutive:P%[@S]
+                            the same with N = P percent of the video's frames (at least 1): `adapt --train-frames`
     0-7,12                  explicit indices and inclusive ranges, in the given order (repeats allowed)
 
 :meth:`Selection.parse` checks the text alone (what a client can know); :meth:`Selection.frames` resolves it against
@@ -27,7 +29,7 @@ __all__ = [
     "uniform_frames",
 ]
 
-GRAMMAR = "auto, uniform[:N], consecutive[:N][@START] or indices like 0-7,12"
+GRAMMAR = "auto, uniform[:N|:P%], consecutive[:N|:P%][@START] or indices like 0-7,12"
 MAX_FRAMES = 100_000  # a frame list longer than this is refused before it is expanded
 
 
@@ -73,6 +75,15 @@ def parse_frame_list(text: str, *, max_frames: int = MAX_FRAMES) -> list[int]:
     return out
 
 
+def _percent(text: str | None) -> float | None:
+    if text is None:
+        return None
+    p = float(text)
+    if not 0 < p <= 100:
+        raise SelectionError(f"a percentage of the frames must be in (0, 100], got {text}%")
+    return p
+
+
 @dataclass(frozen=True)
 class Selection:
     """A parsed frame selection (see the module docstring)."""
@@ -81,6 +92,7 @@ class Selection:
     count: int | None = None  # uniform, consecutive: frames wanted (None: the task's clip length)
     start: int | None = None  # consecutive: the first frame (None: a seeded random start)
     indices: tuple[int, ...] = ()  # list: the frames, in order
+    percent: float | None = None  # uniform, consecutive: N as a percentage of the video's frames
 
     @classmethod
     def parse(cls, text: str, *, max_frames: int = MAX_FRAMES) -> Selection:
@@ -88,10 +100,11 @@ class Selection:
         t = str(text).strip().lower()
         if t == "auto":
             return cls("auto")
-        if m := re.fullmatch(r"uniform(?::(\d{1,6}))?", t):
-            return cls("uniform", None if m[1] is None else int(m[1]))
-        if m := re.fullmatch(r"consecutive(?::(\d{1,6}))?(?:@(\d{1,9}))?", t):
-            return cls("consecutive", None if m[1] is None else int(m[1]), None if m[2] is None else int(m[2]))
+        if m := re.fullmatch(r"uniform(?::(\d{1,6})|:(\d{1,3}(?:\.\d{1,3})?)%)?", t):
+            return cls("uniform", None if m[1] is None else int(m[1]), percent=_percent(m[2]))
+        if m := re.fullmatch(r"consecutive(?::(\d{1,6})|:(\d{1,3}(?:\.\d{1,3})?)%)?(?:@(\d{1,9}))?", t):
+            return cls("consecutive", None if m[1] is None else int(m[1]), None if m[3] is None else int(m[3]),
+                       percent=_percent(m[2]))
         return cls("list", indices=tuple(parse_frame_list(t, max_frames=max_frames)))
 
     def frames(self, num_frames: int, *, clip: int, consecutive: bool, seed: int = 0) -> list[int]:
@@ -99,6 +112,8 @@ class Selection:
         clips (``consecutive``) or uniformly spread. Indices are not checked against ``num_frames``: an explicit list
         or a start is the caller's to check."""
         count = clip if self.count is None else self.count
+        if self.percent is not None:
+            count = max(1, round(num_frames * self.percent / 100))
         if self.kind == "auto":
             return consecutive_frames(num_frames, clip, seed) if consecutive else uniform_frames(num_frames, clip, seed)
         if self.kind == "uniform":
@@ -113,4 +128,5 @@ class Selection:
         if self.kind == "list":
             return ",".join(map(str, self.indices))
         text = self.kind + ("" if self.count is None else f":{self.count}")
+        text += "" if self.percent is None else f":{self.percent:g}%"
         return text + ("" if self.start is None else f"@{self.start}")

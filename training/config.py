@@ -10,7 +10,8 @@ from typing import Any
 
 from .recipes import RECIPES
 
-__all__ = ["TrainConfig", "AdapterTrainConfig", "IMAGE_ADAPTER_KINDS", "dataclass_from_dict"]
+__all__ = ["ADAPTER_RECIPES", "DEFAULT_ADAPTER_RECIPE", "TrainConfig", "AdapterTrainConfig", "IMAGE_ADAPTER_KINDS",
+           "dataclass_from_dict"]
 
 # the adapter kinds at (C, H, W) cuts; builder.adapters.IMAGE_ADAPTERS builds exactly these
 IMAGE_ADAPTER_KINDS = ("conv1x1", "conv3x3", "bottleneck")
@@ -113,3 +114,14 @@ class AdapterTrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AdapterTrainConfig:
         return dataclass_from_dict(cls, d)
+
+
+# Named adapter recipes (``adapt --recipe``). "nvp" is the measured best out of sample (docs/BENCHMARKS.md, issue
+# 11): least-squares init, a 10x larger lr, KL to the raw frames' logits through the frozen tail (kinds with class
+# logits only) and a depthwise 3x3 in front of the 1x1 (at (C, H, W) cuts; other cuts keep their seed adapter).
+# "seed" is seed 000's recipe as written: PyTorch init, lr 1e-4, feature loss only, the task's seed adapter.
+ADAPTER_RECIPES = {
+    "nvp": AdapterTrainConfig(init="ls", lr=1e-3, task_loss=1.0, adapter="conv3x3"),
+    "seed": AdapterTrainConfig(),
+}
+DEFAULT_ADAPTER_RECIPE = "nvp"

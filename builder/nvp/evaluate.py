@@ -9,12 +9,13 @@ from typing import Any, Sequence
 
 import torch
 
-from ..api import load_inr, read_source
+from ..api import h264_frames, load_inr, read_source
 from ..backbones import Backbone, get_backbone
 from ..protocols import gflops_of
 from ..store import VideoStore
 from ..tasks import get_task
-from .measure import AdapterInfo, PathResult, codec_measurement, measure_path, nvp_gflops
+from .measure import (AdapterInfo, PathResult, codec_file, codec_measurement, measure_path, nvp_gflops,
+                      run_units)
 from .path import NVPPath, inr_features
 from .storage import load_adapter, load_pairing
 
@@ -43,10 +44,15 @@ class VideoResult:
     h264: Any
     raw_stability: dict[str, float] | None = None
     frames: list[int] = field(default_factory=list)
+    train_frames: list[int] | None = None  # what adapt trained on (None: a pairing from before it said)
+    heldout_frames: int = 0  # frames scored out of sample (every frame not in train_frames)
+    constant: dict[str, float] | None = None  # the training frames' constant answer, scored on those frames
 
     def to_dict(self) -> dict[str, Any]:
         d = {"id": self.id, "exit_block": self.exit_block, "paths": {p: r.to_dict() for p, r in self.paths.items()},
-             "inr_bytes": self.inr_bytes, "h264": self.h264}
+             "inr_bytes": self.inr_bytes, "h264": self.h264,
+             "train_frames": None if self.train_frames is None else len(self.train_frames),
+             "heldout_frames": self.heldout_frames, "constant_baseline": self.constant}
         if self.raw_stability is not None:
             d["raw_stability"] = self.raw_stability
         return d
@@ -66,6 +72,21 @@ def _evaluate_video(store: VideoStore, vid: str, task: Any, bb: Backbone, model:
         raise ValueError(f"video '{vid}' has no {task.name} adapters yet; run 'python -m builder adapt {vid} "
                          f"--task {task.name}' first") from None
     chosen = exit_block or pairing["exit_block"]
+    # out of sample: every frame (clip) the adapters did not train on, for every path, and the constant answer
+    train = pairing.get("train_frames")
+    units = task.units(sorted(set(range(frames.shape[0])) - set(train))) if train is not None else []
+    if units:
+        held_idx = [i for u in units for i in u]
+        raw_h = run_units(lambda i: model(bb.preprocess(frames[i])), units)
+        train_units = task.samples(train, None)
+        raw_t = run_units(lambda i: model(bb.preprocess(frames[i])), train_units)
+        constant = scorer(task.kind.constant_output(raw_t, len(units)), raw_h)
+        h264 = codec_file(store, vid)
+        codec_frames = None if h264 is None else dict(zip(held_idx, h264_frames(h264, meta, held_idx)))
+
+    def heldout(run: Any) -> dict[str, float] | None:
+        return scorer(run_units(run, units), raw_h) if units else None
+
     # each path as a closure over its whole work, so the scored and the timed call run the same code; fresh
     # inputs per call: pytorchvideo's SlowFast overwrites its input list in place
     run_raw = lambda: model(bb.preprocess(frames[idx]))  # noqa: E731
@@ -73,12 +94,15 @@ def _evaluate_video(store: VideoStore, vid: str, task: Any, bb: Backbone, model:
     with torch.no_grad():
         raw, full = run_raw(), run_full()
     g_backbone = gflops_of(model, bb.preprocess(frames[idx]), per=len(idx))
-    paths = {"raw": measure_path(run_raw, raw, raw, scorer, len(idx), repeats, gflops=g_backbone)}
+    paths = {"raw": measure_path(run_raw, raw, raw, scorer, len(idx), repeats, gflops=g_backbone,
+                                 heldout=heldout(lambda i: model(bb.preprocess(frames[i]))))}
     codec = codec_measurement(store, vid, meta, model, bb, idx, raw, scorer, repeats)
     if codec is not None:  # GFLOPs: the backbone's; H.264 decoding is not conv/matmul work
-        paths["codec"] = replace(codec, gflops=g_backbone)
+        paths["codec"] = replace(codec, gflops=g_backbone, heldout=heldout(
+            lambda i: model(bb.preprocess(torch.stack([codec_frames[j] for j in i])))))
     paths["fulldecode"] = measure_path(run_full, full, raw, scorer, len(idx), repeats,
-                                       gflops=inr.total_gflops + g_backbone, setup_ms=setup_ms)
+                                       gflops=inr.total_gflops + g_backbone, setup_ms=setup_ms,
+                                       heldout=heldout(lambda i: model(bb.preprocess(inr(torch.tensor(i))))))
     per_exit = {}
     # exits adapted by the last `adapt` (older pairings do not say: every exit with a stored adapter)
     for k in pairing.get("stored_exits", range(1, inr.num_blocks + 1)):
@@ -95,13 +119,14 @@ def _evaluate_video(store: VideoStore, vid: str, task: Any, bb: Backbone, model:
             lambda: path(idx), out, raw, scorer, len(idx), repeats,
             gflops=nvp_gflops(inr, k, adapters, sm.tail, task.video, feat), setup_ms=setup_ms,
             adapter=AdapterInfo(ameta["layer"], adapters[0].kind, adapters.num_params(),
-                                adapters.num_params() / backbone_params))
+                                adapters.num_params() / backbone_params), heldout=heldout(path))
     if chosen not in per_exit:
         raise ValueError(f"video '{vid}' has no {task.name} adapter for exit block {chosen}; run "
                          f"'python -m builder adapt {vid} --task {task.name}' first")
     paths["nvp"] = per_exit[chosen]
     return VideoResult(vid, chosen, paths, per_exit, meta.get("bytes"), meta.get("h264"),
-                       task.kind.raw_stability(raw), idx)
+                       task.kind.raw_stability(raw), idx, train, len(units) and len(held_idx),
+                       constant if units else None)
 
 
 def evaluate_task(
@@ -119,6 +144,11 @@ def evaluate_task(
 ) -> dict[str, Any]:
     """Accuracy, GFLOPs and wall-clock ms per frame of the raw, codec, fulldecode and NVP paths, averaged over
     ``video_ids``; plus the same for every exit block that has a stored adapter (for the accuracy-vs-exit plot).
+
+    Out of sample: every path is also scored on every frame (action: every non-overlapping clip) that ``adapt`` did
+    not train on (``heldout_accuracy``, ``heldout_video_accuracy``, ...), next to ``constant_baseline``: what the
+    training frames' majority answer, given for every one of those frames, scores. The protocol-frame numbers may
+    include training frames (in-sample); the held-out ones never do.
 
     Accuracy is agreement with the raw frames' answers (pseudo ground truth) on the task's protocol frames.
     ``ms_per_frame`` is measured here, in this process: the protocol sample (8 frames, or one 32-frame clip) as one
@@ -149,6 +179,12 @@ def evaluate_task(
     }
     if "codec" in names:
         result["paths"]["codec"]["videos"] = sum("codec" in v.paths for v in videos)
+    scored = [v for v in videos if v.constant is not None]
+    # what answering the training frames' majority (constant) answer scores on the frames nobody trained on
+    result["constant_baseline"] = (sum(v.constant["accuracy"] for v in scored) / len(scored)) if scored else None
+    if scored and all("video_accuracy" in v.constant for v in scored):
+        result["constant_baseline_video"] = sum(v.constant["video_accuracy"] for v in scored) / len(scored)
+    result["heldout_frames"] = sum(v.heldout_frames for v in videos)
     return result
 
 

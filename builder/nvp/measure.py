@@ -14,10 +14,10 @@ from ..backbones import Backbone
 from ..inr import INR
 from ..protocols import gflops_of, ms_per_frame
 from ..store import MissingFile, VideoStore
-from ..tasks import Scorer
+from ..tasks import Scorer, cat_outputs
 from .path import AdapterSet
 
-__all__ = ["AdapterInfo", "PathResult", "measure_path", "codec_file", "codec_measurement", "nvp_gflops"]
+__all__ = ["AdapterInfo", "PathResult", "measure_path", "run_units", "codec_file", "codec_measurement", "nvp_gflops"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,12 @@ class PathResult:
     gflops: float | None = None
     setup_ms: float | None = None
     adapter: AdapterInfo | None = None
+    heldout: dict[str, float] | None = None  # the same scores on every frame the adapter did not train on
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = dict(self.scores)
+        if self.heldout is not None:
+            d.update({f"heldout_{k}": v for k, v in self.heldout.items()})
         if self.gflops is not None:
             d["gflops"] = self.gflops
         d["ms_per_frame"] = self.ms_per_frame
@@ -63,7 +66,10 @@ class PathResult:
         adapter = None if first.adapter is None else replace(
             first.adapter, adapter_params=avg(lambda r: r.adapter.adapter_params),
             adapter_share=avg(lambda r: r.adapter.adapter_share))
-        return PathResult(scores={k: avg(lambda r: r.scores[k]) for k in first.scores},
+        heldout = None
+        if all(r.heldout is not None for r in results):
+            heldout = {k: avg(lambda r: r.heldout[k]) for k in first.heldout}
+        return PathResult(scores={k: avg(lambda r: r.scores[k]) for k in first.scores}, heldout=heldout,
                           ms_per_frame=avg(lambda r: r.ms_per_frame),
                           gflops=None if first.gflops is None else avg(lambda r: r.gflops),
                           setup_ms=None if first.setup_ms is None else avg(lambda r: r.setup_ms), adapter=adapter)
@@ -74,6 +80,24 @@ def measure_path(run: Callable[[], Any], out: Any, raw: Any, scorer: Scorer, fra
     """``run()``'s output ``out`` scored against ``raw``, and ``run`` timed (the scored and the timed call run
     the same closure)."""
     return PathResult(scorer(out, raw), ms_per_frame(run, frames, repeats), **extra)
+
+
+def run_units(run: Callable[[list[int]], Any], units: Sequence[list[int]], batch: int = 8) -> Any:
+    """``run`` over ``units`` (single frames, or clips for video tasks), ``batch`` frames at a time, outputs joined."""
+    outs, chunk = [], []
+    for u in units:
+        chunk.append(u)
+        if sum(map(len, chunk)) >= batch:
+            outs.append(_run_chunk(run, chunk))
+            chunk = []
+    if chunk:
+        outs.append(_run_chunk(run, chunk))
+    return cat_outputs(outs)
+
+
+def _run_chunk(run: Callable[[list[int]], Any], chunk: list[list[int]]) -> Any:
+    with torch.no_grad():  # clips (action) run one at a time: the model reads one clip per call
+        return run(chunk[0]) if len(chunk) == 1 and len(chunk[0]) > 1 else run([u[0] for u in chunk])
 
 
 def codec_file(store: VideoStore, video_id: str) -> Path | None:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from training.adapters import fit_adapter
-from training.config import AdapterTrainConfig
+from training.config import ADAPTER_RECIPES, DEFAULT_ADAPTER_RECIPE, AdapterTrainConfig
 from training.joint import fit_joint
 from training.recipes import RECIPES
 
@@ -30,6 +30,7 @@ from ..backbones import Backbone, SplitModel, get_backbone
 from ..cka import linear_cka
 from ..cliutil import finite_json
 from ..inr import INR
+from ..selection import uniform_frames
 from ..store import VideoStore
 from ..tasks import Scorer, Task, get_task
 from .measure import codec_measurement, measure_path, nvp_gflops
@@ -38,7 +39,7 @@ from .storage import adapter_file, nvp_files, pairing_file, save_adapter
 
 __all__ = ["Candidate", "TrainingData", "Fit", "PairMeasurement", "Selection", "adapt_video", "training_data",
            "rank_pairs", "fit_pair", "measure_pair", "select_pairs", "pareto_front", "select_pair",
-           "FEATURE_BUDGET"]
+           "FEATURE_BUDGET", "adapter_recipe", "classifier_only", "validation_frames"]
 
 FEATURE_BUDGET = 2 << 30  # bytes of INR features + backbone targets adapt may hold for training (all exits, layers)
 FRONT_KEYS = ("exit_block", "layer", "adapter_kind", "video_accuracy", "accuracy", "top5", "kl", "ms_per_frame",
@@ -147,16 +148,16 @@ def select_pair(rows: Sequence[Mapping[str, Any]], min_agreement: float,
 
 # --- the steps -----------------------------------------------------------------------------------------------
 
-def _affordable_samples(task: Task, n: int, inr: INR, bb: Backbone, splits: Mapping[str, SplitModel],
+def _affordable_samples(task: Task, allowed: Sequence[int], inr: INR, bb: Backbone, splits: Mapping[str, SplitModel],
                         exits: Sequence[int], src: Tensor, budget: int = FEATURE_BUDGET) -> int | None:
     """None when the training features of every sample (INR features at every exit + backbone targets at every
     layer) fit in ``budget`` bytes, else how many samples do (measured on one sample)."""
-    one = task.samples(n, 1)[0]
+    one = task.samples(allowed, 1)[0]
     with torch.no_grad():
         per = sum(inr_features(inr, one, k, task.video).nbytes for k in exits)
         per += sum(t.nbytes for sm in splits.values() for t in sm.front(bb.preprocess(src[one])))
     fit = max(1, budget // max(per, 1))
-    total = len(task.samples(n, None))
+    total = len(task.samples(allowed, None))
     if total <= fit:
         return None
     print(f"adapt: training on {fit} of {total} samples (features of all would exceed {budget / 2**30:.1f} GiB)",
@@ -166,14 +167,15 @@ def _affordable_samples(task: Task, n: int, inr: INR, bb: Backbone, splits: Mapp
 
 def training_data(task: Task, inr: INR, bb: Backbone, model: nn.Module, splits: Mapping[str, SplitModel],
                   frames: Tensor, exits: Sequence[int], train: AdapterTrainConfig,
-                  max_samples: int | None) -> TrainingData:
-    """Features of the training samples: ``max_samples`` None means every sample whose features fit in
-    :data:`FEATURE_BUDGET` bytes (evenly spread). Targets come from the raw (or INR-decoded) frames."""
-    n = frames.shape[0]
+                  max_samples: int | None, allowed: Sequence[int] | None = None) -> TrainingData:
+    """Features of the training samples, taken from the ``allowed`` frames (None: all): ``max_samples`` None means
+    every sample whose features fit in :data:`FEATURE_BUDGET` bytes (evenly spread). Targets come from the raw (or
+    INR-decoded) frames."""
+    allowed = list(range(frames.shape[0])) if allowed is None else list(allowed)
     src = frames if train.target == "raw" else inr.decode_all()
     if max_samples is None:
-        max_samples = _affordable_samples(task, n, inr, bb, splits, exits, src)
-    samples = task.samples(n, max_samples)
+        max_samples = _affordable_samples(task, allowed, inr, bb, splits, exits, src)
+    samples = task.samples(allowed, max_samples)
     with torch.no_grad():
         inputs = {k: torch.cat([inr_features(inr, s, k, task.video) for s in samples]) for k in exits}
         targets: dict[str, list[Tensor]] = {}
@@ -204,14 +206,10 @@ def rank_pairs(data: TrainingData, exits: Sequence[int], layers: Sequence[str]) 
 
 def _adapter_kind(task: Task, target: Tensor, override: str | None) -> str:
     """The task's seed adapter (the 1x1 conv where the cut's tensor has the rank of a CNN stage, e.g. in a
-    transformer pipeline), or ``override`` (a capacity ablation) where the seed's is the 1x1 conv."""
+    transformer pipeline), or ``override`` (an image adapter kind) where the seed's is the 1x1 conv; other cuts
+    (patch embeddings, 3-D clips) keep their seed adapter."""
     kind = "conv1x1" if task.adapter == "patch_embed" and target.ndim - 1 == 3 else task.adapter
-    if override is None or override == kind:
-        return kind
-    if kind != "conv1x1":
-        raise ValueError(f"adapter {override!r} replaces the seed's conv1x1 at (C, H, W) cuts; this {task.name} "
-                         f"cut takes {kind!r} adapters")
-    return override
+    return override if override is not None and kind == "conv1x1" else kind
 
 
 def _cut_piece(task: Task, x: Tensor, target: Tensor, adapter: str | None) -> nn.Module:
@@ -270,6 +268,34 @@ def select_pairs(measured: Sequence[PairMeasurement], min_agreement: float, max_
 
 # --- adapt ---------------------------------------------------------------------------------------------------
 
+def adapter_recipe(task: Task, name: str = DEFAULT_ADAPTER_RECIPE) -> AdapterTrainConfig:
+    """A named recipe (``training.config.ADAPTER_RECIPES``) as it applies to ``task``: the task loss only where the
+    kind has class logits."""
+    if name not in ADAPTER_RECIPES:
+        raise ValueError(f"unknown adapter recipe {name!r}; choose one of {', '.join(ADAPTER_RECIPES)}")
+    cfg = ADAPTER_RECIPES[name]
+    return cfg if task.kind.has_logits or cfg.task_loss == 0 else dataclasses.replace(cfg, task_loss=0.0)
+
+
+def classifier_only(tail: nn.Module) -> bool:
+    """A tail that is at most one learned layer (pooling, norms and the classifier): injecting there re-learns the
+    classifier's input rather than adapting features for the rest of the network."""
+    layers = [m for m in tail.modules() if isinstance(getattr(m, "weight", None), Tensor) and m.weight.ndim >= 2]
+    return len(layers) <= 1
+
+
+def validation_frames(task: Task, n: int, train_idx: Sequence[int], count: int = 16) -> tuple[list[int], bool]:
+    """Frames ``adapt`` measures pairs on: up to ``count`` frames outside the training frames, evenly spread (video
+    tasks: one clip outside them), and whether that is out of sample; the protocol frames when every frame trains."""
+    units = task.units(sorted(set(range(n)) - set(train_idx)))
+    if not units:
+        return task.protocol_frames(n), False
+    if task.video:
+        return units[len(units) // 2], True
+    pick = uniform_frames(len(units), min(count, len(units)))
+    return [units[i][0] for i in pick], True
+
+
 def adapt_video(
     store: VideoStore,
     video_id: str,
@@ -281,7 +307,8 @@ def adapt_video(
     top_k: int = 10,
     min_agreement: float = 0.95,
     max_adapter_share: float = 0.01,
-    train: AdapterTrainConfig = AdapterTrainConfig(),
+    train: AdapterTrainConfig | None = None,
+    train_frames: str | None = None,
     max_samples: int | None = None,
     weights: str | None = "default",
     random_init: bool = False,
@@ -297,14 +324,21 @@ def adapt_video(
     (then fastest) pair. The same rule picks the adapter stored for every other exit block. The pairing JSON keeps
     the ranking, every measured pair, the Pareto front and the codec path's measurement (the honest baseline).
 
-    ``max_samples`` None trains on every frame (action tasks: every 32-frame window at stride 8), unless their
-    features would not fit in :data:`FEATURE_BUDGET` bytes; then as many as fit, evenly spread.
+    ``train`` None is the measured-best recipe (:func:`adapter_recipe`). Adapters train on ``train_frames`` (the
+    frame-selection grammar; default the task kind's ``default_train_frames``: a quarter of the frames, evenly
+    spread; action tasks the first half) and pairs are measured and chosen on frames outside them (up to 16,
+    spread; action: one clip), so the choice is made out of sample. ``max_samples`` None trains on every training
+    frame (action tasks: every 32-frame window at stride 8 inside them), unless their features would not fit in
+    :data:`FEATURE_BUDGET` bytes; then as many as fit, evenly spread. Layers whose tail is only pooling and the
+    classifier are not tried unless named in ``layers``: such a "pair" is the classifier's input re-learned, not an
+    adapter.
 
     ``train.joint``: then fine-tune the INR with the chosen pair's adapter (:func:`_joint`); the re-quantised INR
     replaces the stored one, and every adapter trained on the old one is dropped. ``summary["joint"]`` holds PSNR,
     bpp and accuracy before/after; ``summary["accuracy"]`` is then the after value, while ``measured`` keeps the
     frozen-INR measurements that chose the pair."""
     task = get_task(task_name)
+    train = train or adapter_recipe(task)
     if train.task_loss > 0 and not task.kind.has_logits:  # task_loss is a KL over class logits
         raise ValueError(f"--task-loss needs class logits; {task.name} ({task.kind.name}) trains on features only")
     bb = backbone or get_backbone(task.backbone)
@@ -313,15 +347,24 @@ def adapt_video(
     meta = store.meta(video_id)
     inr = load_inr(store, video_id).model
     frames = read_source(meta).frames
-    task.samples(frames.shape[0], max_samples)  # a video too short for the task fails before any work
+    n = frames.shape[0]
+    train_idx = task.train_frames(n, train_frames)
+    task.samples(train_idx, max_samples)  # too few (consecutive) training frames fail before any work
     exits = list(exits or range(1, inr.num_blocks + 1))
-    layers = list(layers or bb.split_points())
-    splits = {l: bb.split(l, model=model) for l in layers}
+    if layers is None:
+        splits = {l: bb.split(l, model=model) for l in bb.split_points()}
+        splits = {l: sm for l, sm in splits.items() if not classifier_only(sm.tail)}
+    else:
+        splits = {l: bb.split(l, model=model) for l in layers}
+    layers = list(splits)
     t0 = time.perf_counter()
-    data = training_data(task, inr, bb, model, splits, frames, exits, train, max_samples)
+    data = training_data(task, inr, bb, model, splits, frames, exits, train, max_samples, allowed=train_idx)
     ranking = rank_pairs(data, exits, layers)
 
-    eval_idx = task.protocol_frames(frames.shape[0])
+    eval_idx, out_of_sample = validation_frames(task, n, train_idx)
+    if not out_of_sample:
+        warnings.warn(f"adapt: every frame of '{video_id}' is a training frame: pairs are chosen on frames they "
+                      "trained on (in-sample)", stacklevel=2)
     with torch.no_grad():
         raw_out = model(bb.preprocess(frames[eval_idx]))
     backbone_params = bb.num_params(model)
@@ -346,6 +389,11 @@ def adapt_video(
         "codec": None if codec is None else codec.to_dict(),
         "faster_than_codec": None if codec is None else chosen["ms_per_frame"] < codec.ms_per_frame,
         "repeats": repeats, "samples": len(data.samples),
+        "train_selection": train_frames or task.kind.default_train_frames, "train_frames": train_idx,
+        "validation_frames": eval_idx, "chosen_out_of_sample": out_of_sample,
+        # ingest cost: frames the backbone ran on (training targets, validation answers; the codec check re-runs
+        # the validation frames)
+        "backbone_passes": len({i for smp in data.samples for i in smp} | set(eval_idx)),
         "weights": "random" if random_init else str(weights), "seconds": round(time.perf_counter() - t0, 2),
         "ranking": [dataclasses.asdict(c) for c in ranking], "measured": [m.row() for m in measured],
     }

@@ -6,14 +6,16 @@ from .base import (
     Scorer,
     Task,
     TaskKind,
+    cat_outputs,
     class_names,
     get_kind,
     get_task,
     list_kinds,
     register_kind,
     register_task,
+    take_rows,
 )
 from . import classification, action, detection, captioning  # noqa: E402,F401 - registers the kinds and tasks
 
-__all__ = ["TASKS", "Scorer", "Task", "TaskKind", "class_names", "get_kind", "get_task", "list_kinds",
-           "register_kind", "register_task"]
+__all__ = ["TASKS", "Scorer", "Task", "TaskKind", "cat_outputs", "class_names", "get_kind", "get_task", "list_kinds",
+           "register_kind", "register_task", "take_rows"]

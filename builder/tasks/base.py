@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from ..triton.pipelines import RepoConfig
 
 __all__ = ["TaskKind", "Task", "Scorer", "register_kind", "get_kind", "list_kinds", "register_task", "get_task",
-           "TASKS", "class_names", "request_array", "selected_frames", "label_array", "read_labels"]
+           "TASKS", "class_names", "request_array", "selected_frames", "label_array", "read_labels", "cat_outputs",
+           "take_rows", "runs"]
 
 # a path's output and the raw frames' output -> the task's scores; ``accuracy`` is its metric in [0, 1]
 Scorer = Callable[[Any, Any], dict[str, float]]
@@ -59,10 +60,19 @@ class TaskKind:
 
         return uniform_frames(num_frames, count, seed)
 
-    def samples(self, task: Task, num_frames: int, max_samples: int | None) -> list[list[int]]:
-        """Training samples: every frame when ``max_samples`` is None, else at most that many, evenly spread."""
-        step = 1 if max_samples is None else max(1, -(-num_frames // max_samples))
-        return [[i] for i in range(0, num_frames, step)]
+    default_train_frames: ClassVar[str] = "uniform:25%"  # adapt --train-frames: a quarter of the frames, spread
+
+    def samples(self, task: Task, frames: int | Sequence[int], max_samples: int | None) -> list[list[int]]:
+        """Training samples from ``frames`` (a frame count: all of them; else the allowed frame indices): every
+        frame when ``max_samples`` is None, else at most that many, evenly spread."""
+        allowed = _frame_list(frames)
+        step = 1 if max_samples is None else max(1, -(-len(allowed) // max_samples))
+        return [[i] for i in allowed[::step]]
+
+    def units(self, task: Task, frames: Sequence[int]) -> list[list[int]]:
+        """``frames`` cut into what the model reads at once, without overlap (here: single frames): how the frames
+        a model never trained on are scored."""
+        return [[i] for i in sorted(set(frames))]
 
     # --- outputs and scores ---
 
@@ -86,6 +96,12 @@ class TaskKind:
     def raw_stability(self, raw: Any) -> dict[str, float] | None:
         """How steady the raw frames' own answers are over one video's protocol frames (None: not measured)."""
         return None
+
+    def constant_output(self, train_raw: Any, n: int) -> Any:
+        """The constant answer a system that learned only the training frames' outputs would give: here the first
+        training sample's output, repeated for ``n`` samples (classification overrides it with the majority
+        class). Scored like any path, it is the floor an adapter must beat on frames it never trained on."""
+        return take_rows(train_raw, [0] * n)
 
     # --- labels and the served post step ---
 
@@ -125,8 +141,25 @@ class Task:
     def protocol_frames(self, num_frames: int, seed: int = 0) -> list[int]:
         return self.kind.protocol_frames(num_frames, self.clip, seed)
 
-    def samples(self, num_frames: int, max_samples: int | None) -> list[list[int]]:
-        return self.kind.samples(self, num_frames, max_samples)
+    def samples(self, frames: int | Sequence[int], max_samples: int | None) -> list[list[int]]:
+        return self.kind.samples(self, frames, max_samples)
+
+    def units(self, frames: Sequence[int]) -> list[list[int]]:
+        return self.kind.units(self, frames)
+
+    def train_frames(self, num_frames: int, selection: str | None = None) -> list[int]:
+        """The frames ``adapt`` trains on: ``selection`` (the frame-selection grammar, :mod:`builder.selection`) or
+        the kind's default, sorted and unique; an index outside the video is an error."""
+        from ..selection import Selection
+
+        text = selection or self.kind.default_train_frames
+        idx = sorted(set(Selection.parse(text).frames(num_frames, clip=self.clip, consecutive=self.video)))
+        if not idx:
+            raise ValueError(f"--train-frames {text!r} selects no frame")
+        if idx[0] < 0 or idx[-1] >= num_frames:
+            raise ValueError(f"--train-frames {text!r} selects frame {idx[-1]}; this video has {num_frames} "
+                             f"(0..{num_frames - 1})")
+        return idx
 
 
 _KINDS: dict[str, TaskKind] = {}
@@ -176,6 +209,42 @@ def class_names(task: Task | str, num_classes: int) -> list[str]:
 
 
 # --- helpers of the post steps (numpy only) ---
+
+def cat_outputs(outs: Sequence[Any]) -> Any:
+    """Model outputs of several batches joined along the batch dim: tensors, or tuples/lists/dicts of them."""
+    import torch
+
+    first = outs[0]
+    if isinstance(first, dict):
+        return {k: cat_outputs([o[k] for o in outs]) for k in first}
+    if isinstance(first, (tuple, list)):
+        return type(first)(cat_outputs([o[i] for o in outs]) for i in range(len(first)))
+    return torch.cat(list(outs))
+
+
+def take_rows(out: Any, rows: Sequence[int]) -> Any:
+    """Rows ``rows`` (batch dim) of a model output with :func:`cat_outputs`' structure."""
+    if isinstance(out, dict):
+        return {k: take_rows(v, rows) for k, v in out.items()}
+    if isinstance(out, (tuple, list)):
+        return type(out)(take_rows(v, rows) for v in out)
+    return out[list(rows)]
+
+
+def _frame_list(frames: int | Sequence[int]) -> list[int]:
+    return list(range(frames)) if isinstance(frames, int) else sorted(set(int(i) for i in frames))
+
+
+def runs(frames: Sequence[int]) -> list[list[int]]:
+    """Sorted unique ``frames`` as maximal runs of consecutive indices."""
+    out: list[list[int]] = []
+    for i in sorted(set(frames)):
+        if out and i == out[-1][-1] + 1:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
 
 def request_array(inputs: Mapping[str, Any], name: str, ndim: int, dtype: Any) -> np.ndarray:
     value = inputs.get(name)

@@ -67,6 +67,14 @@ class Classification(TaskKind):
 
         return lambda out, raw: classification_scores(self.logits(out), self.logits(raw))
 
+    def constant_output(self, train_raw: Any, n: int) -> Any:
+        """Logits that answer the training frames' majority top-1 class for every one of ``n`` samples."""
+        import torch
+
+        logits = self.logits(train_raw)
+        majority = int(torch.bincount(logits.argmax(-1), minlength=logits.shape[-1]).argmax())
+        return torch.nn.functional.one_hot(torch.full((n,), majority), logits.shape[-1]).float()
+
     def raw_stability(self, raw: Any) -> dict[str, float] | None:
         from ..protocols import prediction_stability
 
