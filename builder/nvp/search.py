@@ -206,10 +206,14 @@ def rank_pairs(data: TrainingData, exits: Sequence[int], layers: Sequence[str]) 
 
 def _adapter_kind(task: Task, target: Tensor, override: str | None) -> str:
     """The task's seed adapter (the 1x1 conv where the cut's tensor has the rank of a CNN stage, e.g. in a
-    transformer pipeline), or ``override`` (an image adapter kind) where the seed's is the 1x1 conv; other cuts
-    (patch embeddings, 3-D clips) keep their seed adapter."""
+    transformer pipeline), or ``override`` (a capacity ablation) where the seed's is the 1x1 conv."""
     kind = "conv1x1" if task.adapter == "patch_embed" and target.ndim - 1 == 3 else task.adapter
-    return override if override is not None and kind == "conv1x1" else kind
+    if override is None or override == kind:
+        return kind
+    if kind != "conv1x1":
+        raise ValueError(f"adapter {override!r} replaces the seed's conv1x1 at (C, H, W) cuts; this {task.name} "
+                         f"cut takes {kind!r} adapters")
+    return override
 
 
 def _cut_piece(task: Task, x: Tensor, target: Tensor, adapter: str | None) -> nn.Module:
@@ -270,11 +274,15 @@ def select_pairs(measured: Sequence[PairMeasurement], min_agreement: float, max_
 
 def adapter_recipe(task: Task, name: str = DEFAULT_ADAPTER_RECIPE) -> AdapterTrainConfig:
     """A named recipe (``training.config.ADAPTER_RECIPES``) as it applies to ``task``: the task loss only where the
-    kind has class logits."""
+    kind has class logits, the adapter kind only where the task's seed adapter is the 1x1 conv."""
     if name not in ADAPTER_RECIPES:
         raise ValueError(f"unknown adapter recipe {name!r}; choose one of {', '.join(ADAPTER_RECIPES)}")
     cfg = ADAPTER_RECIPES[name]
-    return cfg if task.kind.has_logits or cfg.task_loss == 0 else dataclasses.replace(cfg, task_loss=0.0)
+    if cfg.task_loss and not task.kind.has_logits:
+        cfg = dataclasses.replace(cfg, task_loss=0.0)
+    if task.adapter != "conv1x1":  # patch embeddings and 3-D adapters: their seed adapter, which has no LS fit
+        cfg = dataclasses.replace(cfg, adapter=None, init="default")
+    return cfg
 
 
 def classifier_only(tail: nn.Module) -> bool:

@@ -147,6 +147,12 @@ class Task:
     def units(self, frames: Sequence[int]) -> list[list[int]]:
         return self.kind.units(self, frames)
 
+    def _trainable(self, frames: Sequence[int]) -> bool:
+        try:
+            return bool(self.samples(frames, None))
+        except ValueError:
+            return False
+
     def train_frames(self, num_frames: int, selection: str | None = None) -> list[int]:
         """The frames ``adapt`` trains on: ``selection`` (the frame-selection grammar, :mod:`builder.selection`) or
         the kind's default, sorted and unique; an index outside the video is an error."""
@@ -154,6 +160,8 @@ class Task:
 
         text = selection or self.kind.default_train_frames
         idx = sorted(set(Selection.parse(text).frames(num_frames, clip=self.clip, consecutive=self.video)))
+        if selection is None and not self._trainable(idx):
+            return list(range(num_frames))  # too short to hold out anything: every frame trains (adapt warns)
         if not idx:
             raise ValueError(f"--train-frames {text!r} selects no frame")
         if idx[0] < 0 or idx[-1] >= num_frames:

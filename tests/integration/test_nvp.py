@@ -39,7 +39,11 @@ def test_adapt_and_evaluate_effnet_lite0_real_weights(store, capsys, tmp_path):
     assert r["exit_block"] in (1, 2) and r["layer"] in ("blocks.5", "blocks.6")
     assert 0 < r["adapter_share"] < 0.01  # tiny: < 1 % of the backbone's parameters
     assert len(r["measured"]) == 3 and all(0 <= m["accuracy"] <= 1 and m["ms_per_frame"] > 0 for m in r["measured"])
-    assert r["samples"] == 12 and r["adapter_kind"] == "conv1x1"  # trained on every frame of the video
+    # the default recipe's adapter, trained on a quarter of the frames and chosen on the others
+    assert r["adapter_kind"] == "conv3x3" and r["train_selection"] == "uniform:25%"
+    assert r["samples"] == len(r["train_frames"]) == 3 and r["chosen_out_of_sample"]
+    assert not set(r["validation_frames"]) & set(r["train_frames"])
+    assert r["backbone_passes"] == 12  # 3 training + 9 validation frames
     # chosen by measurement: a point of the stored Pareto front (agreement vs ms per frame)
     front = r["pareto_front"]
     assert front and (r["exit_block"], r["layer"]) in {(f["exit_block"], f["layer"]) for f in front}
@@ -68,7 +72,13 @@ def test_adapt_and_evaluate_effnet_lite0_real_weights(store, capsys, tmp_path):
     assert 0 < stab["frames_agreeing_with_video_top1"] <= 1 and 0 < stab["mean_top1_prob"] <= 1
     # the NVP path skips the late INR blocks and the early backbone layers
     assert paths["nvp"]["gflops"] < paths["fulldecode"]["gflops"]
-    assert paths["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
+    # out of sample: every path on the 9 frames adapt did not train on (here also the frames it chose the pair on)
+    assert ev["heldout_frames"] == 9 and ev["videos"][0]["train_frames"] == 3
+    assert paths["raw"]["heldout_accuracy"] == 1.0
+    for p in paths.values():
+        assert 0 <= p["heldout_accuracy"] <= 1 and 0 <= p["heldout_video_accuracy"] <= 1
+    assert paths["nvp"]["heldout_accuracy"] == pytest.approx(r["accuracy"])
+    assert 0 <= ev["constant_baseline"] <= 1 and ev["constant_baseline_video"] in (0.0, 1.0)
     assert (tmp_path / "exits.png").stat().st_size > 1000
 
 
@@ -87,12 +97,13 @@ def test_adapt_with_ablation_adapters(store, capsys):
     only where the seed's adapter is the 1x1 conv."""
     r = run_json(capsys, "adapt", "bikes12", "--task", "effnet_lite0", "--store", store, "--exits", "2",
                  "--layers", "blocks.4", "--top-k", "1", "--epochs", "2", "--init", "ls", "--adapter", "bottleneck",
-                 "--task-loss", "1", "--lr", "1e-3", "--repeats", "1", "--max-samples", "6", "--no-progress")
+                 "--task-loss", "1", "--lr", "1e-3", "--repeats", "1", "--train-frames", "0-5", "--max-samples", "6",
+                 "--no-progress")
     assert r["adapter_kind"] == "bottleneck" and r["samples"] == 6 and 0 < r["adapter_share"] < 0.01
     ev = run_json(capsys, "evaluate", "--task", "effnet_lite0", "--videos", "bikes12", "--store", store,
                   "--repeats", "1")
     assert ev["paths"]["nvp"]["adapter_kind"] == "bottleneck"
-    assert ev["paths"]["nvp"]["accuracy"] == pytest.approx(r["accuracy"])
+    assert ev["paths"]["nvp"]["heldout_accuracy"] == pytest.approx(r["accuracy"])  # frames 6-11, both times
     assert list(ev["per_exit"]) == ["2"]  # only the exits of the last adapt run
     code = main(["adapt", "bikes12", "--task", "vit_b16", "--store", str(store), "--random-weights", "--exits", "2",
                  "--layers", "encoder.dropout", "--top-k", "1", "--epochs", "1", "--adapter", "conv3x3",
@@ -171,7 +182,9 @@ def test_detr_adapts_features_and_derives_the_mask(store):
     ev = evaluate_task(vs, ["bikes12"], "detr_r50", random_init=True, backbone_config=SMALL_DETR)
     paths = ev["paths"]
     assert paths["raw"]["accuracy"] == pytest.approx(1.0)  # the raw detections are the ground truth
-    assert paths["nvp"]["accuracy"] == pytest.approx(r["accuracy"])  # same seeded random backbone
+    # same seeded random backbone, same frames: adapt chose on the 9 frames evaluate scores out of sample
+    assert paths["nvp"]["heldout_accuracy"] == pytest.approx(r["accuracy"], nan_ok=True)
+    assert all("heldout_accuracy" in p for p in paths.values()) and "constant_baseline" in ev
     assert paths["nvp"]["gflops"] < paths["fulldecode"]["gflops"]
     with pytest.raises(ValueError, match="class logits"):
         adapt_video(vs, "bikes12", "detr_r50", random_init=True, backbone_config=SMALL_DETR,
