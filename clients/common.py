@@ -54,7 +54,7 @@ def parse_selection(text: str) -> str:
     try:
         Selection.parse(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{e}; use {GRAMMAR}") from None
+        raise argparse.ArgumentTypeError(f"bad frame selection {text!r}: {e}. Use {GRAMMAR}") from None
     return text
 
 

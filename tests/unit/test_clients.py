@@ -43,7 +43,7 @@ def test_task_commands_check_the_frame_grammar_before_asking():
     from clients.__main__ import main
 
     assert parse_selection(" uniform:4 ") == " uniform:4 "  # sent as written: the server resolves it
-    with pytest.raises(argparse.ArgumentTypeError, match="use auto, uniform"):
+    with pytest.raises(argparse.ArgumentTypeError, match="Use auto, uniform"):
         parse_selection("every other frame")
     with pytest.raises(SystemExit) as e:
         main(["effnet_lite0", "--video", "car", "--frames", "1;rm -rf /", "--url", "127.0.0.1:1"])
