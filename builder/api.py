@@ -7,7 +7,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -18,7 +18,8 @@ from training.metrics import ms_ssim, psnr
 from .codec import FORMAT_VERSION
 from .config import QuantConfig
 from .entry import H264_FILE, INR_FILE, VIDEO, FrameRange, H264Twin, INRInfo, Quality, Source, VideoEntry
-from .inr import DecodedINR, INRConfig, build_inr, decode_inr, encode_inr, inr_config
+from .inr import DecodedINR, INRConfig, build_inr, decode_inr, encode_inr, get_inr_family, inr_config
+from .inr.rate import RateTarget, Sizing, default_target, fit_rate, plan_size, quality_warnings
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_frames, read_video, write_pngs, write_video
 
@@ -26,6 +27,9 @@ __all__ = ["h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video
            "read_source", "read_h264", "h264_frames"]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
+# measured best at equal bytes and equal training time on CPU (docs/BENCHMARKS.md: HNeRV above NeRV below ~3 bpp,
+# and within 1 dB of its 60-epoch PSNR after 30 epochs where NeRV needs 150+)
+DEFAULT_ARCH = "hnerv"
 
 
 def _quality(model: torch.nn.Module, frames: torch.Tensor, num_bytes: int) -> dict[str, Any]:
@@ -66,42 +70,75 @@ def encode_video(
     video_id: str,
     *,
     store: VideoStore,
-    arch: str = "nerv",
+    arch: str = DEFAULT_ARCH,
     start: int = 0,
     count: int | None = None,
     step: int = 1,
     size: tuple[int, int] | None = None,
     model: dict[str, Any] | None = None,
+    bpp: float | None = None,
+    max_bytes: int | None = None,
+    table1: bool = False,
     train: TrainConfig | None = None,
     quant: QuantConfig = QuantConfig(),
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Read a clip, fit an INR, compress it and store it under ``video_id``; return the stored metadata.
 
-    PSNR / MS-SSIM are measured on the model decoded back from the stored bytes, and bpp from their length.
-    ``model`` overrides architecture sizes (``stem_dim``, ``lower_width``, ``mlp_dim``, ``num_blocks``, ...).
+    Size: by default the family's rate sizing at a byte target (``max_bytes``, ``bpp``, or the source file's own
+    bytes for these frames, see ``builder.inr.rate.default_target``), planned against ``train.time_budget``;
+    ``model`` sizes (``stem_dim``, ``lower_width``, ``mlp_dim``, ...) or ``table1`` choose it explicitly (seed
+    Table 1 for what is not given); ``model`` options the rate sizing takes (``num_blocks``, ``activation``)
+    apply to both. PSNR / MS-SSIM are measured on the model decoded back from the stored bytes, and bpp from
+    their length. ``log`` receives the sizing decision and warnings (also stored: ``meta["sizing"]``).
     """
     validate_video_id(video_id)
     if not overwrite and store.exists(video_id):  # fail before minutes of training, not after
         raise EntryExists(f"video '{video_id}' already exists in {store.root}; pass --force to replace it")
+    log = log or (lambda _: None)
+    family = get_inr_family(arch)
+    opts = {k: v for k, v in (model or {}).items() if v is not None}
+    explicit = table1 or family.for_params is None or any(k not in family.rate_options for k in opts)
+    if bpp is not None and max_bytes is not None:
+        raise ValueError("give one rate target: --bpp or --bytes, not both")
+    if explicit and (bpp is not None or max_bytes is not None):
+        given = "--table1" if table1 else ", ".join("--" + k.replace("_", "-") for k in opts
+                                                   if k not in family.rate_options)
+        raise ValueError(f"--bpp / --bytes choose the model size; drop {given} (or the rate target)")
     t0 = time.perf_counter()
     clip = read_video(path, start=start, count=count, step=step, size=size)
     frames = clip.frames
     t, _, h, w = frames.shape
-    cfg = inr_config(arch, t, h, w, **(model or {}))
+    train = train or TrainConfig(recipe=family.model.recipe)
+    if explicit:
+        cfg = inr_config(arch, t, h, w, **opts)
+        sizing = Sizing("table1" if table1 else "explicit", params=cfg.stored_params)
+    else:
+        target = (RateTarget(max_bytes, f"--bytes {max_bytes}", True) if max_bytes is not None
+                  else RateTarget.from_bpp(bpp, t, h, w) if bpp is not None
+                  else default_target(path, clip.info.frames, t, h, w))
+        cfg, sizing = plan_size(arch, frames, quant, train, target, opts, log)
+    log(_sizing_line(arch, sizing, train))
     inr = build_inr(cfg)
-    train = train or TrainConfig(recipe=inr.recipe)
     ckpt_dir = store.root / ".checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / f"{video_id}.pt"
     fit = fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress)
     inr.cpu()
     inr.after_fit(frames)
-    blob = encode_inr(inr, quant)
+    if sizing.target_bytes is not None:
+        quant, blob = fit_rate(inr, quant, sizing.target_bytes)
+        sizing.pruned = quant.prune
+    else:
+        blob = encode_inr(inr, quant)
     decoded = decode_inr(blob)
     quality = _quality(decoded.model, frames, len(blob))
+    for msg in quality_warnings(quality["psnr"], fit.stopped_by, fit.epochs, train.time_budget):
+        sizing.warnings.append(msg)
+        log("warning: " + msg)
     h264, twin = h264_copy(frames, clip.fps / step, len(blob))
     entry = VideoEntry(
         video_id,
@@ -114,10 +151,21 @@ def encode_video(
                         train_psnr=round(fit.psnr, 4)),
         h264=twin,
         encoded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        extra={"sizing": sizing.to_dict()},
     )
     stored = store.put_video(entry, {INR_FILE: blob, H264_FILE: h264}, overwrite=overwrite)
     ckpt.unlink(missing_ok=True)
     return {"id": video_id, **stored.to_meta()}
+
+
+def _sizing_line(arch: str, s: Sizing, train: TrainConfig) -> str:
+    if s.rule != "rate":
+        return f"{arch}: {s.params:,} params ({'seed Table 1' if s.rule == 'table1' else 'sizes as given'})"
+    line = (f"{arch}: {s.params:,} params for {s.target_bytes:,} bytes ({s.target_bpp:.3g} bpp; {s.origin}"
+            + (f", shrunk from {s.shrunk_from_bytes:,} to fit the time budget" if s.shrunk_from_bytes else "") + ")")
+    if s.epoch_seconds is not None:
+        line += f"; {s.epoch_seconds:.2f} s per epoch here: about {s.planned_epochs} epochs in {train.time_budget:g} s"
+    return line
 
 
 def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames: torch.Tensor, *,

@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("video", type=Path, help="any file FFmpeg/PyAV decodes (mp4, avi, mkv; h264, mpeg4, ...)")
     e.add_argument("--id", required=True, dest="video_id",
                    help="video ID: 1-64 of [A-Za-z0-9_-], starting with a letter or digit")
-    e.add_argument("--arch", choices=list_inr_families(), default="nerv", help="INR family (default: nerv)")
+    from .api import DEFAULT_ARCH
+
+    e.add_argument("--arch", choices=list_inr_families(), default=DEFAULT_ARCH,
+                   help=f"INR family (default: {DEFAULT_ARCH}, the best measured at equal bytes and training time)")
     g = e.add_argument_group("frames")
     g.add_argument("--start", type=_nonneg_int, default=0, help="first frame index in the file (default 0)")
     g.add_argument("--frames", type=_positive_int, dest="count", help="number of frames (default: to the end)")
@@ -102,7 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", help="cpu or cuda[:N] (bf16 autocast on CUDA)")
     g.add_argument("--resume", action="store_true", help="continue from this ID's checkpoint if one exists")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = e.add_argument_group("model size (default: seed Table 1 by frame count)")
+    g = e.add_argument_group(
+        "rate and model size",
+        "By default the model is the largest of the family's shape whose stored bytes fit a target: --bytes, "
+        "--bpp, or else the source file's own bytes for the encoded frames (kept within 0.1-1.0 bpp). With "
+        "--time-budget, one epoch is timed first; a default target shrinks until the budget leaves the epochs the "
+        "family needs (HNeRV 30, NeRV 100), an explicit one is kept with a warning. Size flags (--stem-dim, ...) "
+        "or --table1 choose the size instead.")
+    g.add_argument("--bpp", type=_positive_float, metavar="B",
+                   help="rate target in bits per pixel of the encoded frames (the stored INR lands within 15 %%)")
+    g.add_argument("--bytes", type=_positive_int, dest="max_bytes", metavar="N", help="rate target in bytes")
+    g.add_argument("--table1", action="store_true",
+                   help="size from the seed's Table 1 by frame count (NeRV paper sizes, meant for GPU training)")
     g.add_argument("--stem-dim", type=_positive_int, help="channels of the initial feature map (NeRV fc_dim)")
     g.add_argument("--lower-width", type=_positive_int, help="floor on decoder block channels")
     g.add_argument("--mlp-dim", type=_positive_int, help="NeRV: hidden width of the MLP stem (default 512)")
@@ -330,8 +344,10 @@ def _cmd_encode(args: argparse.Namespace):
             takers = [a for a in list_inr_families() if k in get_inr_family(a).size_options]
             raise ValueError(f"{flag} applies to --arch {' / '.join(takers)} only")
     meta = encode_video(args.video, args.video_id, store=_store(args), arch=args.arch, start=args.start,
-                        count=args.count, step=args.step, size=args.size, model=model, train=train, quant=quant,
-                        overwrite=args.force, resume=args.resume, progress=not args.no_progress)
+                        count=args.count, step=args.step, size=args.size, model=model, bpp=args.bpp,
+                        max_bytes=args.max_bytes, table1=args.table1, train=train, quant=quant,
+                        overwrite=args.force, resume=args.resume, progress=not args.no_progress,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
     text = (f"stored '{meta['id']}': {meta['arch']} {meta['params']:,} params, {meta['frames']} frames "
             f"{meta['width']}x{meta['height']}\n"
             f"  PSNR {meta['psnr']:.2f} dB  MS-SSIM {meta['ms_ssim']:.4f}  {meta['bpp']:.4f} bpp "

@@ -4,7 +4,7 @@ A leaf library: it imports nothing from ``builder`` (models are duck-typed throu
 ``fit_inputs``); ``builder`` imports ``training``, never the other way round.
 """
 from .config import AdapterTrainConfig, TrainConfig
-from .inr import FitResult, fit_inr
+from .inr import FitResult, epoch_seconds, fit_inr
 from .recipes import RECIPES, Recipe
 
-__all__ = ["fit_inr", "FitResult", "RECIPES", "Recipe", "TrainConfig", "AdapterTrainConfig"]
+__all__ = ["fit_inr", "epoch_seconds", "FitResult", "RECIPES", "Recipe", "TrainConfig", "AdapterTrainConfig"]

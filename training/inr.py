@@ -1,6 +1,7 @@
 """Per-video INR fitting: warm-up + cosine schedule, three stopping rules, resumable checkpoints, CPU or CUDA."""
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -18,7 +19,7 @@ from .config import TrainConfig
 from .metrics import psnr
 from .recipes import RECIPES
 
-__all__ = ["FitResult", "fit_inr", "seed_everything"]
+__all__ = ["FitResult", "fit_inr", "seed_everything", "epoch_seconds"]
 
 
 @dataclass
@@ -61,6 +62,49 @@ def _fit_inputs(model: nn.Module, frames: Tensor, idx: Tensor, device: torch.dev
     return None if x is None else x.to(device)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, steps: int = 2) -> float:
+    """Seconds one epoch of :func:`fit_inr` takes for ``model`` on ``frames`` on ``cfg.device``, measured on a
+    throw-away copy: one warm-up step, then ``steps`` timed training steps and one timed evaluation batch, scaled
+    to the epoch's batches (the per-epoch PSNR pass included)."""
+    device = torch.device(cfg.device)
+    probe = copy.deepcopy(model).to(device).train()
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-6)
+    loss_fn = RECIPES[cfg.recipe].loss
+    n, b = frames.shape[0], min(cfg.batch_size, frames.shape[0])
+    idx = torch.arange(b, device=device)
+    target = frames[:b].float().to(device)
+    amp = cfg.amp and device.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = probe(idx, _fit_inputs(probe, frames, idx, device))
+        loss = loss_fn(pred.float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    step_s = (time.perf_counter() - t0) / steps
+    ev = torch.arange(min(2 * b, n), device=device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        probe.eval()
+        probe(ev, _fit_inputs(probe, frames, ev, device))
+    _sync(device)
+    eval_s = time.perf_counter() - t0
+    return math.ceil(n / b) * step_s + math.ceil(n / len(ev)) * eval_s
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
@@ -78,7 +122,8 @@ def fit_inr(
 ) -> FitResult:
     """Fit ``model`` to ``frames`` ``(T, 3, H, W)`` in [0, 1] in place.
 
-    ``model`` is an INR (``builder.inr.INR``): ``forward(idx, inputs)``, ``fit_inputs(frames, idx)`` and a
+    ``model`` is an INR (``builder.inr.INR``): ``forward(idx, inputs)``, ``before_fit(frames)``,
+    ``fit_inputs(frames, idx)`` and a
     ``config`` with ``frames`` and ``to_dict()``; nothing here knows the family.
 
     Stops after ``cfg.epochs``, when ``cfg.time_budget`` seconds have been spent, or when the PSNR over all frames
@@ -112,6 +157,8 @@ def fit_inr(
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, spent, history = state["epoch"], state["step"], state["seconds"], state["history"]
         torch.set_rng_state(state["rng"])
+    else:
+        model.before_fit(frames)  # the family's data-dependent init (the INR's: head bias at the mean colour)
     amp = cfg.amp and device.type == "cuda"
     stopped_by, last_psnr = "epochs", history[-1]["psnr"] if history else float("nan")
     t0 = time.perf_counter() - spent

@@ -9,12 +9,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from .registry import get_inr_family
 
 __all__ = ["INRConfig", "BlockInfo", "conv_flops", "conv_params", "choose_layout", "seed_size_rule",
-           "default_num_blocks"]
+           "default_num_blocks", "widest"]
 
 ACTIVATIONS = ("relu", "gelu", "silu", "leaky_relu")
 NORMS = ("instance", "none")
@@ -119,6 +119,11 @@ class INRConfig:
         return len(self.strides)
 
     @property
+    def stored_params(self) -> int:
+        """Parameters the bitstream holds (decoder weights, and per-frame embeddings where the family has them)."""
+        return sum(r.params for r in self.block_info())
+
+    @property
     def grid(self) -> tuple[int, int]:
         p = math.prod(self.strides)
         return self.height // p, self.width // p
@@ -192,6 +197,21 @@ def seed_size_rule(frames: int) -> tuple[int, int]:
         if frames <= max_frames:
             return stem, lower
     raise AssertionError("unreachable")
+
+
+def widest(make: Callable[[int], INRConfig], max_params: int, lo: int = 4, hi: int = 2048) -> INRConfig | None:
+    """``make(w)`` for the largest width ``w`` in ``[lo, hi]`` whose stored parameters fit in ``max_params``
+    (a family's rate sizing: its shape as a function of one width, which its parameter count grows with);
+    ``None`` when even ``make(lo)`` is larger."""
+    if make(lo).stored_params > max_params:
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if make(mid).stored_params <= max_params:
+            lo = mid
+        else:
+            hi = mid - 1
+    return make(lo)
 
 
 _STRIDE_CHOICES = (5, 4, 3, 2)

@@ -4,6 +4,7 @@ embeddings are stored; the encoder exists while training.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -12,11 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import INR
-from .config import BlockInfo, INRConfig, choose_layout, conv_flops, conv_params, seed_size_rule
+from .config import BlockInfo, INRConfig, choose_layout, conv_flops, conv_params, seed_size_rule, widest
 from .layers import ConvNeXtBlock, LayerNorm2d, make_activation, nerv_decoder
 from .registry import register_inr
 
-__all__ = ["HNeRV", "HNeRVConfig", "HNeRVEncoder", "hnerv_config"]
+__all__ = ["HNeRV", "HNeRVConfig", "HNeRVEncoder", "hnerv_config", "hnerv_for_params"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,21 @@ def hnerv_config(
     )
 
 
+def hnerv_for_params(frames: int, height: int, width: int, max_params: int, *, num_blocks: int | None = None,
+                     enc_dim: int = 16, activation: str = "gelu") -> HNeRVConfig | None:
+    """The largest HNeRV of one shape that fits ``max_params``. The embeddings grow with the frame count, so they
+    get at most a quarter of the budget (2-16 channels; HNeRV's own is 16); the decoder takes the rest with
+    first width ``w`` and channel floor ``max(8, w // 4)`` (docs/BENCHMARKS.md's hnerv-xs/s: w = 24/48). The
+    encoder (not stored) is 16 wide: it is most of a small model's training time, and at equal time the
+    narrower one wins (gradio b.mp4, 24 frames of 240x136, 60 s: 33.8 dB with 16 against 30.6 dB with 64)."""
+    strides, ch, cw = choose_layout(height, width, num_blocks)
+    p = math.prod(strides)
+    embed = max(2, min(16, max_params // (4 * frames * (ch // p) * (cw // p))))
+    return widest(lambda w: hnerv_config(frames, height, width, stem_dim=w, lower_width=max(8, w // 4),
+                                         embed_dim=embed, enc_dim=enc_dim, num_blocks=num_blocks,
+                                         activation=activation), max_params)
+
+
 class HNeRVEncoder(nn.Module):
     """Patchify-downsample (stride s, mirroring the decoder's strides) + one ConvNeXt block per stage."""
 
@@ -87,10 +103,12 @@ class HNeRVEncoder(nn.Module):
         return self.layers(frames)
 
 
-@register_inr("hnerv", config=HNeRVConfig, sizing=hnerv_config)
+@register_inr("hnerv", config=HNeRVConfig, sizing=hnerv_config, for_params=hnerv_for_params)
 class HNeRV(INR):
     config: HNeRVConfig
     recipe = "hnerv"
+    # within ~0.6 dB of its 60-epoch PSNR after 30 epochs on a 32-frame clip (docs/BENCHMARKS.md, bikes)
+    min_epochs = 30
     quant_axes = {"embeddings": 1}  # (frames, embed_dim, h, w): one scale per embedding channel
 
     def __init__(self, config: HNeRVConfig, with_encoder: bool = True) -> None:

@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from .base import INR
-from .config import BlockInfo, INRConfig, choose_layout, seed_size_rule
+from .config import BlockInfo, INRConfig, choose_layout, seed_size_rule, widest
 from .layers import PositionalEncoding, make_activation, nerv_decoder
 from .registry import register_inr
 
-__all__ = ["NeRV", "NeRVConfig", "nerv_config"]
+__all__ = ["NeRV", "NeRVConfig", "nerv_config", "nerv_for_params"]
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,31 @@ def nerv_config(
     )
 
 
-@register_inr("nerv", config=NeRVConfig, sizing=nerv_config)
+def nerv_for_params(frames: int, height: int, width: int, max_params: int, *, num_blocks: int | None = None,
+                    activation: str = "relu", norm: str = "instance") -> NeRVConfig | None:
+    """The largest NeRV of one shape that fits ``max_params``: width ``w`` gives stem ``w``, block floor ``2w``
+    and an MLP of ``8w`` (at most 512), the proportions of the CPU-sized models docs/BENCHMARKS.md measured
+    (nerv-xs/s: w = 8/16); then the MLP widens (up to ``16w``) into what is left, since one step of ``w`` is a
+    large step in size for small models."""
+    def shape(w: int, mlp: int) -> NeRVConfig:
+        return nerv_config(frames, height, width, stem_dim=w, lower_width=2 * w, mlp_dim=mlp, num_blocks=num_blocks,
+                           activation=activation, norm=norm)
+
+    base = widest(lambda w: shape(w, min(512, 8 * w)), max_params)
+    if base is None:
+        return None
+    w = base.stem_channels
+    return widest(lambda m: shape(w, m), max_params, lo=min(512, 8 * w), hi=min(512, 16 * w))
+
+
+@register_inr("nerv", config=NeRVConfig, sizing=nerv_config, for_params=nerv_for_params)
 class NeRV(INR):
     """PE(t) -> MLP stem -> initial ``stem_channels x grid`` map -> NeRV blocks -> 1x1 RGB head."""
 
     config: NeRVConfig
     recipe = "nerv"
+    # NeRV learns everything from the frame index: still climbing at 60 epochs on a 32-frame clip (BENCHMARKS.md)
+    min_epochs = 100
 
     def __init__(self, config: NeRVConfig) -> None:
         if not isinstance(config, NeRVConfig):

@@ -1,7 +1,9 @@
 """INR families by name: ``@register_inr("nerv", config=NeRVConfig, sizing=nerv_config)`` on the model class.
 
 A family is its model class (``from_config``, stored state, training hooks), its config dataclass (fields,
-``block_info``) and its sizing rule (frames x size + options -> config). Everything else (coding, the store, the
+``block_info``), its sizing rule (frames x size + options -> config) and, optionally, its rate sizing (frames x
+size x parameter budget -> the largest config of the family's shape that fits; ``builder.inr.rate`` turns bytes
+into that budget). Everything else (coding, the store, the
 CLI, training) goes through this table, so adding a family is one new file that registers itself (and an import
 in ``builder/inr/__init__.py``). Duplicate names are refused, as torchvision's ``register_model`` does.
 """
@@ -24,18 +26,30 @@ class INRFamily:
     model: type[INR]
     config: type[INRConfig]
     sizing: Callable[..., INRConfig]  # (frames, height, width, **options) -> config
+    # (frames, height, width, max_params, **options) -> the largest config that fits, or None if none does
+    for_params: Callable[..., INRConfig | None] | None = None
 
     @property
     def size_options(self) -> tuple[str, ...]:
         """The keyword options the sizing rule accepts (``stem_dim``, ``mlp_dim``, ...)."""
-        params = inspect.signature(self.sizing).parameters.values()
-        return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        return _keyword_only(self.sizing)
+
+    @property
+    def rate_options(self) -> tuple[str, ...]:
+        """The options rate sizing still takes (``num_blocks``, ...); the widths are what it chooses."""
+        return _keyword_only(self.for_params) if self.for_params is not None else ()
+
+
+def _keyword_only(fn: Callable[..., Any]) -> tuple[str, ...]:
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 _FAMILIES: dict[str, INRFamily] = {}
 
 
-def register_inr(name: str, *, config: type[INRConfig], sizing: Callable[..., INRConfig]):
+def register_inr(name: str, *, config: type[INRConfig], sizing: Callable[..., INRConfig],
+                 for_params: Callable[..., INRConfig | None] | None = None):
     """Class decorator registering an INR model class under ``name`` (= its config's ``arch``)."""
 
     def wrap(model: type[INR]) -> type[INR]:
@@ -43,7 +57,7 @@ def register_inr(name: str, *, config: type[INRConfig], sizing: Callable[..., IN
             raise ValueError(f"an INR family named {name!r} is already registered ({_FAMILIES[name].model.__name__})")
         if getattr(config, "arch", None) != name:
             raise ValueError(f"{config.__name__}.arch must be {name!r} to register it as {name!r}")
-        _FAMILIES[name] = INRFamily(name, model, config, sizing)
+        _FAMILIES[name] = INRFamily(name, model, config, sizing, for_params)
         return model
 
     return wrap

@@ -1,0 +1,126 @@
+"""`encode` as a user runs it: the defaults against the old ones, NeRV against HNeRV, and rate targets hit or missed.
+
+  PYTHONPATH=. python benchmarks/bench_encode.py defaults            # 4 clips x 3 configs, 60 s each
+  PYTHONPATH=. python benchmarks/bench_encode.py defaults --budgets 300 --clips bikes
+  PYTHONPATH=. python benchmarks/bench_encode.py rate                # --bpp 0.1-1.0 on bikes, NeRV and HNeRV
+
+`defaults` runs `encode_video` exactly as `python -m builder encode CLIP --id X --time-budget S` does (plus the
+frame range and size below), for three configs on every clip:
+  old      the defaults before the rate target: NeRV sized by the seed's Table 1 (--arch nerv --table1)
+  nerv     --arch nerv with the default rate target (the source file's bytes for the frames)
+  hnerv    --arch hnerv with the default rate target
+and reports PSNR, bpp, epochs and the H.264 twin at the same bytes. `rate` asks for 0.1, 0.2, 0.5 and 1.0 bpp
+and reports the stored bpp against the target. Rows are cached in <out>/rows (--force recomputes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from builder.api import encode_video
+from builder.inr import get_inr_family
+from builder.inr.rate import RateTooLow
+from builder.samples import sample_path
+from builder.store import VideoStore
+from training.config import TrainConfig
+
+# clip -> (frames, step, size): four real clips of different content and size, 32-48 frames each
+CLIPS = {
+    "bikes": (32, 2, (320, 136)),
+    "carphone": (32, 1, (176, 144)),
+    "bigbuckbunny": (32, 4, (320, 180)),
+    "world": (48, 4, (240, 136)),
+}
+CONFIGS = {"old": ("nerv", True), "nerv": ("nerv", False), "hnerv": ("hnerv", False)}
+RATE_TARGETS = (0.1, 0.2, 0.5, 1.0)
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def encode_row(store: VideoStore, cache: Path, key: str, clip: str, arch: str, budget: float, force: bool,
+               **kw) -> dict:
+    path = cache / f"{key}.json"
+    if path.exists() and not force:
+        return json.loads(path.read_text())
+    frames, step, size = CLIPS[clip]
+    train = TrainConfig(recipe=get_inr_family(arch).model.recipe, time_budget=budget)
+    try:
+        m = encode_video(sample_path(clip), key, store=store, arch=arch, count=frames, step=step, size=size,
+                         train=train, overwrite=True, progress=False, **kw)
+    except RateTooLow as e:
+        row = {"key": key, "clip": clip, "arch": arch, "budget": budget, "error": str(e), **kw}
+    else:
+        row = {"key": key, "clip": clip, "arch": arch, "budget": budget, **kw,
+               **{k: m[k] for k in ("params", "bytes", "bpp", "psnr", "ms_ssim", "epochs", "train_seconds",
+                                    "stopped_by", "width", "height", "frames")},
+               "h264_psnr": m["h264"]["psnr"], "h264_bpp": m["h264"]["bpp"], "sizing": m.get("sizing", {})}
+    path.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def cmd_defaults(args, store: VideoStore, cache: Path) -> list[str]:
+    rows = []
+    for budget in args.budgets:
+        for clip in args.clips:
+            for name in args.configs:
+                arch, table1 = CONFIGS[name]
+                r = encode_row(store, cache, f"{clip}-{name}-{budget:g}s", clip, arch, budget, args.force,
+                               table1=table1)
+                rows.append({**r, "config": name})
+                print(f"{clip} {name} {budget:g}s: {r.get('psnr', '-')} dB at {r.get('bpp', '-')} bpp", flush=True)
+    md = ["| clip | frames | budget s | config | params | bpp (target) | PSNR dB | epochs | H.264 twin dB |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tgt = r["sizing"].get("target_bpp")
+        md.append(f"| {r['clip']} | {r['frames']} x {r['width']}x{r['height']} | {r['budget']:g} | {r['config']} | "
+                  f"{r['params']:,} | {r['bpp']:.3f}" + (f" ({tgt:.3f})" if tgt else "") +
+                  f" | **{r['psnr']:.2f}** | {r['epochs']} | {r['h264_psnr']:.2f} |")
+    return md
+
+
+def cmd_rate(args, store: VideoStore, cache: Path) -> list[str]:
+    md = ["| clip | arch | --bpp | stored bpp | stored / target | params | PSNR dB | pruned |",
+          "|---|---|---|---|---|---|---|---|"]
+    for clip in args.clips:
+        for arch in ("nerv", "hnerv"):
+            for bpp in RATE_TARGETS:
+                r = encode_row(store, cache, f"rate-{clip}-{arch}-{bpp:g}", clip, arch, args.rate_budget,
+                               args.force, bpp=bpp)
+                if "error" in r:
+                    md.append(f"| {clip} | {arch} | {bpp:g} | refused: {r['error'].split(':')[0]} | | | | |")
+                    continue
+                md.append(f"| {clip} | {arch} | {bpp:g} | {r['bpp']:.3f} | {r['bpp'] / bpp:.2f} | {r['params']:,} | "
+                          f"{r['psnr']:.2f} | {r['sizing'].get('pruned', 0):.3f} |")
+                print(md[-1], flush=True)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=("defaults", "rate"))
+    p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), help="default: all four (rate: bikes)")
+    p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
+    p.add_argument("--budgets", nargs="+", type=float, default=[60.0], help="training seconds (default 60)")
+    p.add_argument("--rate-budget", type=float, default=30.0, help="rate mode: training seconds (default 30)")
+    p.add_argument("--out", type=Path, default=Path("bench_out/encode"))
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args(argv)
+    args.clips = args.clips or (["bikes"] if args.mode == "rate" else list(CLIPS))
+    cache = args.out / "rows"
+    cache.mkdir(parents=True, exist_ok=True)
+    store = VideoStore(args.out / "store")
+    md = (cmd_defaults if args.mode == "defaults" else cmd_rate)(args, store, cache)
+    text = "\n".join([f"Machine: {machine()}", "", *md]) + "\n"
+    (args.out / f"{args.mode}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
