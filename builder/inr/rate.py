@@ -86,7 +86,9 @@ class Sizing:
 
 
 def _fresh(config: INRConfig) -> INR:
-    model = build_inr(config, decoder_only=True)
+    with torch.random.fork_rng(devices=[]):  # the same estimate every time, the caller's RNG untouched
+        torch.manual_seed(0)
+        model = build_inr(config, decoder_only=True)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for t in model.stored_state_dict().values():
@@ -113,40 +115,51 @@ def size_for_bytes(arch: str, frames: int, height: int, width: int, max_bytes: i
     guess = max_bytes * 8 / max(quant.bits - BITS_SAVED, 1.0)
     estimates: dict[INRConfig, int] = {}
 
-    def fits(params: float) -> tuple[INRConfig, int] | None:
+    def fits(params: float) -> tuple[bool, tuple[INRConfig, int] | None]:
+        """(too large?, (config, estimate) if it fits)"""
         config = family.for_params(frames, height, width, int(params), **options)
-        if config is None:
-            return None
+        if config is None:  # below the family's smallest model: more parameters, not fewer
+            return False, None
         if config not in estimates:
             estimates[config] = coded_bytes_estimate(config, quant)
-        return (config, estimates[config]) if estimates[config] <= max_bytes else None
+        return (False, (config, estimates[config])) if estimates[config] <= max_bytes else (True, None)
 
-    # bisect the parameter budget (in log space) for the largest model whose coded bytes fit, starting from the
-    # guess that the coder's bits per parameter give; configs are discrete, so few distinct ones get coded
-    lo, hi = guess / 4, guess * 1.5
-    best = fits(lo)
-    for _ in range(14):
-        mid = math.sqrt(lo * hi)
-        got = fits(mid)
-        if got is not None:
-            best, lo = got, mid
-        else:
-            hi = mid
-        if hi / lo < 1.01:
-            break
-    if best is None:
-        need = smallest_bytes(arch, frames, height, width, quant, **options) + 1
+    # bisect the parameter budget (in log space) for the largest model whose coded bytes fit, from the family's
+    # smallest model up to past the guess that the coder's bits per parameter give; configs are discrete, so few
+    # distinct ones get coded
+    lo = _smallest_params(family, frames, height, width, options)
+    too_large, best = fits(lo)
+    if too_large:
+        need = estimates[family.for_params(frames, height, width, lo, **options)]
         raise RateTooLow(
             f"{max_bytes:,} bytes ({max_bytes * 8 / (frames * height * width):.3g} bpp) is below the smallest {arch} "
             f"for {frames} frames of {width}x{height}: about {need:,} bytes "
             f"({need * 8 / (frames * height * width):.3g} bpp). Ask for more (--bytes / --bpp), fewer frames or a "
             f"smaller --size")
+    hi = max(guess * 4, lo * 1.01)
+    for _ in range(24):
+        mid = math.sqrt(lo * hi)
+        too_large, got = fits(mid)
+        if too_large:
+            hi = mid
+        else:
+            best, lo = got or best, mid
+        if hi / lo < 1.005:
+            break
+    assert best is not None
     return best
 
 
 def smallest_bytes(arch: str, frames: int, height: int, width: int, quant: QuantConfig, **options: Any) -> int:
     """Estimated coded bytes of the smallest model ``arch``'s rate sizing builds for this clip."""
     family = get_inr_family(arch)
+    smallest = family.for_params(frames, height, width, _smallest_params(family, frames, height, width, options),
+                                 **options)
+    return coded_bytes_estimate(smallest, quant)
+
+
+def _smallest_params(family, frames: int, height: int, width: int, options: dict[str, Any]) -> int:
+    """The least parameter budget the family's rate sizing builds a model for."""
     lo, hi = 1, 1
     while family.for_params(frames, height, width, hi, **options) is None:
         lo, hi = hi, hi * 2
@@ -156,7 +169,7 @@ def smallest_bytes(arch: str, frames: int, height: int, width: int, quant: Quant
             lo = mid + 1
         else:
             hi = mid
-    return coded_bytes_estimate(family.for_params(frames, height, width, lo, **options), quant)
+    return lo
 
 
 def default_target(source: str | Path, source_frames: int | None, frames: int, height: int,

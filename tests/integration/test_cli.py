@@ -128,6 +128,29 @@ def test_missing_entry_and_undecodable_file_and_existing_id(encoded, store, tmp_
     assert code == 1 and "120 frames" in err
 
 
+def test_rate_target_lands_within_15_percent_and_is_recorded(store, capsys):
+    code, obj, err = run(capsys, "encode", CLIP, "--id", "car-rate", *FRAMES, "--bpp", "4", "--epochs", "15",
+                         "--store", store, "--json", "--no-progress")
+    assert code == 0, err
+    assert obj["arch"] == "hnerv"  # the default family
+    assert 0.85 * 4 <= obj["bpp"] <= 1.15 * 4, obj["sizing"]
+    assert obj["sizing"]["rule"] == "rate" and obj["sizing"]["origin"] == "--bpp 4"
+    assert "hnerv:" in err and "params for" in err  # the sizing decision is printed before training
+    # no target: the source file's bytes for these frames; this clip is too short for that, so the smallest model
+    code, obj, err = run(capsys, "encode", CLIP, "--id", "car-default", *FRAMES, "--epochs", "2", "--store", store,
+                         "--json", "--no-progress")
+    assert code == 0, err
+    assert "source file" in obj["sizing"]["origin"] and "smallest" in obj["sizing"]["origin"]
+    # a rate target and explicit sizes (or two targets) contradict each other: refused before reading the clip
+    code, _, err = run(capsys, "encode", CLIP, "--id", "x2", "--bpp", "1", "--stem-dim", "8", "--store", store)
+    assert code == 1 and "--stem-dim" in err
+    code, _, err = run(capsys, "encode", CLIP, "--id", "x2", "--bpp", "1", "--bytes", "900", "--store", store)
+    assert code == 1 and "one rate target" in err
+    code, _, err = run(capsys, "encode", CLIP, "--id", "x2", *FRAMES, "--bytes", "900", "--store", store)
+    assert code == 1 and "smallest hnerv" in err and "bytes" in err
+    assert not VideoStore(store).exists("x2")
+
+
 def test_corrupt_entry_is_reported_not_decoded(encoded, store, capsys, tmp_path):
     src = Path(store) / "car-nerv"
     blob = bytearray((src / "inr.nvp").read_bytes())
