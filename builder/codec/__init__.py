@@ -17,6 +17,7 @@ from builder.codec.quant import (
     fake_quantize,
     prune_global,
     quantize,
+    ste_quantize,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "prune_global",
     "quantize",
     "quantize_tensors",
+    "ste_quantize",
 ]

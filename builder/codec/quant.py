@@ -18,6 +18,7 @@ __all__ = [
     "prune_global",
     "qmax",
     "quantize",
+    "ste_quantize",
 ]
 
 
@@ -96,6 +97,22 @@ def dequantize(qt: QuantizedTensor) -> torch.Tensor:
 def fake_quantize(t: torch.Tensor, bits: int, axis: int | None) -> torch.Tensor:
     """The weights a decoder will see: ``dequantize(quantize(t, bits, axis))``."""
     return dequantize(quantize(t, bits, axis))
+
+
+def ste_quantize(t: torch.Tensor, bits: int, axis: int | None) -> torch.Tensor:
+    """What training sees in quantisation-aware fine-tuning: the forward value is :func:`fake_quantize`'s (same
+    per-slice ``max|w| / qmax`` scale, same rounding, in torch instead of numpy), the gradient passes straight
+    through to the float weight (the straight-through estimator)."""
+    top = qmax(bits)
+    axis = _normalise_axis(axis, t.ndim)
+    w = t.detach()
+    if axis is None:
+        peak = w.abs().amax().reshape((1,) * t.ndim)
+    else:
+        peak = w.abs().amax(dim=tuple(d for d in range(t.ndim) if d != axis), keepdim=True)
+    scale = torch.where(peak > 0, peak / top, torch.ones_like(peak))
+    q = torch.clamp(torch.round(t / scale), -top, top) * scale
+    return t + (q - t).detach()
 
 
 def prune_global(tensors: dict[str, torch.Tensor], amount: float, names: list[str]) -> dict[str, torch.Tensor]:
