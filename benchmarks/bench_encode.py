@@ -3,6 +3,7 @@
   PYTHONPATH=. python benchmarks/bench_encode.py defaults            # 4 clips x 3 configs, 60 s each
   PYTHONPATH=. python benchmarks/bench_encode.py defaults --budgets 300 --clips bikes
   PYTHONPATH=. python benchmarks/bench_encode.py rate                # --bpp 0.1-1.0 on bikes, NeRV and HNeRV
+  PYTHONPATH=. python benchmarks/bench_encode.py quant               # 8/6/5 bits, with and without --qat
 
 `defaults` runs `encode_video` exactly as `python -m builder encode CLIP --id X --time-budget S` does (plus the
 frame range and size below), for three configs on every clip:
@@ -10,7 +11,9 @@ frame range and size below), for three configs on every clip:
   nerv     --arch nerv with the default rate target (the source file's bytes for the frames)
   hnerv    --arch hnerv with the default rate target
 and reports PSNR, bpp, epochs and the H.264 twin at the same bytes. `rate` asks for 0.1, 0.2, 0.5 and 1.0 bpp
-and reports the stored bpp against the target. Rows are cached in <out>/rows (--force recomputes).
+and reports the stored bpp against the target. `quant` encodes the same clip at the same --bpp and time budget with
+8-bit and 6-bit post-training quantisation and 6-bit and 5-bit quantisation-aware fine-tuning (--qat 0.2): fewer
+bits buy a larger model at equal bytes; QAT spends a fifth of the time training through the quantiser. Rows are cached in <out>/rows (--force recomputes).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 import torch
 
 from builder.api import encode_video
+from builder.config import QuantConfig
 from builder.inr import get_inr_family
 from builder.inr.rate import RateTooLow
 from builder.samples import sample_path
@@ -37,6 +41,7 @@ CLIPS = {
 }
 CONFIGS = {"old": ("nerv", True), "nerv": ("nerv", False), "hnerv": ("hnerv", False)}
 RATE_TARGETS = (0.1, 0.2, 0.5, 1.0)
+QUANT = {"8-bit": (8, 0.0), "6-bit": (6, 0.0), "6-bit qat": (6, 0.2), "5-bit qat": (5, 0.2)}
 
 
 def machine() -> str:
@@ -44,19 +49,21 @@ def machine() -> str:
 
 
 def encode_row(store: VideoStore, cache: Path, key: str, clip: str, arch: str, budget: float, force: bool,
-               **kw) -> dict:
+               qat: float = 0.0, **kw) -> dict:
+    key = key.replace(".", "p")  # a video ID: no dots
     path = cache / f"{key}.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
     frames, step, size = CLIPS[clip]
-    train = TrainConfig(recipe=get_inr_family(arch).model.recipe, time_budget=budget)
+    train = TrainConfig(recipe=get_inr_family(arch).model.recipe, time_budget=budget, qat=qat)
+    plain = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in kw.items()}
     try:
         m = encode_video(sample_path(clip), key, store=store, arch=arch, count=frames, step=step, size=size,
                          train=train, overwrite=True, progress=False, **kw)
     except RateTooLow as e:
-        row = {"key": key, "clip": clip, "arch": arch, "budget": budget, "error": str(e), **kw}
+        row = {"key": key, "clip": clip, "arch": arch, "budget": budget, "error": str(e), **plain}
     else:
-        row = {"key": key, "clip": clip, "arch": arch, "budget": budget, **kw,
+        row = {"key": key, "clip": clip, "arch": arch, "budget": budget, "qat": qat, **plain,
                **{k: m[k] for k in ("params", "bytes", "bpp", "psnr", "ms_ssim", "epochs", "train_seconds",
                                     "stopped_by", "width", "height", "frames")},
                "h264_psnr": m["h264"]["psnr"], "h264_bpp": m["h264"]["bpp"], "sizing": m.get("sizing", {})}
@@ -101,21 +108,34 @@ def cmd_rate(args, store: VideoStore, cache: Path) -> list[str]:
     return md
 
 
+def cmd_quant(args, store: VideoStore, cache: Path) -> list[str]:
+    md = ["| clip | arch | --bpp | quantisation | params | stored bpp | PSNR dB | epochs (QAT) |", "|---|---|---|---|---|---|---|---|"]
+    for clip in args.clips:
+        for name, (bits, qat) in QUANT.items():
+            r = encode_row(store, cache, f"quant-{clip}-{args.quant_bpp:g}-{name.replace(' ', '-')}", clip, "hnerv",
+                           args.budgets[0], args.force, qat=qat, bpp=args.quant_bpp, quant=QuantConfig(bits=bits))
+            md.append(f"| {clip} | hnerv | {args.quant_bpp:g} | {name} | {r['params']:,} | {r['bpp']:.3f} | "
+                      f"**{r['psnr']:.2f}** | {r['epochs']} |")
+            print(md[-1], flush=True)
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("defaults", "rate"))
+    p.add_argument("mode", choices=("defaults", "rate", "quant"))
     p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), help="default: all four (rate: bikes)")
     p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
     p.add_argument("--budgets", nargs="+", type=float, default=[60.0], help="training seconds (default 60)")
     p.add_argument("--rate-budget", type=float, default=30.0, help="rate mode: training seconds (default 30)")
+    p.add_argument("--quant-bpp", type=float, default=0.4, help="quant mode: the rate target (default 0.4)")
     p.add_argument("--out", type=Path, default=Path("bench_out/encode"))
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
-    args.clips = args.clips or (["bikes"] if args.mode == "rate" else list(CLIPS))
+    args.clips = args.clips or (["bikes"] if args.mode in ("rate", "quant") else list(CLIPS))
     cache = args.out / "rows"
     cache.mkdir(parents=True, exist_ok=True)
     store = VideoStore(args.out / "store")
-    md = (cmd_defaults if args.mode == "defaults" else cmd_rate)(args, store, cache)
+    md = {"defaults": cmd_defaults, "rate": cmd_rate, "quant": cmd_quant}[args.mode](args, store, cache)
     text = "\n".join([f"Machine: {machine()}", "", *md]) + "\n"
     (args.out / f"{args.mode}.md").write_text(text)
     print(text)

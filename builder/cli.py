@@ -395,6 +395,11 @@ def _cmd_info(args: argparse.Namespace):
         q = e.quality
         lines.append(f"  {q.params:,} params, {q.bytes:,} bytes, {q.bpp:.4f} bpp, PSNR {q.psnr:.2f} dB, "
                      f"MS-SSIM {q.ms_ssim:.4f}")
+    sizing = e.extra.get("sizing")
+    if isinstance(sizing, dict) and sizing.get("target_bytes"):
+        lines.append(f"  sized for {sizing['target_bytes']:,} bytes ({sizing.get('origin', '?')})")
+    for w in (sizing or {}).get("warnings", []) if isinstance(sizing, dict) else []:
+        lines.append(f"  warning: {w}")
     lines.append(f"  files: {', '.join(e.files)}")
     files = {n: {"sha256": r.sha256, "bytes": r.bytes} for n, r in e.files.items()}
     return "\n".join(lines), {"id": e.id, **e.to_meta(), "files": files}

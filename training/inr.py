@@ -67,10 +67,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, steps: int = 2) -> float:
+def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, min_seconds: float = 1.0,
+                  max_steps: int = 20) -> float:
     """Seconds one epoch of :func:`fit_inr` takes for ``model`` on ``frames`` on ``cfg.device``, measured on a
-    throw-away copy: one warm-up step, then ``steps`` timed training steps and one timed evaluation batch, scaled
-    to the epoch's batches (the per-epoch PSNR pass included)."""
+    throw-away copy: one warm-up step, then training steps until ``min_seconds`` have passed (2 to ``max_steps``)
+    and one timed evaluation batch, scaled to the epoch's batches (the per-epoch PSNR pass included). The median
+    step, so one stall on a shared machine does not decide the model's size."""
     device = torch.device(cfg.device)
     probe = copy.deepcopy(model).to(device).train()
     opt = torch.optim.Adam(probe.parameters(), lr=1e-6)
@@ -90,11 +92,13 @@ def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, steps: int
 
     step()
     _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
+    times: list[float] = []
+    while len(times) < 2 or (sum(times) < min_seconds and len(times) < max_steps):
+        t0 = time.perf_counter()
         step()
-    _sync(device)
-    step_s = (time.perf_counter() - t0) / steps
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times))
     ev = torch.arange(min(2 * b, n), device=device)
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -218,22 +218,20 @@ def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainC
         sec = epoch_seconds(build_inr(config), frames, train)
         epochs = int(train.time_budget / sec)
         sizing.epoch_seconds, sizing.planned_epochs = round(sec, 4), min(epochs, train.epochs)
-        if epochs >= need or target.explicit:
+        if epochs >= 0.8 * need or target.explicit:
             break
         # a default target: a smaller model trains faster; step time falls more slowly than bytes (the
         # full-resolution blocks keep their floor width), so shrink by the epoch ratio, at least by half
-        smaller = round(cur_bytes * min(0.5, epochs / need))
-        try:
-            new, new_est = size_for_bytes(arch, t, h, w, smaller, quant, **options)
-        except RateTooLow:
-            break
+        smaller = max(round(cur_bytes * min(0.5, epochs / need)), smallest_bytes(arch, t, h, w, quant, **options))
+        new, new_est = size_for_bytes(arch, t, h, w, smaller, quant, **options)
         if new == config:
             break
         sizing.shrunk_from_bytes = sizing.shrunk_from_bytes or target.bytes
         config, est, cur_bytes = new, new_est, smaller
         sizing = replace(sizing, target_bytes=smaller, target_bpp=round(smaller * 8 / (t * h * w), 6),
                          predicted_bytes=est, params=config.stored_params)
-    if sizing.planned_epochs is not None and sizing.planned_epochs < need:
+    # the epoch counts are rough (one 32-frame clip each): warn only when clearly short of them
+    if sizing.planned_epochs is not None and sizing.planned_epochs < 0.8 * need:
         budget = math.ceil(need * sizing.epoch_seconds)
         sizing.warnings.append(
             f"{train.time_budget:g} s of training gives about {sizing.planned_epochs} epochs at "

@@ -91,7 +91,7 @@ def test_plan_size_shrinks_a_default_target_to_fit_the_budget():
     full, _ = size_for_bytes("hnerv", 8, 96, 128, target.bytes, Q8)
     config, sizing = plan_size("hnerv", frames, Q8, train, target, {})
     if sizing.shrunk_from_bytes is None:  # this machine is fast enough for the full size
-        assert sizing.planned_epochs >= get_inr_family("hnerv").model.min_epochs and config == full
+        assert sizing.planned_epochs >= 0.8 * get_inr_family("hnerv").model.min_epochs and config == full
     else:
         assert sizing.target_bytes < target.bytes and config.stored_params < full.stored_params
 
