@@ -144,6 +144,8 @@ def test_rate_target_lands_within_15_percent_and_is_recorded(store, capsys):
     # a rate target and explicit sizes (or two targets) contradict each other: refused before reading the clip
     code, _, err = run(capsys, "encode", CLIP, "--id", "x2", "--bpp", "1", "--stem-dim", "8", "--store", store)
     assert code == 1 and "--stem-dim" in err
+    code, _, err = run(capsys, "encode", CLIP, "--id", "x2", "--bpp", "1", "--table1", "--store", store)
+    assert code == 1 and "--table1" in err
     code, _, err = run(capsys, "encode", CLIP, "--id", "x2", "--bpp", "1", "--bytes", "900", "--store", store)
     assert code == 1 and "one rate target" in err
     code, _, err = run(capsys, "encode", CLIP, "--id", "x2", *FRAMES, "--bytes", "900", "--store", store)
@@ -176,7 +178,8 @@ def test_delete(store, capsys, encoded):
 def test_killed_encode_leaves_no_partial_entry(tmp_path):
     store = tmp_path / "s"
     rng = random.Random(0)
-    argv = [sys.executable, "-m", "builder", "encode", str(CLIP), "--id", "killme", *FRAMES, *SIZES["nerv"],
+    argv = [sys.executable, "-m", "builder", "encode", str(CLIP), "--id", "killme", "--arch", "nerv", *FRAMES,
+            *SIZES["nerv"],
             "--time-budget", "1.5", "--store", str(store), "--no-progress", "--force"]
     outcomes = []
     for _ in range(4):
