@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	@mkdir -p $(DEMO_OUT)
 	$(eval DEMO_VIDEO := $(shell $(BIN)/python -c "from builder.samples import sample_path; print(sample_path('$(DEMO_CLIP)'))"))
-	@# default sizing: the largest model that fits the source file's own bytes for these frames (0.1-1 bpp)
+	@# default sizing: the largest model that fits the source file's own bytes for these frames (0.1-0.5 bpp)
 	$(NVP) encode $(DEMO_VIDEO) --id $(N) --arch nerv $(DEMO_FRAMES) --time-budget 90 --store $(DEMO_STORE) --force
 	$(NVP) encode $(DEMO_VIDEO) --id $(H) --arch hnerv $(DEMO_FRAMES) --time-budget 90 --store $(DEMO_STORE) --force
 	$(NVP) eval $(N) --store $(DEMO_STORE)

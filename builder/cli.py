@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = e.add_argument_group(
         "rate and model size",
         "By default the model is the largest of the family's shape whose stored bytes fit a target: --bytes, "
-        "--bpp, or else the source file's own bytes for the encoded frames (kept within 0.1-1.0 bpp). With "
+        "--bpp, or else the source file's own bytes for the encoded frames (kept within 0.1-0.5 bpp). With "
         "--time-budget, one epoch is timed first; a default target shrinks until the budget leaves the epochs the "
         "family needs (HNeRV 30, NeRV 100), an explicit one is kept with a warning. Size flags (--stem-dim, ...) "
         "or --table1 choose the size instead.")
