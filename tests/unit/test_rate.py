@@ -48,10 +48,10 @@ def test_a_target_below_the_smallest_model_is_refused_with_what_would_do():
 
 def test_default_target_is_the_source_files_bytes_within_range(tmp_path):
     src = tmp_path / "clip.mp4"
-    src.write_bytes(b"\0" * 100_000)  # 100 frames -> 1,000 bytes each
+    src.write_bytes(b"\0" * 50_000)  # 100 frames -> 500 bytes each
     t, h, w = 20, 100, 100
     got = default_target(src, 100, t, h, w)
-    assert got.bytes == 20_000 and not got.explicit and "source file" in got.origin
+    assert got.bytes == 10_000 and not got.explicit and "source file" in got.origin
     low = default_target(src, 100_000, t, h, w)  # 1 byte per frame: raised to the floor
     assert low.bytes == round(DEFAULT_BPP_RANGE[0] * t * h * w / 8) and "kept within" in low.origin
     high = default_target(src, 1, t, h, w)  # a raw-sized source: capped
