@@ -67,6 +67,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, frames: Tensor, idx: Tensor,
+                target: Tensor, device: torch.device, amp: bool) -> Tensor:
+    """One optimiser step on the frames ``idx`` (the step :func:`fit_inr` runs and :func:`epoch_seconds` times)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        pred = model(idx, _fit_inputs(model, frames, idx, device))
+    loss = loss_fn(pred.float(), target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, min_seconds: float = 1.0,
                   max_steps: int = 20) -> float:
     """Seconds one epoch of :func:`fit_inr` takes for ``model`` on ``frames`` on ``cfg.device``, measured on a
@@ -83,12 +95,7 @@ def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, min_second
     amp = cfg.amp and device.type == "cuda"
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = probe(idx, _fit_inputs(probe, frames, idx, device))
-        loss = loss_fn(pred.float(), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _train_step(probe, opt, loss_fn, frames, idx, target, device, amp)
 
     step()
     _sync(device)
@@ -186,12 +193,7 @@ def fit_inr(
                 frac = max(frac, elapsed / cfg.time_budget)
             for g in opt.param_groups:
                 g["lr"] = lr * _lr_factor(frac, cfg.warmup)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = model(idx, _fit_inputs(model, frames, idx, device))
-            loss = recipe.loss(pred.float(), target_dev[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = _train_step(model, opt, recipe.loss, frames, idx, target_dev[idx], device, amp)
             losses.append(loss.item())
             step += 1
             if cfg.time_budget is not None and time.perf_counter() - t0 >= cfg.time_budget:
