@@ -29,8 +29,8 @@ __all__ = ["h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video
            "read_source", "read_h264", "h264_frames"]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
-# measured best at equal bytes and equal training time on CPU (docs/BENCHMARKS.md: HNeRV above NeRV below ~3 bpp,
-# and within 1 dB of its 60-epoch PSNR after 30 epochs where NeRV needs 150+)
+# measured best at the default rate and equal training time on CPU (docs/BENCHMARKS.md, "Encoding defaults":
+# ahead on bikes and Big Buck Bunny, tied on world, behind on carphone)
 DEFAULT_ARCH = "hnerv"
 
 

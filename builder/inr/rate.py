@@ -214,7 +214,7 @@ def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainC
                     min_epochs=need)
     if train.time_budget is None:
         return config, sizing
-    cur_bytes = target.bytes
+    cur_bytes, floor = target.bytes, None
     for _ in range(4):
         sec = epoch_seconds(build_inr(config), frames, train)
         epochs = int(train.time_budget / sec)
@@ -223,7 +223,8 @@ def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainC
             break
         # a default target: a smaller model trains faster; step time falls more slowly than bytes (the
         # full-resolution blocks keep their floor width), so shrink by the epoch ratio, at least by half
-        smaller = max(round(cur_bytes * min(0.5, epochs / need)), smallest_bytes(arch, t, h, w, quant, **options))
+        floor = floor or smallest_bytes(arch, t, h, w, quant, **options)
+        smaller = max(round(cur_bytes * min(0.5, epochs / need)), floor)
         new, new_est = size_for_bytes(arch, t, h, w, smaller, quant, **options)
         if new == config:
             break
