@@ -18,20 +18,26 @@ from training.metrics import ms_ssim, psnr
 
 from .codec import FORMAT_VERSION
 from .config import QuantConfig
-from .entry import H264_FILE, INR_FILE, VIDEO, FrameRange, H264Twin, INRInfo, Quality, Source, VideoEntry
-from .inr import DecodedINR, INRConfig, build_inr, decode_inr, encode_inr, get_inr_family, inr_config
+from .entry import (H264_FILE, INR_FILE, VIDEO, ChunkInfo, FrameRange, H264Twin, INRInfo, Quality, Source, VideoEntry,
+                    chunk_file)
+from .inr import (ChunkedINR, DecodedINR, INRConfig, build_inr, chunk_plan, decode_chunked, decode_inr, encode_inr,
+                  get_inr_family, inr_config)
 from .inr.qat import quantization_aware
 from .inr.rate import RateTarget, Sizing, default_target, fit_rate, plan_size, quality_warnings
 from .store import EntryExists, VideoStore, validate_video_id
-from .video import Clip, read_frames, read_video, write_pngs, write_video
+from .video import Clip, probe, read_frames, read_video, write_pngs, write_video
 
-__all__ = ["h264_copy", "encode_video", "replace_inr", "load_inr", "decode_video", "eval_video", "cost_table",
+__all__ = ["h264_copy", "encode_video", "reencode_chunk", "replace_inr", "load_inr", "decode_video", "eval_video", "cost_table",
            "read_source", "read_h264", "h264_frames"]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 # measured best at the default rate and equal training time on CPU (docs/BENCHMARKS.md, "Encoding defaults":
 # ahead on bikes and Big Buck Bunny, tied on world, behind on carphone)
 DEFAULT_ARCH = "hnerv"
+# Frames per chunk (GOP) when a video is longer than that: each chunk is its own INR, warm-started from the
+# previous chunk's weights. Measured: docs/BENCHMARKS.md, "Whole videos in chunks" (chunk-length sweep at equal
+# total bytes and encode time on a real clip, 2-core CPU).
+DEFAULT_CHUNK_FRAMES = 32
 
 
 def _quality(model: torch.nn.Module, frames: torch.Tensor, num_bytes: int) -> dict[str, Any]:
@@ -87,8 +93,16 @@ def encode_video(
     resume: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    chunk_frames: int | None = None,
+    warm_start: bool = True,
 ) -> dict[str, Any]:
     """Read a clip, fit an INR, compress it and store it under ``video_id``; return the stored metadata.
+
+    Whole videos: when the frames to encode are more than ``chunk_frames`` (default :data:`DEFAULT_CHUNK_FRAMES`;
+    0 = one INR whatever the length), they are cut into chunks of about that length, read and fitted one at a
+    time (memory bounded by one chunk), each chunk's INR warm-started from the previous one's trained weights
+    (``warm_start``); the rate target and ``train.time_budget`` are the whole video's, split over the chunks by
+    frames (bytes) and equally (time). One video ID covers all chunks (:func:`load_inr`).
 
     Size: by default the family's rate sizing at a byte target (``max_bytes``, ``bpp``, or the source file's own
     bytes for these frames, see ``builder.inr.rate.default_target``), planned against ``train.time_budget``;
@@ -111,6 +125,20 @@ def encode_video(
                                                    if k not in family.rate_options)
         raise ValueError(f"--bpp / --bytes choose the model size; drop {given} (or the rate target)")
     t0 = time.perf_counter()
+    if chunk_frames is None:
+        chunk_frames = DEFAULT_CHUNK_FRAMES
+    if chunk_frames < 0:
+        raise ValueError(f"chunk_frames must be >= 0 (0: one INR for all frames), got {chunk_frames}")
+    total = _frames_to_encode(path, start, count, step) if chunk_frames else None
+    if total is not None and total > chunk_frames:
+        if resume:
+            raise ValueError("--resume continues one INR's checkpoint; a chunked encode starts over (or give "
+                             "--chunk-frames 0)")
+        return _encode_chunked(path, video_id, store=store, arch=arch, start=start, total=total, step=step,
+                               size=size, opts=opts, explicit=explicit, table1=table1, bpp=bpp, max_bytes=max_bytes,
+                               train=train or TrainConfig(recipe=family.model.recipe), quant=quant,
+                               overwrite=overwrite, progress=progress, log=log, chunk_frames=chunk_frames,
+                               warm_start=warm_start, t0=t0)
     clip = read_video(path, start=start, count=count, step=step, size=size)
     frames = clip.frames
     t, _, h, w = frames.shape
@@ -160,16 +188,16 @@ def encode_video(
     return {"id": video_id, **stored.to_meta()}
 
 
-def _fit(inr: torch.nn.Module, frames: torch.Tensor, train: TrainConfig, quant: QuantConfig, ckpt: Path,
-         resume: bool, progress: bool) -> FitResult:
+def _fit(inr: torch.nn.Module, frames: torch.Tensor, train: TrainConfig, quant: QuantConfig, ckpt: Path | None,
+         resume: bool, progress: bool, init: bool = True) -> FitResult:
     """``fit_inr``, then (``train.qat > 0``) its last ``qat`` share of epochs and time through the quantiser at a
-    tenth of the lr, no warm-up."""
+    tenth of the lr, no warm-up. ``init=False``: the model is warm-started (no data-dependent init)."""
     if not train.qat:
-        return fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress)
+        return fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress, init=init)
     keep = 1 - train.qat
     main = dataclasses.replace(train, epochs=max(1, round(train.epochs * keep)),
                                time_budget=train.time_budget and train.time_budget * keep)
-    fit = fit_inr(inr, frames, main, checkpoint=ckpt, resume=resume, progress=progress)
+    fit = fit_inr(inr, frames, main, checkpoint=ckpt, resume=resume, progress=progress, init=init)
     tune = dataclasses.replace(train, epochs=max(1, train.epochs - main.epochs), target_psnr=None, warmup=0.0,
                                time_budget=train.time_budget and max(train.time_budget - fit.seconds, 0.01),
                                lr=0.1 * (train.lr or RECIPES[train.recipe].lr))
@@ -200,25 +228,45 @@ def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames
         raise ValueError(f"'{video_id}' is a {entry.kind}: only a video's own INR can be replaced")
     if model.config != INRConfig.from_dict(entry.inr.config):
         raise ValueError(f"the INR's architecture differs from video '{video_id}''s; encode it as a new video")
-    blob = encode_inr(model, QuantConfig.from_dict(entry.inr.quant))
-    decoded = decode_inr(blob)
-    h264, twin = h264_copy(frames, entry.frames.fps, len(blob))
-    drop = set(drop)
+    quant = QuantConfig.from_dict(entry.inr.quant)
+    chunks = None
+    if isinstance(model, ChunkedINR):  # a chunked video: every chunk re-coded, each measured on its frames
+        if not entry.chunks or [c.frames for c in entry.chunks] != model.sizes:
+            raise ValueError(f"the chunked INR's chunks differ from video '{video_id}''s")
+        blobs = {chunk_file(k): encode_inr(m, quant) for k, m in enumerate(model.chunks)}
+        chunks = tuple(_remeasured(c, decode_inr(b).model, frames[c.start:c.start + c.frames], len(b))
+                       for c, b in zip(entry.chunks, blobs.values()))
+        measured = _chunked_quality(chunks, entry.height, entry.width)
+    else:
+        if entry.chunks:
+            raise ValueError(f"video '{video_id}' is chunked: replace it with a ChunkedINR of its chunks")
+        blob = encode_inr(model, quant)
+        blobs = {INR_FILE: blob}
+        measured = _quality(decode_inr(blob).model, frames, len(blob))
+    h264, twin = h264_copy(frames, entry.frames.fps, measured["bytes"])
+    drop = set(drop) | set(blobs)
     files = {n: store.get(video_id, n) for n in entry.files if n not in drop and n not in (INR_FILE, H264_FILE)}
     # the training fields describe the original fit and stay; the measured ones are the new bytes'
-    quality = dataclasses.replace(entry.quality, **_quality(decoded.model, frames, len(blob)))
-    new = dataclasses.replace(entry, quality=quality, h264=twin)
+    quality = dataclasses.replace(entry.quality, **measured)
+    new = dataclasses.replace(entry, quality=quality, h264=twin, chunks=chunks or entry.chunks)
     if meta:
         new = VideoEntry.from_meta(video_id, {**new.to_meta(), **meta})
-    return store.put_video(new, {INR_FILE: blob, H264_FILE: h264, **files}, overwrite=True).to_meta()
+    return store.put_video(new, {**blobs, H264_FILE: h264, **files}, overwrite=True).to_meta()
 
 
 def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> DecodedINR:
-    """The stored decoder of ``video_id`` (checksum-verified)."""
+    """The stored decoder of ``video_id`` (checksum-verified): every consumer (decode, eval, adapt, evaluate,
+    Triton) reaches a video's decoder through here. A chunked video's is one :class:`ChunkedINR` over its
+    chunks, taking global frame indices."""
     holder = store.holder(video_id, INR_FILE)
     if holder != video_id:
         raise ValueError(f"video '{video_id}' is a member of collection '{holder}': decoding a collection's members "
                          "is not supported yet")
+    chunks = store.meta(video_id).get("chunks")
+    if chunks:
+        table = ChunkInfo.table(chunks)
+        return decode_chunked([store.get(video_id, chunk_file(k)) for k in range(len(table))],
+                              [c.start for c in table], device=device)
     return decode_inr(store.get(video_id, INR_FILE), device=device)
 
 
@@ -244,14 +292,17 @@ def h264_frames(path: str | Path, entry: VideoEntry | Mapping[str, Any], indices
     return read_frames(path, [int(i) for i in indices])[..., :entry.height, :entry.width]
 
 
-def read_source(entry: VideoEntry | Mapping[str, Any], source: str | Path | None = None) -> Clip:
-    """Re-read the exact frames a stored video was encoded from (same range, step and size)."""
+def read_source(entry: VideoEntry | Mapping[str, Any], source: str | Path | None = None, first: int = 0,
+                count: int | None = None) -> Clip:
+    """Re-read the exact frames a stored video was encoded from (same range, step and size); ``first`` /
+    ``count`` pick ``count`` of them from global index ``first`` (default: all)."""
     entry = _typed(entry)
     path = Path(source or entry.source.path)
     if not path.exists():
         raise FileNotFoundError(f"source video {path} not found; pass --source PATH to evaluate against a copy")
-    return read_video(path, start=entry.frames.start, count=entry.frames.count, step=entry.frames.step,
-                      size=(entry.width, entry.height))
+    f = entry.frames
+    return read_video(path, start=f.start + first * f.step, count=f.count - first if count is None else count,
+                      step=f.step, size=(entry.width, entry.height))
 
 
 def decode_video(store: VideoStore, video_id: str, out: str | Path, *, fps: float | None = None) -> Path:
@@ -268,11 +319,21 @@ def decode_video(store: VideoStore, video_id: str, out: str | Path, *, fps: floa
 def eval_video(store: VideoStore, video_id: str, *, source: str | Path | None = None) -> dict[str, Any]:
     """PSNR / MS-SSIM of the stored INR against its source frames, with bpp and params."""
     entry = store.video(video_id)
-    clip = read_source(entry, source)
     decoded = load_inr(store, video_id)
-    q = _quality(decoded.model, clip.frames, decoded.num_bytes)
-    return {"id": video_id, "psnr": q["psnr"], "ms_ssim": q["ms_ssim"], "bpp": entry.quality.bpp,
-            "bytes": q["bytes"], "params": q["params"], "frames": entry.frames.count, "arch": entry.arch}
+    if entry.chunks:  # one chunk of source frames in memory at a time
+        model = decoded.model
+        rows = tuple(_remeasured(c, model.chunks[k], read_source(entry, source, c.start, c.frames).frames,
+                                 entry.files[chunk_file(k)].bytes)
+                     for k, c in enumerate(entry.chunks))
+        q = _chunked_quality(rows, entry.height, entry.width)
+        chunks = [{"chunk": k, "start": c.start, "frames": c.frames, "psnr": c.psnr, "ms_ssim": c.ms_ssim,
+                   "bytes": c.bytes} for k, c in enumerate(rows)]
+    else:
+        clip = read_source(entry, source)
+        q, chunks = _quality(decoded.model, clip.frames, decoded.num_bytes), None
+    out = {"id": video_id, "psnr": q["psnr"], "ms_ssim": q["ms_ssim"], "bpp": entry.quality.bpp,
+           "bytes": q["bytes"], "params": q["params"], "frames": entry.frames.count, "arch": entry.arch}
+    return out if chunks is None else {**out, "chunks": chunks}
 
 
 def cost_table(config: INRConfig) -> dict[str, Any]:
@@ -287,3 +348,181 @@ def cost_table(config: INRConfig) -> dict[str, Any]:
         out.append({**row, "exit_block": r.exit, "cum_gflops": done,
                     "skipped_share": (1 - done / total) if r.exit is not None and total else None})
     return {"blocks": out, "total_gflops": total, "total_params": sum(r.params for r in rows)}
+
+
+# --- whole videos: chunks (GOPs) of one video ID -------------------------------------------------------------
+
+
+def _frames_to_encode(path: str | Path, start: int, count: int | None, step: int) -> int | None:
+    """How many frames ``start, start + step, ...`` (``count`` of them if given) the file has, from the
+    container's frame count without decoding (None when it does not store one: then the clip is encoded whole,
+    as before chunking)."""
+    if count is not None:
+        return count
+    n = probe(path).frames
+    return None if n is None else max(0, math.ceil((n - start) / step))
+
+
+def _warm_start(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> int:
+    """Copy the tensors of ``state`` whose name and shape ``model`` shares (every decoder weight of the same
+    architecture; not HNeRV's per-frame embeddings when the chunk lengths differ). Returns how many."""
+    own = model.state_dict()
+    same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(same, strict=False)
+    return len(same)
+
+
+def _remeasured(c: ChunkInfo, model: torch.nn.Module, frames: torch.Tensor, num_bytes: int) -> ChunkInfo:
+    q = _quality(model, frames, num_bytes)
+    return dataclasses.replace(c, bytes=num_bytes, psnr=q["psnr"], ms_ssim=q["ms_ssim"], params=q["params"])
+
+
+def _chunked_quality(chunks: Sequence[ChunkInfo], height: int, width: int) -> dict[str, Any]:
+    """The :class:`Quality` fields of a whole chunked video: PSNR and MS-SSIM are means over frames (as for one
+    INR), so the frame-weighted means of the chunks'; bytes and params the sums."""
+    t = sum(c.frames for c in chunks)
+    num_bytes = sum(c.bytes for c in chunks)
+    return {"params": sum(c.params for c in chunks),
+            "psnr": round(math.fsum(c.psnr * c.frames for c in chunks) / t, 4),
+            "ms_ssim": round(math.fsum(c.ms_ssim * c.frames for c in chunks) / t, 6),
+            "bpp": round(num_bytes * 8 / (t * height * width), 6), "bytes": num_bytes}
+
+
+def _fit_chunk(cfg: INRConfig, frames: torch.Tensor, train: TrainConfig, quant: QuantConfig,
+               target_bytes: int | None, prev: Mapping[str, torch.Tensor] | None, ckpt: Path | None,
+               progress: bool) -> tuple[bytes, QuantConfig, FitResult, dict[str, torch.Tensor]]:
+    """Fit one chunk (from ``prev``'s weights when given), code it at ``target_bytes``; returns the bytes, the
+    quantisation used, the fit and the trained state (the next chunk's warm start)."""
+    inr = build_inr(cfg)
+    if prev is not None:
+        _warm_start(inr, prev)
+    fit = _fit(inr, frames, train, quant, ckpt, False, progress, init=prev is None)
+    state = {k: v.detach().cpu().clone() for k, v in inr.state_dict().items()}
+    inr.after_fit(frames)
+    inr.cpu()
+    if target_bytes is not None:
+        quant, blob = fit_rate(inr, quant, target_bytes)
+    else:
+        blob = encode_inr(inr, quant)
+    return blob, quant, fit, state
+
+
+def _encode_chunked(path: str | Path, video_id: str, *, store: VideoStore, arch: str, start: int, total: int,
+                    step: int, size: tuple[int, int] | None, opts: dict[str, Any], explicit: bool, table1: bool,
+                    bpp: float | None, max_bytes: int | None, train: TrainConfig, quant: QuantConfig,
+                    overwrite: bool, progress: bool, log: Callable[[str], None], chunk_frames: int,
+                    warm_start: bool, t0: float) -> dict[str, Any]:
+    """``encode_video`` of a video longer than one chunk (see there)."""
+    plan = chunk_plan(total, chunk_frames)
+    per = dataclasses.replace(train, time_budget=train.time_budget and train.time_budget / len(plan))
+    lengths = sorted({n for _, n in plan})
+    log(f"{total} frames in {len(plan)} chunks of {'-'.join(map(str, lengths))} frames"
+        + (f", {per.time_budget:.1f} s of training each" if per.time_budget else "")
+        + (", each warm-started from the previous one" if warm_start else ", each from scratch"))
+    ckpt_dir = store.root / ".checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    cfg0 = sizing = None
+    prev = None
+    rows, blobs, fps, info = [], {}, 0.0, None
+    h = w = 0
+    for k, (s, n) in enumerate(plan):
+        clip = read_video(path, start=start + s * step, count=n, step=step, size=size)
+        frames = clip.frames
+        if cfg0 is None:
+            _, _, h, w = frames.shape
+            fps, info = clip.fps / step, clip.info
+            if explicit:
+                cfg0 = inr_config(arch, n, h, w, **opts)
+                sizing = Sizing("table1" if table1 else "explicit", params=cfg0.stored_params)
+            else:
+                whole = (RateTarget(max_bytes, f"--bytes {max_bytes}", True) if max_bytes is not None
+                         else RateTarget.from_bpp(bpp, total, h, w) if bpp is not None
+                         else default_target(path, clip.info.frames, total, h, w))
+                first = RateTarget(round(whole.bytes * n / total), whole.origin + f"; chunk 0's {n}/{total} frames",
+                                   whole.explicit)
+                cfg0, sizing = plan_size(arch, frames, quant, per, first, opts, log)
+            log(_sizing_line(arch, sizing, per) + " (chunk 0)")
+        target = sizing.target_bytes and round(sizing.target_bytes * n / plan[0][1])
+        ckpt = ckpt_dir / f"{video_id}-c{k}.pt"
+        blob, q, fit, prev_state = _fit_chunk(dataclasses.replace(cfg0, frames=n), frames, per, quant, target,
+                                              prev if warm_start else None, ckpt, progress)
+        ckpt.unlink(missing_ok=True)
+        row = _remeasured(ChunkInfo(start=s, frames=n, bytes=0, psnr=0.0, ms_ssim=0.0, params=0,
+                                    target_bytes=target, epochs=fit.epochs, train_seconds=round(fit.seconds, 3),
+                                    stopped_by=fit.stopped_by, warm_start=prev is not None and warm_start,
+                                    prune=q.prune),
+                          decode_inr(blob).model, frames, len(blob))
+        log(f"chunk {k + 1}/{len(plan)} (frames {s}-{s + n - 1}): PSNR {row.psnr:.2f} dB, {row.bytes:,} bytes, "
+            f"{fit.epochs} epochs in {fit.seconds:.1f} s")
+        prev = prev_state
+        rows.append(row)
+        blobs[chunk_file(k)] = blob
+        del clip, frames
+    quality = _chunked_quality(rows, h, w)
+    sizing.pruned = max(r.prune for r in rows)
+    for msg in quality_warnings(quality["psnr"], rows[-1].stopped_by, min(r.epochs for r in rows), per.time_budget):
+        sizing.warnings.append(msg)
+        log("warning: " + msg)
+    # the codec baseline covers every frame at the chunks' total bytes (this step holds the whole clip)
+    h264, twin = h264_copy(read_video(path, start=start, count=total, step=step, size=size).frames, fps,
+                           quality["bytes"])
+    entry = VideoEntry(
+        video_id,
+        source=Source(str(Path(path).resolve()), info.codec, info.width, info.height),
+        frames=FrameRange(start=start, step=step, count=total, fps=fps),
+        width=w, height=h,
+        inr=INRInfo(dataclasses.replace(cfg0, frames=total).to_dict(), quant.to_dict(), train.to_dict(),
+                    FORMAT_VERSION),
+        quality=Quality(**quality, encode_seconds=round(time.perf_counter() - t0, 3),
+                        train_seconds=round(sum(r.train_seconds for r in rows), 3),
+                        epochs=sum(r.epochs for r in rows), stopped_by=rows[-1].stopped_by),
+        h264=twin,
+        encoded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        chunks=tuple(rows),
+        extra={"sizing": {**sizing.to_dict(), "chunk_frames": chunk_frames, "warm_start": warm_start}},
+    )
+    stored = store.put_video(entry, {**blobs, H264_FILE: h264}, overwrite=overwrite)
+    return {"id": video_id, **stored.to_meta()}
+
+
+def reencode_chunk(store: VideoStore, video_id: str, chunk: int, *, source: str | Path | None = None,
+                   train: TrainConfig | None = None, warm_start: bool = True, progress: bool = True,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fit chunk ``chunk`` of a chunked video again, alone: from the stored decoder of chunk ``chunk - 1`` when
+    there is one and ``warm_start`` (HNeRV's encoder, not stored, starts fresh), at the chunk's byte target and
+    the stored training settings (``train`` overrides them; the default time budget is the chunk's share of the
+    original one). Only that chunk's file changes (one atomic store write); the whole video's quality is
+    re-derived from the chunk table. The H.264 twin is kept unless the new total bytes fall below it (then it is
+    re-made at the new total). Adapters stay: same architecture, though they were fitted to the old chunk."""
+    log = log or (lambda _: None)
+    entry = store.video(video_id)
+    if not entry.chunks:
+        raise ValueError(f"video '{video_id}' is one INR, not chunked: re-encode it whole (encode --force)")
+    if not 0 <= chunk < len(entry.chunks):
+        raise ValueError(f"video '{video_id}' has chunks 0..{len(entry.chunks) - 1}, not {chunk}")
+    c = entry.chunks[chunk]
+    frames = read_source(entry, source, c.start, c.frames).frames
+    if train is None:
+        train = TrainConfig.from_dict(entry.inr.train)
+        train = dataclasses.replace(train, time_budget=train.time_budget and train.time_budget / len(entry.chunks))
+    prev = None
+    if warm_start and chunk > 0:
+        prev = decode_inr(store.get(video_id, chunk_file(chunk - 1))).model.state_dict()
+    cfg = dataclasses.replace(INRConfig.from_dict(entry.inr.config), frames=c.frames)
+    t0 = time.perf_counter()
+    blob, q, fit, _ = _fit_chunk(cfg, frames, train, QuantConfig.from_dict(entry.inr.quant), c.target_bytes, prev,
+                                 None, progress)
+    row = _remeasured(dataclasses.replace(c, epochs=fit.epochs, train_seconds=round(fit.seconds, 3),
+                                          stopped_by=fit.stopped_by, warm_start=prev is not None, prune=q.prune),
+                      decode_inr(blob).model, frames, len(blob))
+    log(f"chunk {chunk} (frames {c.start}-{c.start + c.frames - 1}): PSNR {c.psnr:.2f} -> {row.psnr:.2f} dB, "
+        f"{c.bytes:,} -> {row.bytes:,} bytes, {fit.epochs} epochs in {time.perf_counter() - t0:.1f} s")
+    chunks = tuple(row if k == chunk else old for k, old in enumerate(entry.chunks))
+    quality = dataclasses.replace(entry.quality, **_chunked_quality(chunks, entry.height, entry.width))
+    files = {n: store.get(video_id, n) for n in entry.files if n != chunk_file(chunk)}
+    files[chunk_file(chunk)] = blob
+    twin = entry.h264
+    if twin is not None and twin.bytes > quality.bytes:
+        files[H264_FILE], twin = h264_copy(read_source(entry, source).frames, entry.frames.fps, quality.bytes)
+    new = dataclasses.replace(entry, quality=quality, chunks=chunks, h264=twin)
+    return {"id": video_id, "chunk": chunk, **store.put_video(new, files, overwrite=True).to_meta()}

@@ -5,6 +5,8 @@
 **File roles.** Every file name an entry may hold is built by, and parses back into, one :class:`FileRole`::
 
     INR        inr.nvp                           the decoder: INR bitstream (weights, config; HNeRV's embeddings)
+    CHUNK      inr-c{chunk}.nvp                  a chunked video's decoder of chunk ``chunk`` (one INR per GOP; the
+                                                 entry's ``chunks`` table says which frames each covers)
     H264       h264.mp4                          the codec baseline: the same frames as H.264 in <= the INR's bytes
     ADAPTER    adapter-{task}-e{exit_block}.nvp  a task's adapter at one exit block
     PAIRING    pairing-{task}.json               a task's pair search: ranking, measurements, the chosen pair
@@ -20,6 +22,11 @@
     collection  a decoder shared by several clips (D-NeRV): the INR once; no frames of its own
     member      one clip of a collection (names it and its index in it): its own keyframes, H.264 twin, adapters,
                 pairings; its decoder is the collection's (``VideoStore.holder`` / ``VideoStore.decoder``)
+
+**Chunked videos.** A video longer than one chunk holds ``inr-c0.nvp`` .. ``inr-c{K-1}.nvp`` instead of ``inr.nvp``
+and a ``chunks`` table (:class:`ChunkInfo`: first frame, frame count, bytes, PSNR, ...); ``builder.api.load_inr``
+turns them into one decoder over the global frame indices (``builder.inr.chunked.ChunkedINR``). An entry without
+``chunks`` is exactly what it was before chunking existed.
 
 **Versions.** ``entry.json``'s ``meta`` is the flat dict :meth:`VideoEntry.to_meta` writes. Version 1 (before this
 module: no ``entry_version`` key) is the same layout without ``entry_version`` and ``kind``; it loads as a video.
@@ -38,9 +45,10 @@ from numbers import Integral
 from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
-    "ADAPTER", "COLLECTION", "ENTRY_VERSION", "H264", "H264_FILE", "INR", "INR_FILE", "KEYFRAMES", "KINDS", "MEMBER",
+    "ADAPTER", "CHUNK", "COLLECTION", "ENTRY_VERSION", "H264", "H264_FILE", "INR", "INR_FILE", "KEYFRAMES", "KINDS", "MEMBER",
     "PAIRING", "ROLES", "VIDEO", "EntryError", "FileRecord", "FileRole", "FrameRange", "H264Twin", "INRInfo",
-    "Quality", "Source", "StoredFile", "VideoEntry", "adapter_file", "entry_kind", "pairing_file", "parse_file",
+    "Quality", "Source", "StoredFile", "VideoEntry", "ChunkInfo", "chunk_file", "adapter_file", "entry_kind",
+    "pairing_file", "parse_file",
     "register_role",
 ]
 
@@ -56,8 +64,8 @@ class EntryError(ValueError):
 # --- file roles ------------------------------------------------------------------------------------------------
 
 # What each key of a role's template may hold, so that a name parses back into exactly the keys it was built from.
-_KEY_PATTERNS = {"task": r"[A-Za-z0-9][A-Za-z0-9_]*", "exit_block": r"0|[1-9][0-9]*"}
-_KEY_TYPES = {"task": str, "exit_block": int}
+_KEY_PATTERNS = {"task": r"[A-Za-z0-9][A-Za-z0-9_]*", "exit_block": r"0|[1-9][0-9]*", "chunk": r"0|[1-9][0-9]*"}
+_KEY_TYPES = {"task": str, "exit_block": int, "chunk": int}
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,8 @@ def register_role(role: FileRole) -> FileRole:
 
 INR = register_role(FileRole("inr", "inr.nvp", frozenset({VIDEO, COLLECTION}),
                              "the decoder: INR bitstream (weights, config; HNeRV's embeddings)"))
+CHUNK = register_role(FileRole("chunk", "inr-c{chunk}.nvp", frozenset({VIDEO}),
+                               "a chunked video's decoder of one chunk (GOP): an INR bitstream over its frames"))
 H264 = register_role(FileRole("h264", "h264.mp4", frozenset({VIDEO, MEMBER}),
                               "the codec baseline: the same frames as H.264 in at most the INR's bytes"))
 ADAPTER = register_role(FileRole("adapter", "adapter-{task}-e{exit_block}.nvp", frozenset({VIDEO, MEMBER}),
@@ -140,6 +150,10 @@ def adapter_file(task: str, exit_block: int) -> str:
 
 def pairing_file(task: str) -> str:
     return PAIRING.file(task=task)
+
+
+def chunk_file(chunk: int) -> str:
+    return CHUNK.file(chunk=chunk)
 
 
 def parse_file(name: str) -> StoredFile | None:
@@ -221,13 +235,49 @@ class H264Twin:
     ms_ssim: float
 
 
+@dataclass(frozen=True)
+class ChunkInfo:
+    """One chunk (GOP) of a chunked video: frames ``start .. start + frames - 1`` (global indices, i.e. positions
+    in the entry's frame range) decoded by ``inr-c{k}.nvp``; measured on its stored bytes like :class:`Quality`.
+    ``warm_start``: fitted from the previous chunk's trained weights (False: from scratch)."""
+
+    start: int
+    frames: int
+    bytes: int
+    psnr: float
+    ms_ssim: float
+    params: int
+    target_bytes: int | None = None
+    epochs: int | None = None
+    train_seconds: float | None = None
+    stopped_by: str | None = None
+    warm_start: bool = False
+    prune: float = 0.0
+
+    @classmethod
+    def table(cls, rows: Any) -> tuple[ChunkInfo, ...]:
+        """A ``chunks`` meta list read back; they must tile ``0 .. total - 1`` in order."""
+        try:
+            chunks = tuple(r if isinstance(r, ChunkInfo) else cls(**r) for r in rows)
+        except TypeError as e:
+            raise EntryError(f"malformed chunk table: {e}") from None
+        at = 0
+        for c in chunks:
+            if c.start != at or c.frames < 1:
+                raise EntryError(f"chunk table does not tile the frames: a chunk starts at {c.start}, expected {at}")
+            at += c.frames
+        if not chunks:
+            raise EntryError("an empty chunk table")
+        return chunks
+
+
 # flat meta keys of each group (version 1 and 2 alike); "arch" is derived from inr["arch"]
 _SOURCE_KEYS = {"source": "path", "source_codec": "codec", "source_width": "width", "source_height": "height"}
 _RANGE_KEYS = {"fps": "fps", "start": "start", "step": "step", "frames": "count"}
 _QUALITY_KEYS = tuple(f.name for f in dataclasses.fields(Quality))
 _REQUIRED_QUALITY = {f.name for f in dataclasses.fields(Quality) if f.default is dataclasses.MISSING}
 _OWN_KEYS = {"entry_version", "kind", "collection", "index", "width", "height", "arch", "h264", "format_version",
-             "encoded_at", "inr", "quant", "train", *_SOURCE_KEYS, *_RANGE_KEYS, *_QUALITY_KEYS}
+             "encoded_at", "inr", "quant", "train", "chunks", *_SOURCE_KEYS, *_RANGE_KEYS, *_QUALITY_KEYS}
 
 
 def entry_kind(meta: Mapping[str, Any]) -> tuple[str, str | None, int | None]:
@@ -269,6 +319,7 @@ class VideoEntry:
     collection: str | None = None
     index: int | None = None
     encoded_at: str | None = None
+    chunks: tuple[ChunkInfo, ...] | None = None  # a chunked video's chunk table (None: one INR, ``inr.nvp``)
     extra: Mapping[str, Any] = field(default_factory=dict)
     files: Mapping[str, FileRecord] = field(default_factory=dict)  # set by the store: name -> checksum, size
     created: str | None = None
@@ -286,6 +337,13 @@ class VideoEntry:
         if (self.inr is None) != (self.kind == MEMBER):
             raise EntryError("a member's decoder is its collection's" if self.kind == MEMBER
                              else f"a {self.kind} entry needs its INR (config, quant, train)")
+        if self.chunks is not None:
+            if self.kind != VIDEO:
+                raise EntryError(f"a {self.kind} is not chunked (only a video's own INR is)")
+            ChunkInfo.table(self.chunks)
+            if sum(c.frames for c in self.chunks) != self.frames.count:
+                raise EntryError(f"the chunks cover {sum(c.frames for c in self.chunks)} frames, the video has "
+                                 f"{self.frames.count}")
         clash = _OWN_KEYS & set(self.extra)
         if clash:
             raise EntryError(f"extra keys {sorted(clash)} are entry fields")
@@ -301,6 +359,10 @@ class VideoEntry:
         """The entry's files that some role names (only ``role``'s if given), in file-name order."""
         parsed = (parse_file(n) for n in sorted(self.files))
         return [f for f in parsed if f is not None and (role is None or f.role == role)]
+
+    def chunk_files(self) -> list[str]:
+        """A chunked video's decoder files, in chunk order (empty for one INR)."""
+        return [chunk_file(k) for k in range(len(self.chunks or ()))]
 
     def adapters(self, task: str) -> dict[int, str]:
         """The stored adapters of ``task``: exit block -> file name, by exit block."""
@@ -330,7 +392,7 @@ class VideoEntry:
                              "a newer NVP wrote it")
         kind, collection, index = entry_kind(meta)
         try:
-            source = frames = inr = quality = h264 = None
+            source = frames = inr = quality = h264 = chunks = None
             if "source" in meta:
                 source = Source(**{f: meta.get(k) for k, f in _SOURCE_KEYS.items()})
             if "frames" in meta:
@@ -343,13 +405,15 @@ class VideoEntry:
                 quality = Quality(**{k: meta[k] for k in _QUALITY_KEYS if k in meta})
             if meta.get("h264") is not None:
                 h264 = H264Twin(**meta["h264"])
+            chunks = None if meta.get("chunks") is None else ChunkInfo.table(meta["chunks"])
         except KeyError as e:
             raise EntryError(f"meta lacks {e.args[0]!r}") from None
         except TypeError as e:  # a group's dataclass given missing or unknown fields
             raise EntryError(f"malformed meta: {e}") from None
         return cls(id=video_id, kind=kind, source=source, frames=frames, width=meta.get("width"),
                    height=meta.get("height"), inr=inr, quality=quality, h264=h264, collection=collection, index=index,
-                   encoded_at=meta.get("encoded_at"), extra={k: v for k, v in meta.items() if k not in _OWN_KEYS},
+                   encoded_at=meta.get("encoded_at"), chunks=chunks,
+                   extra={k: v for k, v in meta.items() if k not in _OWN_KEYS},
                    files=dict(files or {}), created=created, updated=updated)
 
     def to_meta(self) -> dict[str, Any]:
@@ -374,6 +438,8 @@ class VideoEntry:
             meta["format_version"] = self.inr.format_version
         if self.encoded_at is not None:
             meta["encoded_at"] = self.encoded_at
+        if self.chunks is not None:
+            meta["chunks"] = [dataclasses.asdict(c) for c in self.chunks]
         if self.inr is not None:
             meta.update(inr=dict(self.inr.config), quant=dict(self.inr.quant), train=dict(self.inr.train))
         return {**meta, **self.extra}
