@@ -4,6 +4,7 @@
   PYTHONPATH=. python benchmarks/bench_encode.py defaults --budgets 300 --clips bikes
   PYTHONPATH=. python benchmarks/bench_encode.py rate                # --bpp 0.1-1.0 on bikes, NeRV and HNeRV
   PYTHONPATH=. python benchmarks/bench_encode.py quant               # 8/6/5 bits, with and without --qat
+  PYTHONPATH=. python benchmarks/bench_encode.py chunks              # whole videos: chunk length, warm start
 
 `defaults` runs `encode_video` exactly as `python -m builder encode CLIP --id X --time-budget S` does (plus the
 frame range and size below), for three configs on every clip:
@@ -13,7 +14,12 @@ frame range and size below), for three configs on every clip:
 and reports PSNR, bpp, epochs and the H.264 twin at the same bytes. `rate` asks for 0.1, 0.2, 0.5 and 1.0 bpp
 and reports the stored bpp against the target. `quant` encodes the same clip at the same --bpp and time budget with
 8-bit and 6-bit post-training quantisation and 6-bit and 5-bit quantisation-aware fine-tuning (--qat 0.2): fewer
-bits buy a larger model at equal bytes; QAT spends a fifth of the time training through the quantiser. Rows are cached in <out>/rows (--force recomputes).
+bits buy a larger model at equal bytes; QAT spends a fifth of the time training through the quantiser. `chunks`
+encodes one longer clip (--chunk-clip, default 64 frames of bikes at 160x68: a 2-core CPU trains little more) whole with chunk lengths
+--chunk-lengths (0: one INR for all frames) at the same default rate target (the source's bytes for the frames) and
+the same total --chunk-budget of training seconds, warm-started, and the default length again from scratch
+(--no-warm-start): PSNR, bpp, encode time, the spread of the chunks' PSNR. Rows are cached in <out>/rows (--force
+recomputes).
 """
 from __future__ import annotations
 
@@ -41,6 +47,8 @@ CLIPS = {
 }
 CONFIGS = {"old": ("nerv", True), "nerv": ("nerv", False), "hnerv": ("hnerv", False)}
 RATE_TARGETS = (0.1, 0.2, 0.5, 1.0)
+# chunks mode: clip -> (frames, step, size)
+CHUNK_CLIPS = {"bikes": (64, 1, (160, 68)), "world": (96, 1, (240, 136)), "gradio_a": (209, 1, (720, 404))}
 QUANT = {"8-bit": (8, 0.0), "6-bit": (6, 0.0), "6-bit qat": (6, 0.2), "5-bit qat": (5, 0.2)}
 
 
@@ -49,12 +57,12 @@ def machine() -> str:
 
 
 def encode_row(store: VideoStore, cache: Path, key: str, clip: str, arch: str, budget: float, force: bool,
-               qat: float = 0.0, **kw) -> dict:
+               qat: float = 0.0, spec: tuple | None = None, **kw) -> dict:
     key = key.replace(".", "p")  # a video ID: no dots
     path = cache / f"{key}.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
-    frames, step, size = CLIPS[clip]
+    frames, step, size = spec or CLIPS[clip]
     train = TrainConfig(recipe=get_inr_family(arch).model.recipe, time_budget=budget, qat=qat)
     plain = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in kw.items()}
     try:
@@ -65,8 +73,9 @@ def encode_row(store: VideoStore, cache: Path, key: str, clip: str, arch: str, b
     else:
         row = {"key": key, "clip": clip, "arch": arch, "budget": budget, "qat": qat, **plain,
                **{k: m[k] for k in ("params", "bytes", "bpp", "psnr", "ms_ssim", "epochs", "train_seconds",
-                                    "stopped_by", "width", "height", "frames")},
-               "h264_psnr": m["h264"]["psnr"], "h264_bpp": m["h264"]["bpp"], "sizing": m.get("sizing", {})}
+                                    "stopped_by", "width", "height", "frames", "encode_seconds")},
+               "h264_psnr": m["h264"]["psnr"], "h264_bpp": m["h264"]["bpp"], "sizing": m.get("sizing", {}),
+               "chunks": m.get("chunks")}
     path.write_text(json.dumps(row, indent=1))
     return row
 
@@ -120,14 +129,41 @@ def cmd_quant(args, store: VideoStore, cache: Path) -> list[str]:
     return md
 
 
+def cmd_chunks(args, store: VideoStore, cache: Path) -> list[str]:
+    from builder.api import DEFAULT_CHUNK_FRAMES
+
+    clip = args.chunk_clip
+    spec = CHUNK_CLIPS[clip]
+    runs = [(n, True) for n in args.chunk_lengths] + [(DEFAULT_CHUNK_FRAMES, False)]
+    md = ["| clip | chunk frames | warm start | chunks | params / chunk | bpp | PSNR dB | chunk PSNR min-max | "
+          "train s | encode s | H.264 twin dB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, warm in runs:
+        key = f"chunks-{clip}-{spec[0]}-{n}-{'warm' if warm else 'cold'}-{args.chunk_budget:g}s"
+        r = encode_row(store, cache, key, clip, "hnerv", args.chunk_budget, args.force, spec=spec, chunk_frames=n,
+                       warm_start=warm)
+        ch = r.get("chunks") or [{"psnr": r["psnr"], "params": r["params"]}]
+        lo, hi = min(c["psnr"] for c in ch), max(c["psnr"] for c in ch)
+        md.append(f"| {clip} {r['frames']} x {r['width']}x{r['height']} | {n or r['frames']} | "
+                  f"{'yes' if warm else 'no'} | {len(ch)} | {ch[0]['params']:,} | {r['bpp']:.3f} | "
+                  f"**{r['psnr']:.2f}** | {lo:.2f}-{hi:.2f} | {r['train_seconds']:.0f} | {r['encode_seconds']:.0f} | "
+                  f"{r['h264_psnr']:.2f} |")
+        print(md[-1], flush=True)
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("defaults", "rate", "quant"))
+    p.add_argument("mode", choices=("defaults", "rate", "quant", "chunks"))
     p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), help="default: all four (rate: bikes)")
     p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
     p.add_argument("--budgets", nargs="+", type=float, default=[60.0], help="training seconds (default 60)")
     p.add_argument("--rate-budget", type=float, default=30.0, help="rate mode: training seconds (default 30)")
     p.add_argument("--quant-bpp", type=float, default=0.4, help="quant mode: the rate target (default 0.4)")
+    p.add_argument("--chunk-clip", choices=sorted(CHUNK_CLIPS), default="bikes", help="chunks mode: the clip")
+    p.add_argument("--chunk-lengths", nargs="+", type=int, default=[16, 32, 0],
+                   help="chunks mode: frames per chunk (0: one INR; default 16 32 0)")
+    p.add_argument("--chunk-budget", type=float, default=90.0,
+                   help="chunks mode: training seconds for the whole clip (default 90)")
     p.add_argument("--out", type=Path, default=Path("bench_out/encode"))
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
@@ -135,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.out / "rows"
     cache.mkdir(parents=True, exist_ok=True)
     store = VideoStore(args.out / "store")
-    md = {"defaults": cmd_defaults, "rate": cmd_rate, "quant": cmd_quant}[args.mode](args, store, cache)
+    md = {"defaults": cmd_defaults, "rate": cmd_rate, "quant": cmd_quant, "chunks": cmd_chunks}[args.mode](args, store, cache)
     text = "\n".join([f"Machine: {machine()}", "", *md]) + "\n"
     (args.out / f"{args.mode}.md").write_text(text)
     print(text)

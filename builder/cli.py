@@ -133,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "pruning before quantisation (default 0)")
     g.add_argument("--coder", choices=("ans", "zlib"), default="ans",
                    help="entropy coder: ans (constriction, default) or zlib (baseline)")
+    g = e.add_argument_group(
+        "whole videos",
+        "Frames beyond one chunk are encoded in chunks (GOPs) of about --chunk-frames each: one INR per chunk, "
+        "warm-started from the previous chunk's weights, read from the file one chunk at a time; the rate target "
+        "and --time-budget are the whole video's. The video ID covers all chunks (global frame indices).")
+    g.add_argument("--chunk-frames", type=_nonneg_int, metavar="N",
+                   help="frames per chunk (default: the measured DEFAULT_CHUNK_FRAMES, see docs/BENCHMARKS.md; "
+                        "0: one INR for all frames)")
+    g.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="fit every chunk from scratch instead of from the previous chunk's weights")
+    g.add_argument("--rechunk", type=_nonneg_int, metavar="K",
+                   help="re-encode chunk K of the stored chunked video --id alone (from VIDEO, its source), "
+                        "replacing only that chunk's file; --time-budget / --epochs override the stored settings")
     e.add_argument("--force", action="store_true", help="replace an existing entry with the same ID")
 
     d = add("decode", "decode a stored video to an mp4 (or .avi/.mkv) or a folder of PNGs", _cmd_decode)
@@ -346,16 +359,44 @@ def _cmd_encode(args: argparse.Namespace):
             flag = "--blocks" if k == "num_blocks" else "--" + k.replace("_", "-")
             takers = [a for a in list_inr_families() if k in get_inr_family(a).size_options]
             raise ValueError(f"{flag} applies to --arch {' / '.join(takers)} only")
+    if args.rechunk is not None:
+        return _rechunk(args)
     meta = encode_video(args.video, args.video_id, store=_store(args), arch=args.arch, start=args.start,
                         count=args.count, step=args.step, size=args.size, model=model, bpp=args.bpp,
                         max_bytes=args.max_bytes, table1=args.table1, train=train, quant=quant,
                         overwrite=args.force, resume=args.resume, progress=not args.no_progress,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
+                        log=lambda m: print(m, file=sys.stderr, flush=True), chunk_frames=args.chunk_frames,
+                        warm_start=args.warm_start)
     text = (f"stored '{meta['id']}': {meta['arch']} {meta['params']:,} params, {meta['frames']} frames "
             f"{meta['width']}x{meta['height']}\n"
             f"  PSNR {meta['psnr']:.2f} dB  MS-SSIM {meta['ms_ssim']:.4f}  {meta['bpp']:.4f} bpp "
             f"({meta['bytes']:,} bytes)\n"
             f"  {meta['epochs']} epochs in {meta['train_seconds']:.1f} s (stopped by {meta['stopped_by']})")
+    if meta.get("chunks"):
+        text += f"\n  {len(meta['chunks'])} chunks (see 'info {meta['id']}')"
+    return text, meta
+
+
+def _rechunk(args: argparse.Namespace):
+    import dataclasses
+
+    from training.config import TrainConfig
+
+    from .api import reencode_chunk
+
+    store = _store(args)
+    entry = store.video(args.video_id)
+    train = None
+    if entry.kind == "video" and entry.chunks:  # the stored recipe; the chunk's share of its budget unless given
+        train = TrainConfig.from_dict(entry.inr.train)
+        budget = args.time_budget or (train.time_budget and train.time_budget / len(entry.chunks))
+        train = dataclasses.replace(train, time_budget=budget, epochs=args.epochs, device=args.device)
+    meta = reencode_chunk(store, args.video_id, args.rechunk, source=args.video, train=train,
+                          warm_start=args.warm_start, progress=not args.no_progress,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    c = meta["chunks"][args.rechunk]
+    text = (f"re-encoded chunk {args.rechunk} of '{meta['id']}' (frames {c['start']}-{c['start'] + c['frames'] - 1}): "
+            f"PSNR {c['psnr']:.2f} dB, {c['bytes']:,} bytes; video PSNR {meta['psnr']:.2f} dB, {meta['bpp']:.4f} bpp")
     return text, meta
 
 
@@ -395,6 +436,12 @@ def _cmd_info(args: argparse.Namespace):
         q = e.quality
         lines.append(f"  {q.params:,} params, {q.bytes:,} bytes, {q.bpp:.4f} bpp, PSNR {q.psnr:.2f} dB, "
                      f"MS-SSIM {q.ms_ssim:.4f}")
+    if e.chunks:
+        warm = ", warm-started" if any(c.warm_start for c in e.chunks) else ""
+        lines.append(f"  {len(e.chunks)} chunks (one INR each{warm}):")
+        for k, c in enumerate(e.chunks):
+            lines.append(f"    chunk {k}: frames {c.start}-{c.start + c.frames - 1}  PSNR {c.psnr:.2f} dB  "
+                         f"MS-SSIM {c.ms_ssim:.4f}  {c.bytes:,} bytes  {c.epochs} epochs in {c.train_seconds:.1f} s")
     sizing = e.extra.get("sizing")
     if isinstance(sizing, dict) and sizing.get("target_bytes"):
         lines.append(f"  sized for {sizing['target_bytes']:,} bytes ({sizing.get('origin', '?')})")

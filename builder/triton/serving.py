@@ -188,6 +188,18 @@ def check_frame_range(indices: np.ndarray, num_frames: int, video_id: str) -> No
 # --- the store cache ------------------------------------------------------------------------------------------
 
 
+def _chunks_digest(files: Mapping[str, Any]) -> str | None:
+    """One digest over a chunked video's decoder files (``inr-c{k}.nvp``): it changes when any chunk does (a
+    re-encoded chunk is never served stale). None when the entry has no chunk files."""
+    import hashlib
+
+    from ..entry import CHUNK, parse_file
+
+    parts = sorted((f.keys["chunk"], str(files[f.name].get("sha256")))
+                   for f in filter(None, map(parse_file, files)) if f.role == CHUNK and isinstance(files[f.name], dict))
+    return hashlib.sha256(repr(parts).encode()).hexdigest() if parts else None
+
+
 class StoreCache:
     """Objects loaded from store files, by ``(video ID, file name)``; least recently used evicted beyond ``size``.
 
@@ -245,6 +257,8 @@ class StoreCache:
             if info is None and missing is not None:
                 raise RequestError(missing)
             digest = info.get("sha256") if isinstance(info, dict) else None
+            if info is None and name == INR_FILE:
+                digest = _chunks_digest(entry["files"])
             with self._lock:
                 hit = self._items.get(key)
                 if hit is not None and digest and hit[0] == digest:

@@ -97,6 +97,22 @@ def test_decoded_frames_equal_the_in_process_inr(store, client):
     np.testing.assert_allclose(frames, expected, rtol=0, atol=1e-5)
 
 
+def test_chunked_video_served_by_global_index(store, client):
+    """A video encoded in 3 chunks (after the server started) is one video ID: frames of every chunk, in request
+    order, equal the in-process decoder; past the last frame is the usual clear error."""
+    encode_video(CLIP, "long", store=store, arch="nerv", count=10, step=2, size=(64, 48),
+                 model={"stem_dim": 8, "lower_width": 8, "mlp_dim": 32}, train=TrainConfig(epochs=2), progress=False,
+                 chunk_frames=4)
+    assert [c.start for c in store.video("long").chunks] == [0, 4, 7]
+    idx = [8, 5, 0]  # the last chunk, the second, the first
+    frames = infer(client, b"long", idx)
+    with torch.no_grad():
+        expected = load_inr(store, "long").model(torch.tensor(idx)).numpy()
+    np.testing.assert_allclose(frames, expected, rtol=0, atol=1e-5)
+    with pytest.raises(InferenceServerException, match="frame 10 out of range for video 'long': it has 10 frames"):
+        infer(client, b"long", [10])
+
+
 BAD_REQUESTS = [
     pytest.param(b"nope", [0], "INT64", "NOT_FOUND", "unknown video ID 'nope'", id="unknown-id"),
     pytest.param(b"../etc", [0], "INT64", "INVALID_ARGUMENT", "invalid video ID '../etc'", id="traversal"),
