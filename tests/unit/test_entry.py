@@ -80,7 +80,7 @@ def test_role_keys_are_checked():
         register_role(FileRole("inr", "other.nvp", frozenset({"video"}), ""))
     with pytest.raises(ValueError, match="unknown keys"):
         register_role(FileRole("odd", "odd-{frame}.nvp", frozenset({"video"}), ""))
-    assert set(ROLES) == {"inr", "h264", "adapter", "pairing", "keyframes"}
+    assert set(ROLES) == {"inr", "chunk", "h264", "adapter", "pairing", "keyframes"}
 
 
 def test_adapters_and_tasks_are_enumerated_from_the_files():
