@@ -162,3 +162,19 @@ def test_decode_handler_serves_global_indices(store):
     assert h.cache.hits == 1  # the chunks' digest keys the cache
     with pytest.raises(RequestError, match="frame 10 out of range for video 'whole': it has 10 frames"):
         h.handle({"video_id": np.array([b"whole"], dtype=object), "frame_indices": np.array([10])})
+
+
+def test_replace_inr_of_a_chunked_video(store, tmp_path):
+    """``adapt --joint`` stores a fine-tuned decoder through replace_inr: a ChunkedINR re-codes every chunk."""
+    from builder.api import read_source, replace_inr
+
+    s = VideoStore(tmp_path)
+    s.put("v", {n: store.get("whole", n) for n in store.video("whole").files}, store.meta("whole"))
+    model = load_inr(s, "v").model
+    with torch.no_grad():
+        model.chunks[2].head.bias.add_(0.05)
+    meta = replace_inr(s, "v", model, read_source(s.video("v")).frames, meta={"joint": {"note": "test"}})
+    e = s.video("v")
+    assert sorted(e.files) == ["h264.mp4", "inr-c0.nvp", "inr-c1.nvp", "inr-c2.nvp"] and e.extra["joint"]
+    assert store.get("whole", chunk_file(0)) == s.get("v", chunk_file(0))  # unchanged chunks code to the same bytes
+    assert s.get("v", chunk_file(2)) != store.get("whole", chunk_file(2)) and meta["bytes"] == e.quality.bytes
