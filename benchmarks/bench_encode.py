@@ -57,13 +57,14 @@ def machine() -> str:
 
 
 def encode_row(store: VideoStore, cache: Path, key: str, clip: str, arch: str, budget: float, force: bool,
-               qat: float = 0.0, spec: tuple | None = None, **kw) -> dict:
+               qat: float = 0.0, spec: tuple | None = None, epochs: int | None = None, **kw) -> dict:
     key = key.replace(".", "p")  # a video ID: no dots
     path = cache / f"{key}.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
     frames, step, size = spec or CLIPS[clip]
-    train = TrainConfig(recipe=get_inr_family(arch).model.recipe, time_budget=budget, qat=qat)
+    train = TrainConfig(recipe=get_inr_family(arch).model.recipe, time_budget=budget, qat=qat,
+                        **({} if epochs is None else {"epochs": epochs}))
     plain = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in kw.items()}
     try:
         m = encode_video(sample_path(clip), key, store=store, arch=arch, count=frames, step=step, size=size,
@@ -134,13 +135,21 @@ def cmd_chunks(args, store: VideoStore, cache: Path) -> list[str]:
 
     clip = args.chunk_clip
     spec = CHUNK_CLIPS[clip]
-    runs = [(n, True) for n in args.chunk_lengths] + [(DEFAULT_CHUNK_FRAMES, False)]
+    runs = [(n, True) for n in args.chunk_lengths] + [(DEFAULT_CHUNK_FRAMES, False)] * args.cold
+    rate = {} if args.chunk_bpp is None else {"bpp": args.chunk_bpp}
     md = ["| clip | chunk frames | warm start | chunks | params / chunk | bpp | PSNR dB | chunk PSNR min-max | "
           "train s | encode s | H.264 twin dB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, warm in runs:
-        key = f"chunks-{clip}-{spec[0]}-{n}-{'warm' if warm else 'cold'}-{args.chunk_budget:g}s"
-        r = encode_row(store, cache, key, clip, "hnerv", args.chunk_budget, args.force, spec=spec, chunk_frames=n,
-                       warm_start=warm)
+        budget = None if args.chunk_epochs else args.chunk_budget
+        key = (f"chunks-{clip}-{spec[0]}-{n}-{'warm' if warm else 'cold'}-"
+               + (f"{args.chunk_epochs}ep" if args.chunk_epochs else f"{args.chunk_budget:g}s")
+               + (f"-{args.chunk_bpp:g}bpp" if rate else ""))
+        r = encode_row(store, cache, key, clip, "hnerv", budget, args.force, spec=spec, chunk_frames=n,
+                       warm_start=warm, epochs=args.chunk_epochs, **rate)
+        if "error" in r:
+            md.append(f"| {clip} | {n} | {'yes' if warm else 'no'} | refused: {r['error'][:90]} |||||||")
+            print(md[-1], flush=True)
+            continue
         ch = r.get("chunks") or [{"psnr": r["psnr"], "params": r["params"]}]
         lo, hi = min(c["psnr"] for c in ch), max(c["psnr"] for c in ch)
         md.append(f"| {clip} {r['frames']} x {r['width']}x{r['height']} | {n or r['frames']} | "
@@ -164,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="chunks mode: frames per chunk (0: one INR; default 16 32 0)")
     p.add_argument("--chunk-budget", type=float, default=90.0,
                    help="chunks mode: training seconds for the whole clip (default 90)")
+    p.add_argument("--chunk-bpp", type=float, help="chunks mode: an explicit --bpp for every row (default: none, "
+                   "the default target, which the time budget may shrink differently per chunk length)")
+    p.add_argument("--chunk-epochs", type=int, help="chunks mode: a fixed number of epochs for every chunk instead "
+                   "of --chunk-budget (the same passes over every frame whatever the chunk length: a comparison a "
+                   "busy shared CPU cannot skew)")
+    p.add_argument("--cold", type=int, choices=(0, 1), default=1,
+                   help="chunks mode: 1 adds the default chunk length without warm start (default 1)")
     p.add_argument("--out", type=Path, default=Path("bench_out/encode"))
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
