@@ -157,16 +157,17 @@ def encode_video(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / f"{video_id}.pt"
     fit = _fit(inr, frames, train, quant, ckpt, resume, progress)
+    inr.after_fit(frames)  # on the training device (HNeRV runs its encoder over every frame)
     inr.cpu()
-    inr.after_fit(frames)
     if sizing.target_bytes is not None:
         quant, blob = fit_rate(inr, quant, sizing.target_bytes)
         sizing.pruned = quant.prune
     else:
         blob = encode_inr(inr, quant)
-    decoded = decode_inr(blob)
+    decoded = decode_inr(blob, device=train.device)
     quality = _quality(decoded.model, frames, len(blob))
-    for msg in quality_warnings(quality["psnr"], fit.stopped_by, fit.epochs, train.time_budget):
+    for msg in quality_warnings(quality["psnr"], fit.stopped_by, fit.epochs, train.time_budget,
+                                on_gpu=train.device.startswith("cuda")):
         sizing.warnings.append(msg)
         log("warning: " + msg)
     h264, twin = h264_copy(frames, clip.fps / step, len(blob))
@@ -460,7 +461,8 @@ def _encode_chunked(path: str | Path, video_id: str, *, store: VideoStore, arch:
         del clip, frames
     quality = _chunked_quality(rows, h, w)
     sizing.pruned = max(r.prune for r in rows)
-    for msg in quality_warnings(quality["psnr"], rows[-1].stopped_by, min(r.epochs for r in rows), per.time_budget):
+    for msg in quality_warnings(quality["psnr"], rows[-1].stopped_by, min(r.epochs for r in rows), per.time_budget,
+                                on_gpu=per.device.startswith("cuda")):
         sizing.warnings.append(msg)
         log("warning: " + msg)
     # the codec baseline covers every frame at the chunks' total bytes (this step holds the whole clip)

@@ -42,6 +42,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # NHWC weights and activations on CUDA; off: measured 20 % slower for HNeRV at 720p in bf16 on an H200
+    # (docs/BENCHMARKS.md, "GPU path"); ignored on CPU
+    channels_last: bool = False
+    # torch.compile the model for the fit: 1.4x faster epochs at 720p on an H200 after a 38 s compile that the
+    # time budget pays, so it wins from budgets of about 3 minutes (docs/BENCHMARKS.md, "GPU path")
+    compile: bool = False
     # fraction of the training (epochs and time budget) spent at the end fine-tuning through the coder's quantiser
     # (builder.inr.qat, at a tenth of the lr); 0: post-training quantisation only
     qat: float = 0.0

@@ -146,7 +146,8 @@ class INR(nn.Module):
     @torch.no_grad()
     def decode_all(self, batch_size: int = 8) -> Tensor:
         """All frames ``(T, 3, H, W)`` in [0, 1], decoded in batches."""
-        out = [self(torch.arange(i, min(i + batch_size, self.config.frames)))
+        device = next(self.parameters()).device
+        out = [self(torch.arange(i, min(i + batch_size, self.config.frames), device=device))
                for i in range(0, self.config.frames, batch_size)]
         return torch.cat(out).float().cpu()
 

@@ -156,7 +156,7 @@ class HNeRV(INR):
     # training hooks: HNeRV learns from the frame itself (encoder -> embedding -> decoder), then keeps only the
     # embeddings the trained encoder gives each frame
     def fit_inputs(self, frames: Tensor, idx: Tensor) -> Tensor | None:
-        return frames[idx.cpu()] if self.encoder is not None else None
+        return frames[idx.to(frames.device)] if self.encoder is not None else None
 
     def after_fit(self, frames: Tensor) -> None:
         self.set_embeddings(frames)

@@ -239,7 +239,7 @@ def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainC
             f"{train.time_budget:g} s of training gives about {sizing.planned_epochs} epochs at "
             f"{sizing.epoch_seconds:.2f} s each; {arch} needs about {need} for a usable result. Give "
             f"--time-budget {budget} or more, fewer --frames, a smaller --size"
-            + (", a lower --bpp" if target.explicit else "") + " or --device cuda")
+            + (", a lower --bpp" if target.explicit else "") + _GPU_HINT[train.device.startswith("cuda")])
         log("warning: " + sizing.warnings[-1])
     return config, sizing
 
@@ -265,13 +265,18 @@ def fit_rate(model: INR, quant: QuantConfig, max_bytes: int) -> tuple[QuantConfi
     return best
 
 
-def quality_warnings(psnr: float, stopped_by: str, epochs: int, time_budget: float | None) -> list[str]:
+# the last resort of a warning about training time: a GPU, unless the encode already runs on one
+_GPU_HINT = {False: " or --device cuda", True: ""}
+
+
+def quality_warnings(psnr: float, stopped_by: str, epochs: int, time_budget: float | None,
+                     on_gpu: bool = False) -> list[str]:
     """What to change when a finished encode is below :data:`QUALITY_FLOOR_DB`."""
     if psnr >= QUALITY_FLOOR_DB:
         return []
     if stopped_by == "time_budget":
         fix = (f"it stopped at the time budget after {epochs} epochs: give a longer --time-budget "
-               f"(e.g. {math.ceil(2 * (time_budget or 0))}) or --device cuda")
+               f"(e.g. {math.ceil(2 * (time_budget or 0))})" + _GPU_HINT[on_gpu])
     elif stopped_by == "epochs":
         fix = "it ran every epoch: a higher --bpp (a larger model) or more --epochs"
     else:

@@ -104,7 +104,9 @@ def test_plan_size_without_a_budget_only_sizes():
 def test_quality_warnings_say_what_to_change():
     assert quality_warnings(QUALITY_FLOOR_DB + 1, "time_budget", 5, 60) == []
     (msg,) = quality_warnings(18.0, "time_budget", 5, 60)
-    assert "--time-budget" in msg and "120" in msg and "18.0 dB" in msg
+    assert "--time-budget" in msg and "120" in msg and "18.0 dB" in msg and "--device cuda" in msg
+    (msg,) = quality_warnings(18.0, "time_budget", 5, 60, on_gpu=True)  # already on one: not a suggestion
+    assert "--time-budget" in msg and "--device cuda" not in msg
     (msg,) = quality_warnings(18.0, "epochs", 300, None)
     assert "--bpp" in msg
 
