@@ -10,6 +10,7 @@ from .chunked import ChunkedINR, chunk_plan, decode_chunked
 from .registry import INRFamily, build_inr, get_inr_family, inr_config, list_inr_families, register_inr
 
 # the families: each registers itself on import
+from .dnerv import DNeRV, DNeRVConfig, dnerv_config  # noqa: E402,F401  (isort: skip)
 from .hnerv import HNeRV, HNeRVConfig, hnerv_config  # noqa: E402  (isort: skip)
 from .nerv import NeRV, NeRVConfig, nerv_config  # noqa: E402  (isort: skip)
 
