@@ -15,7 +15,9 @@ Every decoder stage: a flow head predicts forward/backward flow at the stage's s
 features with it (``grid_sample``) and blends them by temporal distance; spatially-adaptive fusion (SAF) modulates
 the decoder feature ``x * (1 + gamma) + beta`` with ``gamma, beta`` from the blended content; conv -> PixelShuffle
 -> GELU; the global temporal MLP (GTMLP) mixes the clip's frames per channel, residually. The last stage warps the
-RGB keyframes the same way and concatenates them with the decoder feature before the RGB head.
+RGB keyframes the same way and concatenates them with the decoder feature before the RGB head, whose output is a
+correction added to those blended RGB keyframes (clamped to [0, 1], as the reference clamps its output; this
+project's choice: a fresh model starts at keyframe interpolation instead of a flat colour).
 
 Switches for the seed's ablation (``saf``, ``gtmlp``, ``flow``): ``saf=False`` is the NeRV row of the table (the
 keyframes are not used at all: no content encoder, no SAF, no content at the stem or the head); ``flow=False``
@@ -360,10 +362,13 @@ class RGBHead(nn.Module):
         return self.conv2.weight
 
     def forward(self, x: Tensor, rgb_keys: Tensor | None, dist: Tensor) -> Tensor:
-        if self.use_keys and rgb_keys is not None:
-            warped = _fuse(rgb_keys.to(x.dtype), self.flow(x) if self.flow is not None else None, dist)
-            x = torch.cat([x, warped], dim=1)
-        return _unfold(self.conv2(self.act(self.conv1(_fold(x)))), x.shape[2])
+        """RGB in [0, 1]: with keyframes, the warped, blended keyframes plus the head's correction (clamped);
+        without (the NeRV row), a sigmoid of the head."""
+        if not (self.use_keys and rgb_keys is not None):
+            return torch.sigmoid(_unfold(self.conv2(self.act(self.conv1(_fold(x)))), x.shape[2]))
+        warped = _fuse(rgb_keys.to(x.dtype), self.flow(x) if self.flow is not None else None, dist)
+        delta = _unfold(self.conv2(self.act(self.conv1(_fold(torch.cat([x, warped], dim=1))))), x.shape[2])
+        return (warped + delta).clamp(0, 1)
 
 
 # --- the model -------------------------------------------------------------------------------------------------
@@ -484,8 +489,7 @@ class DNeRV(INR):
     def to_rgb(self, x: Tensor, rgb_keys: Tensor | None = None, dist: Tensor | None = None) -> Tensor:  # type: ignore[override]
         if dist is None:
             dist = torch.zeros(x.shape[0], x.shape[2], device=x.device)
-        y = torch.sigmoid(self.head(x, rgb_keys, dist))
-        return y[..., : self.config.out_height, : self.config.out_width]
+        return self.head(x, rgb_keys, dist)[..., : self.config.out_height, : self.config.out_width]
 
     def forward(self, clips: ClipBatch, frames: Tensor | None = None) -> Tensor:  # type: ignore[override]
         """RGB clips ``[B, 3, T, H, W]`` in [0, 1]."""
@@ -532,7 +536,12 @@ class DNeRV(INR):
 
     @torch.no_grad()
     def before_fit(self, frames: Tensor) -> None:
-        """The RGB head starts at the collection's mean colour (``frames`` any ``(N, 3, H, W)`` sample)."""
+        """With keyframes the head starts as a zero correction of the blended keyframes; without, at the
+        collection's mean colour (``frames`` any ``(N, 3, H, W)`` sample)."""
+        if self.config.saf:
+            nn.init.zeros_(self.head.conv2.weight)
+            nn.init.zeros_(self.head.conv2.bias)
+            return
         mu = frames.float().mean((0, 2, 3)).clamp(1e-3, 1 - 1e-3).to(self.head.bias.device)
         self.head.bias.copy_(torch.logit(mu))
 
