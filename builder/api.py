@@ -442,6 +442,10 @@ def _encode_chunked(path: str | Path, video_id: str, *, store: VideoStore, arch:
                 first = RateTarget(round(whole.bytes * n / total), whole.origin + f"; chunk 0's {n}/{total} frames",
                                    whole.explicit)
                 cfg0, sizing = plan_size(arch, frames, quant, per, first, opts, log)
+                if sizing.warnings and per.time_budget:  # plan_size spoke of one chunk's share of the budget
+                    sizing.warnings.append(f"the time budgets above are one chunk's: the video's {len(plan)} chunks "
+                                           f"need {len(plan)} times that (--time-budget is the whole video's)")
+                    log("warning: " + sizing.warnings[-1])
             log(_sizing_line(arch, sizing, per) + " (chunk 0)")
         target = sizing.target_bytes and round(sizing.target_bytes * n / plan[0][1])
         ckpt = ckpt_dir / f"{video_id}-c{k}.pt"
