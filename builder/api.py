@@ -22,7 +22,7 @@ from .entry import (H264_FILE, INR_FILE, VIDEO, ChunkInfo, FrameRange, H264Twin,
                     chunk_file)
 from .inr import (ChunkedINR, DecodedINR, INRConfig, build_inr, chunk_plan, decode_chunked, decode_inr, encode_inr,
                   get_inr_family, inr_config)
-from .inr.qat import quantization_aware
+from .inr.qat import quantization_aware, rate_bits
 from .inr.rate import RateTarget, Sizing, default_target, fit_rate, plan_size, quality_warnings
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import Clip, probe, read_frames, read_video, write_pngs, write_video
@@ -193,17 +193,22 @@ def _fit(inr: torch.nn.Module, frames: torch.Tensor, train: TrainConfig, quant: 
          resume: bool, progress: bool, init: bool = True) -> FitResult:
     """``fit_inr``, then (``train.qat > 0``) its last ``qat`` share of epochs and time through the quantiser at a
     tenth of the lr, no warm-up. ``init=False``: the model is warm-started (no data-dependent init)."""
+    penalty = None
+    if train.rate_weight:  # the rate term: rate_weight x the coder's estimated bits per pixel of these frames
+        pixels = frames.shape[0] * frames.shape[2] * frames.shape[3]
+        penalty = lambda: train.rate_weight * rate_bits(inr, quant) / pixels  # noqa: E731
     if not train.qat:
-        return fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress, init=init)
+        return fit_inr(inr, frames, train, checkpoint=ckpt, resume=resume, progress=progress, init=init,
+                       penalty=penalty)
     keep = 1 - train.qat
     main = dataclasses.replace(train, epochs=max(1, round(train.epochs * keep)),
                                time_budget=train.time_budget and train.time_budget * keep)
-    fit = fit_inr(inr, frames, main, checkpoint=ckpt, resume=resume, progress=progress, init=init)
+    fit = fit_inr(inr, frames, main, checkpoint=ckpt, resume=resume, progress=progress, init=init, penalty=penalty)
     tune = dataclasses.replace(train, epochs=max(1, train.epochs - main.epochs), target_psnr=None, warmup=0.0,
                                time_budget=train.time_budget and max(train.time_budget - fit.seconds, 0.01),
                                lr=0.1 * (train.lr or RECIPES[train.recipe].lr))
     with quantization_aware(inr, quant):
-        fine = fit_inr(inr, frames, tune, progress=progress, init=False)
+        fine = fit_inr(inr, frames, tune, progress=progress, init=False, penalty=penalty)
     return FitResult(fit.epochs + fine.epochs, fit.seconds + fine.seconds, fine.psnr, fit.stopped_by,
                      fit.history + [{**h, "epoch": fit.epochs + h["epoch"], "qat": True} for h in fine.history])
 

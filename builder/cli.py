@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--qat", type=float, default=0.0, metavar="F",
                    help="spend the last fraction F of the training (epochs and time) fine-tuning through the "
                    "quantiser at --bits, straight-through (default 0: quantise after training)")
+    g.add_argument("--rate-weight", type=float, default=0.0, metavar="L",
+                   help="add L x the coder's estimated bits per pixel to the training loss: smaller stored weights "
+                        "for the same model (default 0: off; measured in docs/BENCHMARKS.md, 'rate term')")
     g.add_argument("--prune", type=float, default=0.0, help="fraction of weights removed by global magnitude "
                    "pruning before quantisation (default 0)")
     g.add_argument("--coder", choices=("ans", "zlib"), default="ans",
@@ -352,7 +355,8 @@ def _cmd_encode(args: argparse.Namespace):
     family = get_inr_family(args.arch)
     train = TrainConfig(recipe=family.model.recipe, epochs=args.epochs, time_budget=args.time_budget,
                         target_psnr=args.target_psnr, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                        device=args.device, compile=args.compile, qat=args.qat)
+                        device=args.device, compile=args.compile, qat=args.qat,
+                        rate_weight=args.rate_weight)
     quant = QuantConfig(bits=args.bits, prune=args.prune, coder=args.coder)
     sizes = {"stem_dim": args.stem_dim, "lower_width": args.lower_width, "num_blocks": args.num_blocks,
              "activation": args.activation, "mlp_dim": args.mlp_dim}

@@ -51,6 +51,9 @@ class TrainConfig:
     # fraction of the training (epochs and time budget) spent at the end fine-tuning through the coder's quantiser
     # (builder.inr.qat, at a tenth of the lr); 0: post-training quantisation only
     qat: float = 0.0
+    # weight of the rate term: loss + rate_weight x the coder's estimated bits per pixel of the clip (the caller
+    # supplies the estimate, builder.inr.qat.rate_bits); 0: no rate term
+    rate_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -61,6 +64,8 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError("time_budget must be > 0 seconds")
+        if self.rate_weight < 0:
+            raise ValueError(f"rate_weight must be >= 0, got {self.rate_weight}")
         if not 0.0 <= self.qat < 1.0:
             raise ValueError(f"qat must be in [0, 1), got {self.qat}")
 

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -79,11 +80,14 @@ def _sync(device: torch.device) -> None:
 
 
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, frames: Tensor, idx: Tensor,
-                target: Tensor, device: torch.device, amp: bool) -> Tensor:
-    """One optimiser step on the frames ``idx`` (the step :func:`fit_inr` runs and :func:`epoch_seconds` times)."""
+                target: Tensor, device: torch.device, amp: bool, penalty: Callable[[], Tensor] | None = None) -> Tensor:
+    """One optimiser step on the frames ``idx`` (the step :func:`fit_inr` runs and :func:`epoch_seconds` times);
+    ``penalty()`` is added to the loss (e.g. a rate term)."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         pred = model(idx, _fit_inputs(model, frames, idx, device))
     loss = loss_fn(pred.float(), target)
+    if penalty is not None:
+        loss = loss + penalty()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -148,6 +152,7 @@ def fit_inr(
     resume: bool = False,
     progress: bool = True,
     init: bool = True,
+    penalty: Callable[[], Tensor] | None = None,
 ) -> FitResult:
     """Fit ``model`` to ``frames`` ``(T, 3, H, W)`` in [0, 1] in place.
 
@@ -159,7 +164,8 @@ def fit_inr(
     reaches ``cfg.target_psnr``, whichever comes first. The learning-rate schedule follows the larger of the epoch
     and time fractions, so a time-budgeted run still anneals. With ``checkpoint`` the state is saved after every
     epoch; ``resume=True`` continues from it (elapsed time included). ``init=False`` skips the family's
-    ``before_fit`` (a second phase that continues from trained weights).
+    ``before_fit`` (a second phase that continues from trained weights). ``penalty()`` is added to every step's
+    loss (the caller's regulariser, e.g. ``builder.inr.qat.rate_bits`` weighted by ``cfg.rate_weight``).
     """
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be (T, 3, H, W), got {tuple(frames.shape)}")
@@ -211,7 +217,7 @@ def fit_inr(
                 frac = max(frac, elapsed / cfg.time_budget)
             for g in opt.param_groups:
                 g["lr"] = lr * _lr_factor(frac, cfg.warmup)
-            loss = _train_step(run, opt, recipe.loss, target_dev, idx, target_dev[idx], device, amp)
+            loss = _train_step(run, opt, recipe.loss, target_dev, idx, target_dev[idx], device, amp, penalty)
             losses.append(loss.item())
             step += 1
             if cfg.time_budget is not None and time.perf_counter() - t0 >= cfg.time_budget:

@@ -18,6 +18,7 @@ from builder.codec.quant import (
     prune_global,
     quantize,
     ste_quantize,
+    step_size,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "quantize",
     "quantize_tensors",
     "ste_quantize",
+    "step_size",
 ]

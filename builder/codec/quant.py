@@ -19,6 +19,7 @@ __all__ = [
     "qmax",
     "quantize",
     "ste_quantize",
+    "step_size",
 ]
 
 
@@ -99,18 +100,24 @@ def fake_quantize(t: torch.Tensor, bits: int, axis: int | None) -> torch.Tensor:
     return dequantize(quantize(t, bits, axis))
 
 
-def ste_quantize(t: torch.Tensor, bits: int, axis: int | None) -> torch.Tensor:
-    """What training sees in quantisation-aware fine-tuning: the forward value is :func:`fake_quantize`'s (same
-    per-slice ``max|w| / qmax`` scale, same rounding, in torch instead of numpy), the gradient passes straight
-    through to the float weight (the straight-through estimator)."""
-    top = qmax(bits)
+def step_size(t: torch.Tensor, bits: int, axis: int | None) -> torch.Tensor:
+    """:func:`quantize`'s scale in torch, broadcastable to ``t`` and detached: ``max|w| / qmax`` per slice along
+    ``axis`` (1 for an all-zero slice). What the training-time views of the coder (QAT, the rate term) divide by."""
     axis = _normalise_axis(axis, t.ndim)
     w = t.detach()
     if axis is None:
         peak = w.abs().amax().reshape((1,) * t.ndim)
     else:
         peak = w.abs().amax(dim=tuple(d for d in range(t.ndim) if d != axis), keepdim=True)
-    scale = torch.where(peak > 0, peak / top, torch.ones_like(peak))
+    return torch.where(peak > 0, peak / qmax(bits), torch.ones_like(peak))
+
+
+def ste_quantize(t: torch.Tensor, bits: int, axis: int | None) -> torch.Tensor:
+    """What training sees in quantisation-aware fine-tuning: the forward value is :func:`fake_quantize`'s (same
+    per-slice scale, same rounding, in torch instead of numpy), the gradient passes straight through to the float
+    weight (the straight-through estimator)."""
+    top = qmax(bits)
+    scale = step_size(t, bits, axis)
     q = torch.clamp(torch.round(t / scale), -top, top) * scale
     return t + (q - t).detach()
 
