@@ -29,8 +29,8 @@ _IMAGE = {"webp": "WEBP", "avif": "AVIF", "jpeg": "JPEG"}
 _VIDEO = {"h264": "libx264", "h265": "libx265"}
 KEYFRAME_CODECS = (*_IMAGE, *_VIDEO)
 # measured by benchmarks/bench_keyframes.py (docs/BENCHMARKS.md, "D-NeRV keyframes")
-DEFAULT_CODEC = "avif"
-DEFAULT_QUALITY = 70
+DEFAULT_CODEC = "h264"
+DEFAULT_QUALITY = 55  # CRF 23, x264's own default
 
 
 @dataclass(frozen=True)
