@@ -21,7 +21,7 @@ from .config import QuantConfig
 from .entry import (H264_FILE, INR_FILE, VIDEO, ChunkInfo, FrameRange, H264Twin, INRInfo, Quality, Source, VideoEntry,
                     chunk_file)
 from .inr import (ChunkedINR, DecodedINR, INRConfig, build_inr, chunk_plan, decode_chunked, decode_inr, encode_inr,
-                  get_inr_family, inr_config)
+                  get_inr_family, inr_config, list_inr_families)
 from .inr.qat import quantization_aware, rate_bits
 from .inr.rate import RateTarget, Sizing, default_target, fit_rate, plan_size, quality_warnings
 from .store import EntryExists, VideoStore, validate_video_id
@@ -116,6 +116,9 @@ def encode_video(
         raise EntryExists(f"video '{video_id}' already exists in {store.root}; pass --force to replace it")
     log = log or (lambda _: None)
     family = get_inr_family(arch)
+    if family.shared:
+        raise ValueError(f"{arch} is a decoder shared by a collection of videos; this encode fits one video: "
+                         f"choose --arch {' or '.join(list_inr_families(shared=False))}")
     opts = {k: v for k, v in (model or {}).items() if v is not None}
     explicit = table1 or family.for_params is None or any(k not in family.rate_options for k in opts)
     if bpp is not None and max_bytes is not None:

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video ID: 1-64 of [A-Za-z0-9_-], starting with a letter or digit")
     from .api import DEFAULT_ARCH
 
-    e.add_argument("--arch", choices=list_inr_families(), default=DEFAULT_ARCH,
+    e.add_argument("--arch", choices=list_inr_families(shared=False), default=DEFAULT_ARCH,
                    help=f"INR family (default: {DEFAULT_ARCH}, the best measured at equal bytes and training time)")
     g = e.add_argument_group("frames")
     g.add_argument("--start", type=_nonneg_int, default=0, help="first frame index in the file (default 0)")
@@ -364,7 +364,7 @@ def _cmd_encode(args: argparse.Namespace):
     for k in model:  # a size flag the family's sizing rule does not take is an error, not silently ignored
         if k not in family.size_options:
             flag = "--blocks" if k == "num_blocks" else "--" + k.replace("_", "-")
-            takers = [a for a in list_inr_families() if k in get_inr_family(a).size_options]
+            takers = [a for a in list_inr_families(shared=False) if k in get_inr_family(a).size_options]
             raise ValueError(f"{flag} applies to --arch {' / '.join(takers)} only")
     if args.rechunk is not None:
         return _rechunk(args)

@@ -373,7 +373,7 @@ class RGBHead(nn.Module):
 
 # --- the model -------------------------------------------------------------------------------------------------
 
-@register_inr("dnerv", config=DNeRVConfig, sizing=dnerv_config)
+@register_inr("dnerv", config=DNeRVConfig, sizing=dnerv_config, shared=True)
 class DNeRV(INR):
     """A decoder shared by a collection; a clip is decoded from its frames' times, its two keyframes and distances.
 

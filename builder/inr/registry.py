@@ -28,6 +28,8 @@ class INRFamily:
     sizing: Callable[..., INRConfig]  # (frames, height, width, **options) -> config
     # (frames, height, width, max_params, **options) -> the largest config that fits, or None if none does
     for_params: Callable[..., INRConfig | None] | None = None
+    # a decoder shared by a collection of videos (D-NeRV): encoded per collection, not by ``encode`` per video
+    shared: bool = False
 
     @property
     def size_options(self) -> tuple[str, ...]:
@@ -49,7 +51,7 @@ _FAMILIES: dict[str, INRFamily] = {}
 
 
 def register_inr(name: str, *, config: type[INRConfig], sizing: Callable[..., INRConfig],
-                 for_params: Callable[..., INRConfig | None] | None = None):
+                 for_params: Callable[..., INRConfig | None] | None = None, shared: bool = False):
     """Class decorator registering an INR model class under ``name`` (= its config's ``arch``)."""
 
     def wrap(model: type[INR]) -> type[INR]:
@@ -57,14 +59,16 @@ def register_inr(name: str, *, config: type[INRConfig], sizing: Callable[..., IN
             raise ValueError(f"an INR family named {name!r} is already registered ({_FAMILIES[name].model.__name__})")
         if getattr(config, "arch", None) != name:
             raise ValueError(f"{config.__name__}.arch must be {name!r} to register it as {name!r}")
-        _FAMILIES[name] = INRFamily(name, model, config, sizing, for_params)
+        _FAMILIES[name] = INRFamily(name, model, config, sizing, for_params, shared)
         return model
 
     return wrap
 
 
-def list_inr_families() -> list[str]:
-    return sorted(_FAMILIES)
+def list_inr_families(shared: bool | None = None) -> list[str]:
+    """Registered names; ``shared=False`` only the per-video families (what ``encode --arch`` takes), ``True``
+    only the collection ones."""
+    return sorted(k for k, f in _FAMILIES.items() if shared is None or f.shared == shared)
 
 
 def get_inr_family(name: str) -> INRFamily:

@@ -29,7 +29,8 @@ OLD_HNERV = {"arch": "hnerv", "frames": 32, "out_height": 48, "out_width": 64, "
 
 
 def test_builtin_families_are_registered():
-    assert list_inr_families() == ["hnerv", "nerv"]
+    assert list_inr_families() == ["dnerv", "hnerv", "nerv"]
+    assert list_inr_families(shared=False) == ["hnerv", "nerv"]  # what `encode --arch` offers
     assert get_inr_family("nerv").model is NeRV and get_inr_family("nerv").config is NeRVConfig
     assert "mlp_dim" in get_inr_family("nerv").size_options
     assert "mlp_dim" not in get_inr_family("hnerv").size_options
@@ -47,7 +48,7 @@ def test_registry_refuses_duplicate_names(monkeypatch):
 def test_unknown_arch_errors_list_the_registered_families():
     for call in (lambda: get_inr_family("siren"), lambda: inr_config("siren", 4, 32, 32),
                  lambda: INRConfig.from_dict({**OLD_NERV, "arch": "siren"})):
-        with pytest.raises(ValueError, match="unknown INR arch 'siren'; registered: hnerv, nerv"):
+        with pytest.raises(ValueError, match="unknown INR arch 'siren'; registered: dnerv, hnerv, nerv"):
             call()
 
 
