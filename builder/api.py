@@ -216,14 +216,24 @@ def _fit(inr: torch.nn.Module, frames: torch.Tensor, train: TrainConfig, quant: 
                      fit.history + [{**h, "epoch": fit.epochs + h["epoch"], "qat": True} for h in fine.history])
 
 
-def _sizing_line(arch: str, s: Sizing, train: TrainConfig) -> str:
+def _sizing_line(arch: str, s: Sizing, train: TrainConfig, chunks: int = 1) -> str:
     if s.rule != "rate":
         return f"{arch}: {s.params:,} params ({'seed Table 1' if s.rule == 'table1' else 'sizes as given'})"
     line = (f"{arch}: {s.params:,} params for {s.target_bytes:,} bytes ({s.target_bpp:.3g} bpp; {s.origin}"
             + (f", shrunk from {s.shrunk_from_bytes:,} to fit the time budget" if s.shrunk_from_bytes else "") + ")")
-    if s.epoch_seconds is not None:
-        line += f"; {s.epoch_seconds:.2f} s per epoch here: about {s.planned_epochs} epochs in {train.time_budget:g} s"
-    return line
+    if s.epoch_seconds is None:
+        return line
+    line += f"; {s.epoch_seconds:.2f} s per epoch here: "
+    if train.time_budget is not None:
+        return line + f"about {s.planned_epochs} epochs in {train.time_budget:g} s"
+    each = s.epoch_seconds * s.planned_epochs
+    return line + (f"{s.planned_epochs} epochs take about {_duration(each)}"
+                   + (f" per chunk, {_duration(each * chunks)} for the {chunks} chunks" if chunks > 1 else "")
+                   + " (--time-budget S caps it)")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames: torch.Tensor, *,
@@ -454,7 +464,7 @@ def _encode_chunked(path: str | Path, video_id: str, *, store: VideoStore, arch:
                     sizing.warnings.append(f"the time budgets above are one chunk's: the video's {len(plan)} chunks "
                                            f"need {len(plan)} times that (--time-budget is the whole video's)")
                     log("warning: " + sizing.warnings[-1])
-            log(_sizing_line(arch, sizing, per) + " (chunk 0)")
+            log(_sizing_line(arch, sizing, per, chunks=len(plan)) + " (chunk 0)")
         target = sizing.target_bytes and round(sizing.target_bytes * n / plan[0][1])
         ckpt = ckpt_dir / f"{video_id}-c{k}.pt"
         blob, q, fit, prev_state = _fit_chunk(dataclasses.replace(cfg0, frames=n), frames, per, quant, target,

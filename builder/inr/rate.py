@@ -195,8 +195,8 @@ def default_target(source: str | Path, source_frames: int | None, frames: int, h
 
 def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainConfig, target: RateTarget,
               options: dict[str, Any], log: Callable[[str], None] = lambda _: None) -> tuple[INRConfig, Sizing]:
-    """Size ``arch`` for ``frames`` ``(T, 3, H, W)`` at ``target``; with ``train.time_budget``, time one epoch
-    on ``train.device`` and make sure the budget leaves the family's ``min_epochs`` (shrinking a default target,
+    """Size ``arch`` for ``frames`` ``(T, 3, H, W)`` at ``target`` and time one epoch on ``train.device``; with
+    ``train.time_budget``, make sure the budget leaves the family's ``min_epochs`` (shrinking a default target,
     warning about an explicit one, with the budget that would)."""
     t, _, h, w = frames.shape
     family = get_inr_family(arch)
@@ -213,6 +213,9 @@ def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainC
     sizing = Sizing("rate", target.bytes, round(target.bpp(t, h, w), 6), target.origin, est, config.stored_params,
                     min_epochs=need)
     if train.time_budget is None:
+        # no budget: a short probe all the same, so that encode can say up front how long the epochs will take
+        sizing.epoch_seconds = round(epoch_seconds(build_inr(config), frames, train, min_seconds=0.3), 4)
+        sizing.planned_epochs = train.epochs
         return config, sizing
     cur_bytes, floor = target.bytes, None
     for _ in range(4):

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from builder.api import _sizing_line
 from builder.config import QuantConfig
 from builder.inr import build_inr, encode_inr, get_inr_family, inr_config
 from builder.inr.rate import (DEFAULT_BPP_RANGE, QUALITY_FLOOR_DB, RateTarget, RateTooLow, coded_bytes_estimate,
@@ -96,9 +97,13 @@ def test_plan_size_shrinks_a_default_target_to_fit_the_budget():
         assert sizing.target_bytes < target.bytes and config.stored_params < full.stored_params
 
 
-def test_plan_size_without_a_budget_only_sizes():
-    config, sizing = plan_size("nerv", _frames(), Q8, TrainConfig(), RateTarget(20_000, "x", True), {})
-    assert sizing.epoch_seconds is None and sizing.params == config.stored_params and not sizing.warnings
+def test_plan_size_without_a_budget_sizes_and_times_the_epochs():
+    # no budget: the size is the target's alone, and the epoch is still timed so encode can say how long it takes
+    config, sizing = plan_size("nerv", _frames(), Q8, TrainConfig(epochs=7), RateTarget(20_000, "x", True), {})
+    assert sizing.params == config.stored_params and not sizing.warnings and sizing.shrunk_from_bytes is None
+    assert sizing.epoch_seconds > 0 and sizing.planned_epochs == 7
+    line = _sizing_line("nerv", sizing, TrainConfig(epochs=7), chunks=3)
+    assert "7 epochs take about" in line and "for the 3 chunks" in line and "--time-budget" in line
 
 
 def test_quality_warnings_say_what_to_change():
