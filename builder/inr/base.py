@@ -14,7 +14,23 @@ from torch import Tensor, nn
 
 from .config import BlockInfo, INRConfig
 
-__all__ = ["INR"]
+__all__ = ["INR", "check_frame_indices"]
+
+
+def check_frame_indices(idx: int | Sequence[int] | Tensor, frames: int,
+                        device: torch.device | str | None = None) -> Tensor:
+    """``idx`` as a 1-D LongTensor on ``device`` after the checks every decoder makes (integers, at least one,
+    each in ``0..frames-1``), with the errors a client sees."""
+    t = torch.as_tensor(idx, device=device)
+    if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"frame indices must be integers, got dtype {t.dtype}")
+    t = t.long().reshape(-1)
+    if t.numel() == 0:
+        raise ValueError("no frame indices given")
+    bad = t[(t < 0) | (t >= frames)]
+    if bad.numel():
+        raise IndexError(f"frame index {int(bad[0])} out of range: this video has {frames} frames (0..{frames - 1})")
+    return t
 
 
 class INR(nn.Module):
@@ -82,17 +98,7 @@ class INR(nn.Module):
 
     def frame_indices(self, idx: int | Sequence[int] | Tensor) -> Tensor:
         """Validate frame indices and return them as a 1-D LongTensor on the model's device."""
-        t = torch.as_tensor(idx, device=self.head.weight.device)
-        if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-            raise TypeError(f"frame indices must be integers, got dtype {t.dtype}")
-        t = t.long().reshape(-1)
-        n = self.config.frames
-        if t.numel() == 0:
-            raise ValueError("no frame indices given")
-        bad = t[(t < 0) | (t >= n)]
-        if bad.numel():
-            raise IndexError(f"frame index {int(bad[0])} out of range: this video has {n} frames (0..{n - 1})")
-        return t
+        return check_frame_indices(idx, self.config.frames, self.head.weight.device)
 
     def forward_intermediates(
         self,

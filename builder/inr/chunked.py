@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import INR
+from .base import INR, check_frame_indices
 from .coding import DecodedINR, decode_inr
 
 __all__ = ["ChunkedINR", "chunk_plan", "decode_chunked"]
@@ -75,17 +75,7 @@ class ChunkedINR(nn.Module):
 
     def frame_indices(self, idx: int | Sequence[int] | Tensor) -> Tensor:
         """Validate global frame indices (the same errors as a single INR's) as a 1-D LongTensor on the CPU."""
-        t = torch.as_tensor(idx)
-        if t.dtype.is_floating_point or t.dtype == torch.bool or t.is_complex():
-            raise TypeError(f"frame indices must be integers, got dtype {t.dtype}")
-        t = t.long().reshape(-1).cpu()
-        n = self.config.frames
-        if t.numel() == 0:
-            raise ValueError("no frame indices given")
-        bad = t[(t < 0) | (t >= n)]
-        if bad.numel():
-            raise IndexError(f"frame index {int(bad[0])} out of range: this video has {n} frames (0..{n - 1})")
-        return t
+        return check_frame_indices(torch.as_tensor(idx).cpu(), self.config.frames)
 
     def locate(self, idx: int | Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
         """``(chunk, local index)`` of each global index, in request order."""
