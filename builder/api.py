@@ -150,9 +150,7 @@ def encode_video(
         cfg = inr_config(arch, t, h, w, **opts)
         sizing = Sizing("table1" if table1 else "explicit", params=cfg.stored_params)
     else:
-        target = (RateTarget(max_bytes, f"--bytes {max_bytes}", True) if max_bytes is not None
-                  else RateTarget.from_bpp(bpp, t, h, w) if bpp is not None
-                  else default_target(path, clip.info.frames, t, h, w))
+        target = _rate_target(path, clip.info.frames, t, h, w, bpp, max_bytes)
         cfg, sizing = plan_size(arch, frames, quant, train, target, opts, log)
     log(_sizing_line(arch, sizing, train))
     inr = build_inr(cfg)
@@ -214,6 +212,16 @@ def _fit(inr: torch.nn.Module, frames: torch.Tensor, train: TrainConfig, quant: 
         fine = fit_inr(inr, frames, tune, progress=progress, init=False, penalty=penalty)
     return FitResult(fit.epochs + fine.epochs, fit.seconds + fine.seconds, fine.psnr, fit.stopped_by,
                      fit.history + [{**h, "epoch": fit.epochs + h["epoch"], "qat": True} for h in fine.history])
+
+
+def _rate_target(path: str | Path, source_frames: int, t: int, h: int, w: int, bpp: float | None,
+                 max_bytes: int | None) -> RateTarget:
+    """``--bytes``, else ``--bpp`` for ``t`` frames of ``h x w``, else the default (the source's own bytes)."""
+    if max_bytes is not None:
+        return RateTarget(max_bytes, f"--bytes {max_bytes}", True)
+    if bpp is not None:
+        return RateTarget.from_bpp(bpp, t, h, w)
+    return default_target(path, source_frames, t, h, w)
 
 
 def _sizing_line(arch: str, s: Sizing, train: TrainConfig, chunks: int = 1) -> str:
@@ -454,9 +462,7 @@ def _encode_chunked(path: str | Path, video_id: str, *, store: VideoStore, arch:
                 cfg0 = inr_config(arch, n, h, w, **opts)
                 sizing = Sizing("table1" if table1 else "explicit", params=cfg0.stored_params)
             else:
-                whole = (RateTarget(max_bytes, f"--bytes {max_bytes}", True) if max_bytes is not None
-                         else RateTarget.from_bpp(bpp, total, h, w) if bpp is not None
-                         else default_target(path, clip.info.frames, total, h, w))
+                whole = _rate_target(path, clip.info.frames, total, h, w, bpp, max_bytes)
                 first = RateTarget(round(whole.bytes * n / total), whole.origin + f"; chunk 0's {n}/{total} frames",
                                    whole.explicit)
                 cfg0, sizing = plan_size(arch, frames, quant, per, first, opts, log)
