@@ -18,8 +18,8 @@ from training.metrics import ms_ssim, psnr
 
 from .codec import FORMAT_VERSION
 from .config import QuantConfig
-from .entry import (H264_FILE, INR_FILE, VIDEO, ChunkInfo, FrameRange, H264Twin, INRInfo, Quality, Source, VideoEntry,
-                    chunk_file)
+from .entry import (ADAPTER, H264_FILE, INR_FILE, PAIRING, VIDEO, ChunkInfo, FrameRange, H264Twin, INRInfo, Quality,
+                    Source, VideoEntry, chunk_file, parse_file)
 from .inr import (ChunkedINR, DecodedINR, INRConfig, build_inr, chunk_plan, decode_chunked, decode_inr, encode_inr,
                   get_inr_family, inr_config, list_inr_families)
 from .inr.qat import quantization_aware, rate_bits
@@ -523,7 +523,8 @@ def reencode_chunk(store: VideoStore, video_id: str, chunk: int, *, source: str 
     the stored training settings (``train`` overrides them; the default time budget is the chunk's share of the
     original one). Only that chunk's file changes (one atomic store write); the whole video's quality is
     re-derived from the chunk table. The H.264 twin is kept unless the new total bytes fall below it (then it is
-    re-made at the new total). Adapters stay: same architecture, though they were fitted to the old chunk."""
+    re-made at the new total). Adapters and pair searches are deleted, with a warning: they were fitted and
+    measured on the old chunk's features (the rule of ``adapt --joint``)."""
     log = log or (lambda _: None)
     entry = store.video(video_id)
     if not entry.chunks:
@@ -549,7 +550,11 @@ def reencode_chunk(store: VideoStore, video_id: str, chunk: int, *, source: str 
         f"{c.bytes:,} -> {row.bytes:,} bytes, {fit.epochs} epochs in {time.perf_counter() - t0:.1f} s")
     chunks = tuple(row if k == chunk else old for k, old in enumerate(entry.chunks))
     quality = dataclasses.replace(entry.quality, **_chunked_quality(chunks, entry.height, entry.width))
-    files = {n: store.get(video_id, n) for n in entry.files if n != chunk_file(chunk)}
+    stale = sorted(n for n in entry.files if (f := parse_file(n)) is not None and f.role in (ADAPTER, PAIRING))
+    if stale:
+        log(f"warning: chunk {chunk}'s features changed: deleted what was fitted to the old ones ({', '.join(stale)}); "
+            "run adapt again for those tasks")
+    files = {n: store.get(video_id, n) for n in entry.files if n != chunk_file(chunk) and n not in stale}
     files[chunk_file(chunk)] = blob
     twin = entry.h264
     if twin is not None and twin.bytes > quality.bytes:

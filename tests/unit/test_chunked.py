@@ -10,7 +10,7 @@ import torch
 
 from builder.api import encode_video, eval_video, load_inr, reencode_chunk
 from builder.cli import main as cli_main
-from builder.entry import INR_FILE, ChunkInfo, EntryError, chunk_file, parse_file
+from builder.entry import INR_FILE, ChunkInfo, EntryError, adapter_file, chunk_file, pairing_file, parse_file
 from builder.inr import ChunkedINR, build_inr, chunk_plan, decode_inr, nerv_config
 from builder.nvp.path import inr_features
 from builder.samples import sample_path
@@ -127,11 +127,15 @@ def test_short_clip_and_chunk_frames_0_stay_one_inr(tmp_path):
 
 def test_reencode_one_chunk_changes_only_its_file(store, tmp_path):
     s = VideoStore(tmp_path)
-    s.put("v", {n: store.get("whole", n) for n in store.video("whole").files}, store.meta("whole"))
-    before = {n: r.sha256 for n, r in s.video("v").files.items()}
-    meta = reencode_chunk(s, "v", 1, train=TrainConfig(epochs=2, seed=5), progress=False)
+    # an adapter and its pair search fitted to the old chunk's features: stale once the chunk changes
+    fitted = {adapter_file("effnet_lite0", 2): b"adapter", pairing_file("effnet_lite0"): b"{}"}
+    s.put("v", {**{n: store.get("whole", n) for n in store.video("whole").files}, **fitted}, store.meta("whole"))
+    before = {n: r.sha256 for n, r in s.video("v").files.items() if n not in fitted}
+    said = []
+    meta = reencode_chunk(s, "v", 1, train=TrainConfig(epochs=2, seed=5), progress=False, log=said.append)
     after = s.video("v")
     assert [n for n in before if before[n] != after.files[n].sha256] == ["inr-c1.nvp"]
+    assert not set(fitted) & set(after.files) and any("run adapt again" in m for m in said)
     assert after.chunks[1].epochs == 2 and after.chunks[0] == store.video("whole").chunks[0]
     assert meta["bytes"] == sum(c.bytes for c in after.chunks)
     with pytest.raises(ValueError, match="chunks 0..2"):
