@@ -284,11 +284,16 @@ def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames
 def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> DecodedINR:
     """The stored decoder of ``video_id`` (checksum-verified): every consumer (decode, eval, adapt, evaluate,
     Triton) reaches a video's decoder through here. A chunked video's is one :class:`ChunkedINR` over its
-    chunks, taking global frame indices."""
+    chunks, taking global frame indices; a collection member's is a :class:`~builder.inr.member.MemberINR` (the
+    collection's shared decoder with the member's keyframes), taking the member's frame indices."""
     holder = store.holder(video_id, INR_FILE)
     if holder != video_id:
-        raise ValueError(f"video '{video_id}' is a member of collection '{holder}': decoding a collection's members "
-                         "is not supported yet")
+        from .collection import load_member
+
+        return load_member(store, video_id, device=device)
+    if store.meta(video_id).get("kind") == "collection":
+        raise ValueError(f"'{video_id}' is a collection: it has no frames of its own; name one of its members "
+                         "(python -m builder info " + video_id + ")")
     chunks = store.meta(video_id).get("chunks")
     if chunks:
         table = ChunkInfo.table(chunks)

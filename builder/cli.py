@@ -63,6 +63,33 @@ def _size(s: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _add_frame_arguments(parser: argparse.ArgumentParser, size_help: str = "resize frames to WxH (default: "
+                         "source size)") -> argparse._ArgumentGroup:
+    """``--start --frames --step --size`` (encode, encode-collection)."""
+    g = parser.add_argument_group("frames")
+    g.add_argument("--start", type=_nonneg_int, default=0, help="first frame index in the file (default 0)")
+    g.add_argument("--frames", type=_positive_int, dest="count", help="number of frames (default: to the end)")
+    g.add_argument("--step", type=_positive_int, default=1, help="take every STEP-th frame (default 1)")
+    g.add_argument("--size", type=_size, metavar="WxH", help=size_help)
+    return g
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, unit: str = "frames") -> argparse._ArgumentGroup:
+    """The stopping rules, optimiser, device, resume and progress flags (encode, encode-collection)."""
+    g = parser.add_argument_group("training (stops at whichever rule fires first)")
+    g.add_argument("--epochs", type=_positive_int, default=300, help="maximum epochs (default 300)")
+    g.add_argument("--time-budget", type=_positive_float, metavar="S",
+                   help="stop after S seconds of training; the lr schedule anneals over this budget")
+    g.add_argument("--target-psnr", type=float, metavar="DB", help="stop once PSNR over all frames reaches DB")
+    g.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
+    g.add_argument("--batch-size", type=_positive_int, default=2, help=f"{unit} per step (default 2)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu", help="cpu or cuda[:N] (bf16 autocast on CUDA)")
+    g.add_argument("--resume", action="store_true", help="continue from this ID's checkpoint if one exists")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", type=Path, metavar="DIR",
@@ -89,25 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e.add_argument("--arch", choices=list_inr_families(shared=False), default=DEFAULT_ARCH,
                    help=f"INR family (default: {DEFAULT_ARCH}, the best measured at equal bytes and training time)")
-    g = e.add_argument_group("frames")
-    g.add_argument("--start", type=_nonneg_int, default=0, help="first frame index in the file (default 0)")
-    g.add_argument("--frames", type=_positive_int, dest="count", help="number of frames (default: to the end)")
-    g.add_argument("--step", type=_positive_int, default=1, help="take every STEP-th frame (default 1)")
-    g.add_argument("--size", type=_size, metavar="WxH", help="resize frames to WxH (default: source size)")
-    g = e.add_argument_group("training (stops at whichever rule fires first)")
-    g.add_argument("--epochs", type=_positive_int, default=300, help="maximum epochs (default 300)")
-    g.add_argument("--time-budget", type=_positive_float, metavar="S",
-                   help="stop after S seconds of training; the lr schedule anneals over this budget")
-    g.add_argument("--target-psnr", type=float, metavar="DB", help="stop once PSNR over all frames reaches DB")
-    g.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
-    g.add_argument("--batch-size", type=_positive_int, default=2, help="frames per step (default 2)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu", help="cpu or cuda[:N] (bf16 autocast on CUDA)")
+    _add_frame_arguments(e)
+    g = _add_training_arguments(e)
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the model for training: on an H200 at 720p, epochs 1.4x faster after a "
                         "38 s compile paid from the time budget, so worth it from about 3 minutes of training")
-    g.add_argument("--resume", action="store_true", help="continue from this ID's checkpoint if one exists")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = e.add_argument_group(
         "rate and model size",
         "By default the model is the largest of the family's shape whose stored bytes fit a target: --bytes, "
@@ -153,6 +166,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-encode chunk K of the stored chunked video --id alone (from VIDEO, its source), "
                         "replacing only that chunk's file; --time-budget / --epochs override the stored settings")
     e.add_argument("--force", action="store_true", help="replace an existing entry with the same ID")
+
+    ec = add("encode-collection", "fit one D-NeRV decoder shared by several videos and store it as a collection: "
+             "one member entry (own video ID, own keyframes) per video", _cmd_encode_collection)
+    ec.add_argument("videos", type=Path, nargs="*", metavar="FILE",
+                    help="video files (any FFmpeg/PyAV input); each becomes a member")
+    ec.add_argument("--id", required=True, dest="video_id", metavar="COLLECTION",
+                    help="collection ID; members are COLLECTION-0, COLLECTION-1, ... unless --names")
+    ec.add_argument("--names", nargs="+", metavar="ID", help="the members' video IDs, one per file, in order")
+    ec.add_argument("--add", nargs="+", type=Path, metavar="FILE",
+                    help="grow the existing collection --id by these files: fine-tune its decoder on the old and "
+                         "new videos together (lr a fifth of the recipe's unless --lr), re-store every member and "
+                         "print the old videos' PSNR before and after")
+    _add_frame_arguments(ec, "resize every clip to WxH (default: the first clip's size; other sizes are resized "
+                             "to it)")
+    _add_training_arguments(ec, unit="clips of 8 frames")
+    g = ec.add_argument_group("model and keyframes")
+    g.add_argument("--model-size", choices=("S", "M", "L"), dest="model_size",
+                   help="D-NeRV size (default: by the collection's total frames, as NeRV's Table 1)")
+    g.add_argument("--stem-dim", type=_positive_int, help="first decoder width (overrides the size's)")
+    g.add_argument("--enc-dim", type=_positive_int, help="content encoder width")
+    g.add_argument("--lower-width", type=_positive_int, help="floor on decoder block channels")
+    g.add_argument("--mlp-dim", type=_positive_int, help="hidden width of the MLP stem")
+    g.add_argument("--blocks", type=_positive_int, dest="num_blocks", help="number of decoder blocks")
+    from .codec.keyframes import DEFAULT_CODEC, DEFAULT_QUALITY, KEYFRAME_CODECS
+
+    g.add_argument("--keyframe-codec", choices=KEYFRAME_CODECS,
+                   help=f"keyframe codec (default {DEFAULT_CODEC}, measured in docs/BENCHMARKS.md; --add: the "
+                        "collection's)")
+    g.add_argument("--keyframe-quality", type=int, metavar="Q",
+                   help=f"keyframe quality 0..100 (default {DEFAULT_QUALITY}; for H.264/H.265 CRF 51 x (1 - Q/100))")
+    ec.add_argument("--force", action="store_true", help="replace existing entries with the same IDs")
 
     d = add("decode", "decode a stored video to an mp4 (or .avi/.mkv) or a folder of PNGs", _cmd_decode)
     d.add_argument("video_id", metavar="ID")
@@ -384,6 +428,56 @@ def _cmd_encode(args: argparse.Namespace):
     return text, meta
 
 
+def _cmd_encode_collection(args: argparse.Namespace):
+    import dataclasses
+
+    from training.config import TrainConfig
+
+    from .collection import add_to_collection, encode_collection
+
+    store = _store(args)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    train = TrainConfig(recipe="dnerv", epochs=args.epochs, time_budget=args.time_budget,
+                        target_psnr=args.target_psnr, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                        device=args.device)
+    if args.add:
+        if args.videos:
+            raise ValueError("with --add, give the new files after --add only (the collection's own videos are "
+                             "read from their stored sources)")
+        if args.size is not None:
+            raise ValueError("--add resizes the new videos to the collection's size; drop --size")
+        if args.resume:
+            raise ValueError("--resume continues a new collection's fit, not --add")
+        r = add_to_collection(args.add, args.video_id, store=store, names=args.names, start=args.start,
+                              count=args.count, step=args.step, train=dataclasses.replace(train, warmup=0.0),
+                              keyframe_codec=args.keyframe_codec, keyframe_quality=args.keyframe_quality,
+                              overwrite=args.force, progress=not args.no_progress, log=log)
+        lines = [f"grew collection '{r['id']}' by {', '.join(r['added'])}: {r['frames_total']} frames in "
+                 f"{len(r['members'])} videos, decoder {r['decoder_bytes']:,} bytes"]
+        lines.append("old videos' PSNR (stored bytes) before -> after:")
+        for vid, before in r["old_psnr_before"].items():
+            lines.append(f"  {vid}: {before:.2f} -> {r['old_psnr_after'][vid]:.2f} dB")
+    else:
+        if not args.videos:
+            raise ValueError("give the video files of the collection (or --add FILES to grow an existing one)")
+        model = {"size": args.model_size, "stem_dim": args.stem_dim, "enc_dim": args.enc_dim,
+                 "lower_width": args.lower_width, "mlp_dim": args.mlp_dim, "num_blocks": args.num_blocks}
+        kf = {k: v for k, v in (("keyframe_codec", args.keyframe_codec),
+                                ("keyframe_quality", args.keyframe_quality)) if v is not None}
+        r = encode_collection(args.videos, args.video_id, store=store, names=args.names, start=args.start,
+                              count=args.count, step=args.step, size=args.size, model=model, train=train,
+                              overwrite=args.force, resume=args.resume, progress=not args.no_progress, log=log, **kf)
+        lines = [f"stored collection '{r['id']}': dnerv {r['params']:,} params ({r['decoder_bytes']:,} bytes) shared "
+                 f"by {len(r['members'])} videos, {r['frames_total']} frames {r['width']}x{r['height']}",
+                 f"  {r['epochs']} epochs in {r['train_seconds']:.1f} s (stopped by {r['stopped_by']}); "
+                 f"all bytes {r['bpp']:.4f} bpp"]
+    for m in r["members"]:
+        lines.append(f"  {m['id']}: {m['frames']} frames  PSNR {m['psnr']:.2f} dB  MS-SSIM {m['ms_ssim']:.4f}  "
+                     f"{m['bpp']:.4f} bpp ({m['keyframe_bytes']:,} keyframe bytes + {m['decoder_share_bytes']:,.0f} "
+                     f"decoder share)  H.264 at its bytes {m['h264']['psnr']:.2f} dB")
+    return "\n".join(lines), r
+
+
 def _rechunk(args: argparse.Namespace):
     import dataclasses
 
@@ -426,10 +520,12 @@ def _cmd_eval(args: argparse.Namespace):
 def _cmd_info(args: argparse.Namespace):
     store = _store(args)
     e = store.video(args.video_id)
+    members = store.members(e.id) if e.kind == "collection" else []
     if e.kind == "collection":
-        head = f"collection: {e.arch} decoder shared by {len(store.members(e.id))} member(s)"
+        head = (f"collection: {e.arch} decoder shared by {len(members)} member(s): "
+                + ", ".join(m.id for m in members))
     elif e.kind == "member":
-        head = f"member {e.index} of collection '{e.collection}', from {e.source.path}"
+        head = f"member {e.index} of collection '{e.collection}' ({store.decoder(e.id).arch}), from {e.source.path}"
     else:
         head = f"{e.arch} from {e.source.path}"
     lines = [f"{e.id}: {head}"]
@@ -443,6 +539,18 @@ def _cmd_info(args: argparse.Namespace):
         q = e.quality
         lines.append(f"  {q.params:,} params, {q.bytes:,} bytes, {q.bpp:.4f} bpp, PSNR {q.psnr:.2f} dB, "
                      f"MS-SSIM {q.ms_ssim:.4f}")
+    kf = e.extra.get("keyframes")
+    if e.kind == "member" and isinstance(kf, dict):
+        lines.append(f"  keyframes: {kf.get('count')} ({kf.get('codec')} quality {kf.get('quality')}, "
+                     f"{kf.get('bytes', 0):,} bytes) + {e.extra.get('decoder_share_bytes', 0):,.0f} bytes of the "
+                     "shared decoder (its share of the collection's pixels)")
+    if e.kind == "collection":
+        lines.append(f"  decoder {e.extra.get('decoder_bytes', 0):,} bytes + keyframes "
+                     f"{e.extra.get('keyframe_bytes', 0):,} bytes over {e.extra.get('frames_total', 0)} frames")
+        for m in members:
+            q = m.quality
+            lines.append(f"    {m.id}: member {m.index}, {m.frames.count} frames"
+                         + (f", PSNR {q.psnr:.2f} dB, {q.bpp:.4f} bpp" if q else ""))
     if e.chunks:
         warm = ", warm-started" if any(c.warm_start for c in e.chunks) else ""
         lines.append(f"  {len(e.chunks)} chunks (one INR each{warm}):")
@@ -456,7 +564,10 @@ def _cmd_info(args: argparse.Namespace):
         lines.append(f"  warning: {w}")
     lines.append(f"  files: {', '.join(e.files)}")
     files = {n: {"sha256": r.sha256, "bytes": r.bytes} for n, r in e.files.items()}
-    return "\n".join(lines), {"id": e.id, **e.to_meta(), "files": files}
+    out = {"id": e.id, **e.to_meta(), "files": files}
+    if e.kind == "collection":
+        out["members"] = [m.id for m in members]
+    return "\n".join(lines), out
 
 
 def _cmd_list(args: argparse.Namespace):
@@ -483,19 +594,13 @@ def _cmd_list(args: argparse.Namespace):
 
 
 def _cmd_delete(args: argparse.Namespace):
-    from .entry import COLLECTION
-    from .store import CorruptEntry
+    from .collection import delete_entry
 
-    store = _store(args)
-    try:
-        kind = store.video(args.video_id).kind
-    except CorruptEntry:
-        kind = None  # a broken entry can always be deleted
-    members = [m.id for m in store.members(args.video_id)] if kind == COLLECTION else []
-    if members:
-        raise ValueError(f"collection '{args.video_id}' holds the decoder of {', '.join(members)}; delete them first")
-    store.remove(args.video_id)
-    return f"deleted '{args.video_id}'", {"id": args.video_id, "deleted": True}
+    removed = delete_entry(_store(args), args.video_id)
+    text = f"deleted '{args.video_id}'"
+    if len(removed) > 1:
+        text += f" and collection '{removed[1]}' (its decoder: that was its last member)"
+    return text, {"id": args.video_id, "deleted": True, "removed": removed}
 
 
 def _cmd_cost(args: argparse.Namespace):

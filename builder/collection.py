@@ -1,0 +1,343 @@
+"""Collections of videos sharing one D-NeRV decoder: encode, grow (``--add``), load a member, delete.
+
+Store layout (``builder.entry``): the **collection** entry holds the shared decoder once (``inr.nvp``); each video
+is a **member** entry (its own video ID) holding its coded keyframes (``keyframes.nvp``, ``builder.codec.keyframes``)
+and an H.264 twin at its bytes, with its source, frame range and quality. A member's quality is measured on what
+decodes back from the stored bytes (the quantised decoder + the decoded keyframes); its ``bytes`` / ``bpp`` count
+its keyframe bytes plus the shared decoder's bytes spread over the collection's pixels (its share: its pixels /
+all members' pixels). :func:`load_member` gives a member's decoder as a :class:`~builder.inr.member.MemberINR`,
+which ``builder.api.load_inr`` returns for a member ID, so ``decode``, ``eval``, ``info``, ``cost`` work on it.
+
+Writes are one atomic store write per entry (the collection first, then each member): a run killed in between
+leaves the collection and some members from the new run and the rest from the old one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from training.collection import add_videos, fit_collection
+from training.config import TrainConfig
+from training.metrics import ms_ssim, psnr
+
+from .codec import FORMAT_VERSION
+from .codec.keyframes import DEFAULT_CODEC, DEFAULT_QUALITY, decode_keyframes, encode_keyframes
+from .config import QuantConfig
+from .entry import (COLLECTION, H264_FILE, INR_FILE, KEYFRAMES, MEMBER, FrameRange, INRInfo, Quality, Source,
+                    VideoEntry)
+from .inr import DecodedINR, build_inr, decode_inr, encode_inr, inr_config
+from .inr.config import INRConfig
+from .inr.member import MemberINR
+from .store import EntryExists, VideoStore, validate_video_id
+from .video import read_video
+
+__all__ = ["KEYFRAMES_FILE", "member_ids", "encode_collection", "add_to_collection", "load_member", "delete_entry"]
+
+KEYFRAMES_FILE = KEYFRAMES.file()
+ARCH = "dnerv"
+
+
+def member_ids(collection_id: str, count: int, names: Sequence[str] | None = None, first: int = 0) -> list[str]:
+    """The members' video IDs: ``names`` if given (one per video), else ``COLLECTION-<index>``."""
+    if names is not None:
+        if len(names) != count:
+            raise ValueError(f"--names gives {len(names)} IDs for {count} videos")
+        ids = list(names)
+    else:
+        ids = [f"{collection_id}-{first + k}" for k in range(count)]
+    for i in ids:
+        validate_video_id(i)
+    if len(set(ids)) != len(ids) or collection_id in ids:
+        raise ValueError(f"member IDs must be distinct and differ from the collection's: {ids}")
+    return ids
+
+
+@dataclasses.dataclass
+class _Video:
+    """One member's frames and where they came from (the entry fields), plus its coded keyframes."""
+
+    id: str
+    frames: torch.Tensor
+    source: Source
+    range: FrameRange
+    keyframes: bytes
+    keyframes_meta: dict[str, Any]
+    decoded_keys: torch.Tensor
+
+
+def _read(paths: Sequence[str | Path], start: int, count: int | None, step: int,
+          size: tuple[int, int] | None, log: Callable[[str], None]) -> list[tuple[Path, Any]]:
+    """Read every clip at one size: ``size``, else the first clip's (others resized to it, with a note)."""
+    if not paths:
+        raise ValueError("a collection needs at least one video file")
+    out = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise FileNotFoundError(f"video file {p} not found")
+        clip = read_video(p, start=start, count=count, step=step, size=size)
+        if clip.num_frames < 2:
+            raise ValueError(f"{p}: a collection member needs at least 2 frames, got {clip.num_frames}")
+        if size is None:
+            size = (clip.frames.shape[-1], clip.frames.shape[-2])
+        elif clip.frames.shape[-2:] != (size[1], size[0]):  # the first clip read at its own size sets it
+            clip = read_video(p, start=start, count=count, step=step, size=size)
+        if (clip.info.width, clip.info.height) != size:
+            log(f"{p.name}: {clip.info.width}x{clip.info.height} resized to {size[0]}x{size[1]}")
+        out.append((p, clip))
+    return out
+
+
+def _code_keys(model: torch.nn.Module, frames: torch.Tensor, codec: str, quality: int
+               ) -> tuple[bytes, dict[str, Any], torch.Tensor]:
+    coded = encode_keyframes(frames[model.keyframe_positions(frames.shape[0])], codec, quality)
+    return coded.blob, {"codec": codec, "quality": quality, "bytes": coded.num_bytes,
+                        "count": int(coded.frames.shape[0])}, coded.frames
+
+
+def _new_videos(model, clips, ids, start, step, codec, quality) -> list[_Video]:
+    out = []
+    for vid, (p, clip) in zip(ids, clips):
+        blob, meta, keys = _code_keys(model, clip.frames, codec, quality)
+        t = clip.num_frames
+        out.append(_Video(vid, clip.frames, Source(str(p.resolve()), clip.info.codec, clip.info.width,
+                                                    clip.info.height),
+                          FrameRange(start=start, step=step, count=t, fps=clip.fps / step), blob, meta, keys))
+    return out
+
+
+def _check_free(store: VideoStore, ids: Sequence[str], overwrite: bool) -> None:
+    if overwrite:
+        return
+    taken = [i for i in ids if store.exists(i)]
+    if taken:  # fail before minutes of training, not after
+        raise EntryExists(f"{', '.join(repr(t) for t in taken)} already in {store.root}; pass --force to replace")
+
+
+def _store_all(store: VideoStore, collection_id: str, model: torch.nn.Module, quant: QuantConfig,
+               train: TrainConfig, videos: Sequence[_Video], indices: Sequence[int], fit, t0: float,
+               overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Code the decoder, measure every member on the decoded bytes, write the collection and its members."""
+    from .api import h264_copy
+
+    model.cpu().eval()
+    blob = encode_inr(model, quant)
+    decoder = decode_inr(blob).model
+    pixels = [v.frames.shape[0] * v.frames.shape[2] * v.frames.shape[3] for v in videos]
+    total_pixels = sum(pixels)
+    rows = []
+    for v, px in zip(videos, pixels):
+        recon = MemberINR(decoder, v.decoded_keys, v.frames.shape[0]).decode_all()
+        share = len(blob) * px / total_pixels
+        kf = v.keyframes_meta["bytes"]
+        rows.append({"psnr": round(psnr(recon, v.frames), 4), "ms_ssim": round(ms_ssim(recon, v.frames), 6),
+                     "bpp": round((kf + share) * 8 / px, 6), "bytes": kf + round(share), "share": share})
+    t_all = sum(v.frames.shape[0] for v in videos)
+    h, w = videos[0].frames.shape[-2:]
+    key_bytes = sum(v.keyframes_meta["bytes"] for v in videos)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    coll = VideoEntry(
+        collection_id, kind=COLLECTION, width=int(w), height=int(h),
+        inr=INRInfo(model.config.to_dict(), quant.to_dict(), train.to_dict(), FORMAT_VERSION),
+        quality=Quality(params=decoder.num_params(),
+                        psnr=round(math.fsum(r["psnr"] * v.frames.shape[0] for r, v in zip(rows, videos)) / t_all, 4),
+                        ms_ssim=round(math.fsum(r["ms_ssim"] * v.frames.shape[0]
+                                                for r, v in zip(rows, videos)) / t_all, 6),
+                        bpp=round((len(blob) + key_bytes) * 8 / total_pixels, 6), bytes=len(blob) + key_bytes,
+                        encode_seconds=round(time.perf_counter() - t0, 3), train_seconds=round(fit.seconds, 3),
+                        epochs=fit.epochs, stopped_by=fit.stopped_by, train_psnr=round(fit.psnr, 4)),
+        encoded_at=now,
+        extra={"decoder_bytes": len(blob), "keyframe_bytes": key_bytes, "frames_total": t_all},
+    )
+    store.put_video(coll, {INR_FILE: blob}, overwrite=True)
+    out = []
+    for v, r, index in zip(videos, rows, indices):
+        h264, twin = h264_copy(v.frames, v.range.fps, r["bytes"])
+        entry = VideoEntry(
+            v.id, kind=MEMBER, collection=collection_id, index=index, source=v.source, frames=v.range,
+            width=int(w), height=int(h),
+            quality=Quality(params=decoder.num_params(), psnr=r["psnr"], ms_ssim=r["ms_ssim"], bpp=r["bpp"],
+                            bytes=r["bytes"], epochs=fit.epochs, stopped_by=fit.stopped_by),
+            h264=twin, encoded_at=now,
+            extra={"keyframes": v.keyframes_meta, "decoder_share_bytes": round(r["share"], 3)},
+        )
+        store.put_video(entry, {KEYFRAMES_FILE: v.keyframes, H264_FILE: h264}, overwrite=True)
+        log(f"{v.id}: PSNR {r['psnr']:.2f} dB, MS-SSIM {r['ms_ssim']:.4f}, {r['bpp']:.4f} bpp "
+            f"({v.keyframes_meta['bytes']:,} keyframe bytes + {r['share']:,.0f} of the decoder's); "
+            f"H.264 at its bytes {twin.psnr:.2f} dB")
+        out.append({"id": v.id, "index": index, "frames": v.range.count, "source": v.source.path,
+                    "psnr": r["psnr"], "ms_ssim": r["ms_ssim"], "bpp": r["bpp"], "bytes": r["bytes"],
+                    "keyframe_bytes": v.keyframes_meta["bytes"], "decoder_share_bytes": round(r["share"], 3),
+                    "h264": dataclasses.asdict(twin)})
+    return {"id": collection_id, "kind": COLLECTION, "arch": ARCH, **coll.to_meta(), "members": out}
+
+
+def encode_collection(
+    paths: Sequence[str | Path],
+    collection_id: str,
+    *,
+    store: VideoStore,
+    names: Sequence[str] | None = None,
+    start: int = 0,
+    count: int | None = None,
+    step: int = 1,
+    size: tuple[int, int] | None = None,
+    model: dict[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    quant: QuantConfig = QuantConfig(),
+    keyframe_codec: str = DEFAULT_CODEC,
+    keyframe_quality: int = DEFAULT_QUALITY,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fit one shared D-NeRV to the clips of ``paths`` (resized to ``size``, else to the first clip's size) and
+    store it as collection ``collection_id`` with one member per clip (IDs: :func:`member_ids`). The decoder is
+    trained conditioned on the keyframes as the keyframe codec decodes them. Returns the collection's meta with a
+    ``members`` list (each member's PSNR, MS-SSIM, bpp, bytes, H.264 twin)."""
+    log = log or (lambda _: None)
+    validate_video_id(collection_id)
+    ids = member_ids(collection_id, len(paths), names)
+    _check_free(store, [collection_id, *ids], overwrite)
+    if overwrite and store.exists(collection_id):
+        old = store.video(collection_id)
+        stale = [m.id for m in store.members(collection_id)] if old.kind == COLLECTION else []
+        if set(stale) - set(ids):
+            raise ValueError(f"collection '{collection_id}' has members {', '.join(sorted(set(stale) - set(ids)))} "
+                             "this encode would orphan; delete them first (or use --add to grow it)")
+    t0 = time.perf_counter()
+    clips = _read(paths, start, count, step, size, log)
+    h, w = clips[0][1].frames.shape[-2:]
+    total = sum(c.num_frames for _, c in clips)
+    cfg = inr_config(ARCH, total, int(h), int(w), **{k: v for k, v in (model or {}).items() if v is not None})
+    dnerv = build_inr(cfg)
+    log(f"{ARCH}: {dnerv.num_params():,} params shared by {len(clips)} videos ({total} frames of {w}x{h}); "
+        f"keyframes {keyframe_codec} quality {keyframe_quality}")
+    train = train or TrainConfig(recipe=dnerv.recipe)
+    videos = _new_videos(dnerv, clips, ids, start, step, keyframe_codec, keyframe_quality)
+    ckpt_dir = store.root / ".checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = ckpt_dir / f"{collection_id}.pt"
+    fit = fit_collection(dnerv, [v.frames for v in videos], train, keyframes=[v.decoded_keys for v in videos],
+                         checkpoint=ckpt, resume=resume, progress=progress)
+    out = _store_all(store, collection_id, dnerv, quant, train, videos, range(len(videos)), fit, t0, overwrite,
+                     log)
+    ckpt.unlink(missing_ok=True)
+    return out
+
+
+def add_to_collection(
+    paths: Sequence[str | Path],
+    collection_id: str,
+    *,
+    store: VideoStore,
+    names: Sequence[str] | None = None,
+    start: int = 0,
+    count: int | None = None,
+    step: int = 1,
+    train: TrainConfig | None = None,
+    keyframe_codec: str | None = None,
+    keyframe_quality: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Grow collection ``collection_id`` by the clips of ``paths`` (resized to its size): fine-tune the shared
+    decoder on the old and new videos together (``training.collection.add_videos``; default lr a fifth of the
+    recipe's), re-store the decoder and every member (old members keep their keyframes; their quality, bpp and
+    H.264 twins are re-measured). Returns the collection's meta with ``members`` and ``old_psnr_before`` /
+    ``old_psnr_after`` (stored PSNR of each old member, before and after)."""
+    from training.recipes import RECIPES
+
+    from .api import read_source
+
+    log = log or (lambda _: None)
+    coll = store.video(collection_id)
+    if coll.kind != COLLECTION:
+        raise ValueError(f"'{collection_id}' is a {coll.kind}, not a collection: --add grows a collection")
+    members = store.members(collection_id)
+    if not members:
+        raise ValueError(f"collection '{collection_id}' has no members left to grow from")
+    first = max(m.index for m in members) + 1
+    ids = member_ids(collection_id, len(paths), names, first=first)
+    clash = {m.id for m in members} & set(ids)
+    if clash:
+        raise ValueError(f"{', '.join(sorted(clash))} already belong to collection '{collection_id}'")
+    _check_free(store, ids, overwrite)
+    t0 = time.perf_counter()
+    quant = QuantConfig.from_dict(coll.inr.quant)
+    dnerv = decode_inr(store.get(collection_id, INR_FILE)).model
+    full = build_inr(INRConfig.from_dict(coll.inr.config))  # training-ready (decode_inr builds decoder-only)
+    full.load_state_dict(dnerv.state_dict(), strict=False)
+    stored_train = TrainConfig.from_dict(coll.inr.train)
+    if train is None:
+        train = dataclasses.replace(stored_train, warmup=0.0)
+    if train.lr is None:
+        train = dataclasses.replace(train, lr=0.2 * RECIPES[train.recipe].lr)
+    old = []
+    for m in members:
+        kf = store.get(m.id, KEYFRAMES_FILE)
+        old.append(_Video(m.id, read_source(m).frames, m.source, m.frames, kf, dict(m.extra.get("keyframes", {})),
+                          decode_keyframes(kf)))
+    codec = keyframe_codec or old[0].keyframes_meta.get("codec", DEFAULT_CODEC)
+    quality = keyframe_quality if keyframe_quality is not None else old[0].keyframes_meta.get("quality",
+                                                                                                DEFAULT_QUALITY)
+    clips = _read(paths, start, count, step, (coll.width, coll.height), log)
+    new = _new_videos(full, clips, ids, start, step, codec, quality)
+    before = {m.id: m.quality.psnr for m in members}
+    res = add_videos(full, [v.frames for v in old], [v.frames for v in new], train,
+                     old_keyframes=[v.decoded_keys for v in old], new_keyframes=[v.decoded_keys for v in new],
+                     progress=progress)
+    out = _store_all(store, collection_id, full, quant, train, [*old, *new],
+                     [*(m.index for m in members), *range(first, first + len(new))], res.fit, t0, True, log)
+    after = {r["id"]: r["psnr"] for r in out["members"]}
+    out["old_psnr_before"] = before
+    out["old_psnr_after"] = {k: after[k] for k in before}
+    out["added"] = ids
+    return out
+
+
+def load_member(store: VideoStore, member_id: str, device: str | torch.device = "cpu") -> DecodedINR:
+    """A member's decoder: the collection's D-NeRV (checksum-verified) with the member's decoded keyframes, as
+    a :class:`MemberINR` over its frames ``0 .. N-1``. ``num_bytes`` is the member's bytes (keyframes + its share
+    of the decoder)."""
+    entry = store.video(member_id)
+    if entry.kind != MEMBER:
+        raise ValueError(f"'{member_id}' is a {entry.kind}, not a collection member")
+    coll = store.decoder(member_id)
+    if coll.arch != ARCH:
+        raise ValueError(f"video '{member_id}' is a member of collection '{coll.id}', whose {coll.arch} decoder is "
+                         f"not a keyframe-conditioned one ({ARCH}): it cannot decode its members")
+    decoded = decode_inr(store.get(coll.id, INR_FILE), device=device)
+    keys = decode_keyframes(store.get(member_id, KEYFRAMES_FILE)).to(device)
+    model = MemberINR(decoded.model, keys, entry.frames.count).to(device).eval()
+    return DecodedINR(model, model.config, decoded.quant, decoded.format_version, entry.quality.bytes)
+
+
+def delete_entry(store: VideoStore, video_id: str) -> list[str]:
+    """Delete ``video_id``; returns the IDs removed. A collection with members is refused (they decode with
+    it); deleting a collection's last member removes the collection (its decoder) too."""
+    from .store import CorruptEntry
+
+    try:
+        entry = store.video(video_id)
+    except CorruptEntry:
+        entry = None  # a broken entry can always be deleted
+    if entry is not None and entry.kind == COLLECTION:
+        members = [m.id for m in store.members(video_id)]
+        if members:
+            raise ValueError(f"collection '{video_id}' holds the decoder of {', '.join(members)}; delete them first")
+    store.remove(video_id)
+    removed = [video_id]
+    if entry is not None and entry.kind == MEMBER and store.exists(entry.collection):
+        if not store.members(entry.collection):
+            store.remove(entry.collection)
+            removed.append(entry.collection)
+    return removed

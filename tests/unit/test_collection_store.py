@@ -1,0 +1,182 @@
+"""D-NeRV collections in the store (builder/collection.py, builder/inr/member.py) through the CLI: encode-collection,
+members working where a video does (load_inr, decode, eval, info, list, cost), bpp accounting, delete, --add.
+Tiny D-NeRV on 2 short real clips at 48x32, a few epochs: seconds."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from builder.api import load_inr
+from builder.cli import main
+from builder.collection import KEYFRAMES_FILE
+from builder.entry import COLLECTION, H264_FILE, INR_FILE, MEMBER
+from builder.inr.member import MemberINR
+from builder.samples import sample_path
+from builder.store import VideoStore
+
+TINY = ["--frames", "12", "--epochs", "3", "--stem-dim", "16", "--enc-dim", "8", "--lower-width", "8",
+        "--mlp-dim", "32", "--blocks", "3", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the workspace's 2 cores are shared: two threads per op oversubscribe them
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def run(capsys, *argv) -> tuple[int, dict]:
+    capsys.readouterr()
+    rc = main([*map(str, argv), "--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    return rc, json.loads(out[-1])
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """A 2-video collection 'col' (carphone at its own 176x144 and bikes, resized to --size 48x32)."""
+    root = tmp_path_factory.mktemp("store")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = main(["encode-collection", str(sample_path("carphone")), str(sample_path("bikes")), "--id", "col",
+                       "--size", "48x32", "--store", str(root), "--json", *TINY])
+    finally:
+        torch.set_num_threads(n)
+    assert rc == 0, buf.getvalue()
+    return root, json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def test_encode_stores_decoder_once_and_members(encoded):
+    root, r = encoded
+    store = VideoStore(root)
+    assert [m["id"] for m in r["members"]] == ["col-0", "col-1"]
+    coll = store.video("col")
+    assert coll.kind == COLLECTION and coll.arch == "dnerv" and set(coll.files) == {INR_FILE}
+    for k, m in enumerate(store.members("col")):
+        assert m.kind == MEMBER and m.index == k and m.collection == "col"
+        assert set(m.files) == {KEYFRAMES_FILE, H264_FILE}
+        assert (m.width, m.height, m.frames.count) == (48, 32, 12)
+        assert m.h264.bytes <= m.quality.bytes
+    assert store.decoder("col-1").id == "col"
+
+
+def test_bpp_counts_keyframes_and_decoder_share(encoded):
+    root, r = encoded
+    store = VideoStore(root)
+    decoder = store.video("col").files[INR_FILE].bytes
+    shares = 0.0
+    for m in store.members("col"):
+        kf = m.files[KEYFRAMES_FILE].bytes
+        share = m.extra["decoder_share_bytes"]
+        assert share == pytest.approx(decoder / 2, abs=0.01)  # equal pixels: half each
+        assert m.quality.bytes == kf + round(share)
+        assert m.quality.bpp == pytest.approx((kf + share) * 8 / (12 * 48 * 32), rel=1e-5)
+        shares += share
+    assert shares == pytest.approx(decoder, abs=0.01)
+    c = store.video("col").quality
+    assert c.bytes == decoder + sum(m.files[KEYFRAMES_FILE].bytes for m in store.members("col"))
+
+
+def test_member_decoder_is_an_inr_over_its_frames(encoded):
+    root, _ = encoded
+    d = load_inr(VideoStore(root), "col-1")
+    m = d.model
+    assert isinstance(m, MemberINR) and m.config.frames == 12 and m.config.out_height == 32
+    assert d.num_bytes == VideoStore(root).video("col-1").quality.bytes
+    assert m.num_params() > 0 and [b.exit for b in m.block_info if b.exit is not None] == [0, 1, 2, 3]
+    with torch.no_grad():
+        full = m.decode_all()
+        assert full.shape == (12, 3, 32, 48)
+        idx = [11, 0, 8, 3]  # across clips, out of order
+        assert torch.allclose(m(idx), full[idx], atol=1e-5)
+        rgb, feats = m.forward_intermediates(idx, [1, 2])
+        assert torch.allclose(rgb, full[idx], atol=1e-5)
+        assert torch.allclose(feats[0], m.features(idx, 1), atol=1e-5)
+        assert feats[1].shape == (4, 8, 16, 24)
+        rgb, feats = m.forward_intermediates(idx, [2], stop_early=True)
+        assert rgb is None and feats[0].shape == (4, 8, 16, 24)
+    with pytest.raises(IndexError):
+        m([12])
+    with pytest.raises(ValueError, match="collection"):
+        load_inr(VideoStore(root), "col")
+
+
+def test_cli_on_a_member(encoded, capsys, tmp_path):
+    root, r = encoded
+    S = ("--store", root)
+    rc, info = run(capsys, "info", "col", *S)
+    assert rc == 0 and info["kind"] == "collection" and info["members"] == ["col-0", "col-1"]
+    rc, info = run(capsys, "info", "col-0", *S)
+    assert rc == 0 and info["kind"] == "member" and info["collection"] == "col"
+    rc, listed = run(capsys, "list", *S)
+    kinds = {v["id"]: v["kind"] for v in listed["videos"]}
+    assert kinds == {"col": "collection", "col-0": "member", "col-1": "member"}
+    rc, ev = run(capsys, "eval", "col-0", *S)
+    stored = r["members"][0]
+    assert rc == 0 and ev["psnr"] == pytest.approx(stored["psnr"], abs=1e-3)
+    assert ev["bpp"] == stored["bpp"] and ev["bytes"] == stored["bytes"]
+    rc, out = run(capsys, "decode", "col-1", "--out", tmp_path / "png", *S)
+    assert rc == 0
+    from PIL import Image
+    import numpy as np
+
+    files = sorted((tmp_path / "png").glob("frame_*.png"))
+    pngs = torch.from_numpy(np.stack([np.asarray(Image.open(f)) for f in files])).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        ref = load_inr(VideoStore(root), "col-1").model.decode_all()
+    assert pngs.shape == ref.shape and (pngs - ref).abs().max() <= 1 / 255 + 1e-6
+    rc, cost = run(capsys, "cost", "col-1", *S)
+    assert rc == 0 and cost["arch"] == "dnerv" and cost["blocks"][0]["name"] == "content_encoder"
+
+
+def test_bad_input_is_refused(encoded, capsys, tmp_path):
+    root, _ = encoded
+    S = ("--store", root)
+    a = sample_path("carphone")
+    rc, err = run(capsys, "encode-collection", a, a, "--id", "col", *S, *TINY)
+    assert rc == 1 and "already" in err["error"]  # no --force
+    rc, err = run(capsys, "encode-collection", a, a, "--id", "x", "--names", "only-one", *S, *TINY)
+    assert rc == 1 and "--names" in err["error"]
+    rc, err = run(capsys, "encode-collection", a, tmp_path / "missing.mp4", "--id", "x", *S, *TINY)
+    assert rc == 1 and "missing.mp4" in err["error"]
+    rc, err = run(capsys, "encode-collection", "--id", "x", *S, *TINY)
+    assert rc == 1 and "video files" in err["error"]
+    rc, err = run(capsys, "encode-collection", "--add", a, "--id", "col-0", *S, *TINY)
+    assert rc == 1 and "not a collection" in err["error"]
+
+
+def test_add_then_delete(encoded, capsys, tmp_path):
+    src, r = encoded
+    root = tmp_path / "store"
+    shutil.copytree(src, root)
+    S = ("--store", root)
+    rc, out = run(capsys, "encode-collection", "--add", sample_path("carphone"), "--id", "col", "--frames", "10",
+                  "--epochs", "2", "--no-progress", *S)
+    assert rc == 0 and out["added"] == ["col-2"]
+    assert set(out["old_psnr_before"]) == set(out["old_psnr_after"]) == {"col-0", "col-1"}
+    assert out["old_psnr_before"]["col-0"] == r["members"][0]["psnr"]
+    store = VideoStore(root)
+    assert [m.id for m in store.members("col")] == ["col-0", "col-1", "col-2"]
+    assert store.video("col-0").quality.psnr == out["old_psnr_after"]["col-0"]  # re-measured and re-stored
+    assert sum(m.extra["decoder_share_bytes"] for m in store.members("col")) == pytest.approx(
+        store.video("col").files[INR_FILE].bytes, abs=0.01)
+    assert load_inr(store, "col-2").model.decode_all().shape == (10, 3, 32, 48)
+    rc, err = run(capsys, "delete", "col", *S)
+    assert rc == 1 and "delete them first" in err["error"]
+    for vid in ("col-0", "col-1"):
+        rc, d = run(capsys, "delete", vid, *S)
+        assert rc == 0 and d["removed"] == [vid] and store.exists("col")
+    assert load_inr(store, "col-2").model.decode_all().shape == (10, 3, 32, 48)  # the decoder stayed
+    rc, d = run(capsys, "delete", "col-2", *S)
+    assert rc == 0 and d["removed"] == ["col-2", "col"] and not store.exists("col")
