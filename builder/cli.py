@@ -25,6 +25,7 @@ examples:
   python -m builder eval street            # PSNR / MS-SSIM against the source frames
   python -m builder decode street --out street.mp4
   python -m builder cost street            # seed Table 2: GFLOPs and params per decoder block
+  python -m builder encode-collection a.mp4 b.mp4 --id clips --time-budget 600   # one shared D-NeRV
   python -m builder list --json
   python -m builder build-repo --out model_repository   # Triton repository serving every stored video by ID
   python -m builder serve --repo model_repository       # tritonserver (gRPC 8001, HTTP 8000, metrics 8002)

@@ -84,10 +84,8 @@ def _read(paths: Sequence[str | Path], start: int, count: int | None, step: int,
         clip = read_video(p, start=start, count=count, step=step, size=size)
         if clip.num_frames < 2:
             raise ValueError(f"{p}: a collection member needs at least 2 frames, got {clip.num_frames}")
-        if size is None:
-            size = (clip.frames.shape[-1], clip.frames.shape[-2])
-        elif clip.frames.shape[-2:] != (size[1], size[0]):  # the first clip read at its own size sets it
-            clip = read_video(p, start=start, count=count, step=step, size=size)
+        if size is None:  # the first clip, read at its own size, sets everyone's
+            size = (int(clip.frames.shape[-1]), int(clip.frames.shape[-2]))
         if (clip.info.width, clip.info.height) != size:
             log(f"{p.name}: {clip.info.width}x{clip.info.height} resized to {size[0]}x{size[1]}")
         out.append((p, clip))
