@@ -608,8 +608,19 @@ def _cmd_cost(args: argparse.Namespace):
     from .api import cost_table
     from .inr import INRConfig
 
-    cfg = INRConfig.from_dict(_store(args).decoder(args.video_id).inr.config)
+    store = _store(args)
+    holder = store.decoder(args.video_id)
+    cfg = INRConfig.from_dict(holder.inr.config)
     t = cost_table(cfg)
+    entry = store.video(args.video_id) if holder.id != args.video_id else holder
+    stored = None
+    if entry.kind == "member" and entry.extra.get("decoder_share_bytes") is not None and entry.quality:
+        # the shared decoder's bytes spread over the collection's pixels
+        kf = entry.files.get("keyframes.nvp")
+        stored = {"collection": holder.id, "decoder_bytes": holder.files["inr.nvp"].bytes,
+                  "decoder_share_bytes": entry.extra.get("decoder_share_bytes"),
+                  "keyframe_bytes": kf.bytes if kf else None, "bytes": entry.quality.bytes,
+                  "bpp": entry.quality.bpp}
     lines = [f"{args.video_id}: {cfg.arch}, {cfg.width}x{cfg.height} canvas, per frame",
              f"{'stage':<11} {'output':>16} {'GFLOPs':>10} {'share':>7} {'params(M)':>10} {'skipped if exit here':>21}"]
     for r in t["blocks"]:
@@ -619,7 +630,12 @@ def _cmd_cost(args: argparse.Namespace):
         lines.append(f"{r['name']:<11} {shape:>16} {r['gflops']:>10.4f} {100 * share:>6.1f}% "
                      f"{r['params'] / 1e6:>10.4f} {skipped:>21}")
     lines.append(f"{'total':<11} {'':>16} {t['total_gflops']:>10.4f} {'':>7} {t['total_params'] / 1e6:>10.4f}")
-    return "\n".join(lines), {"id": args.video_id, "arch": cfg.arch, **t}
+    if stored is not None:
+        lines.append(f"stored: {stored['keyframe_bytes'] or 0:,} keyframe bytes + {stored['decoder_share_bytes']:,.0f} of "
+                     f"collection '{holder.id}''s {stored['decoder_bytes']:,} decoder bytes (its share of the "
+                     f"pixels) = {stored['bytes']:,} bytes, {stored['bpp']:.4f} bpp")
+    out = {"id": args.video_id, "arch": cfg.arch, **t}
+    return "\n".join(lines), out if stored is None else {**out, "stored": stored}
 
 
 _ADAPT_HELP = """Pair the video's INR exit blocks with the task backbone's injection layers: rank all pairs by linear CKA

@@ -138,6 +138,22 @@ def test_cli_on_a_member(encoded, capsys, tmp_path):
     assert pngs.shape == ref.shape and (pngs - ref).abs().max() <= 1 / 255 + 1e-6
     rc, cost = run(capsys, "cost", "col-1", *S)
     assert rc == 0 and cost["arch"] == "dnerv" and cost["blocks"][0]["name"] == "content_encoder"
+    m1 = r["members"][1]
+    assert cost["stored"]["bytes"] == m1["bytes"] and cost["stored"]["decoder_bytes"] == r["decoder_bytes"]
+    assert cost["stored"]["keyframe_bytes"] == m1["keyframe_bytes"]
+
+
+def test_adapt_and_evaluate_a_member(encoded, capsys, tmp_path):
+    """The NVP path through a member's decoder (random backbone weights: plumbing only)."""
+    root = tmp_path / "store"
+    shutil.copytree(encoded[0], root)
+    S = ("--store", root, "--random-weights", "--task", "effnet_lite0")
+    rc, a = run(capsys, "adapt", "col-1", "--top-k", "1", "--exits", "2", "--epochs", "1", "--repeats", "1",
+                "--no-progress", *S)
+    assert rc == 0 and a["exit_block"] == 2
+    assert VideoStore(root).video("col-1").adapters("effnet_lite0") == {2: "adapter-effnet_lite0-e2.nvp"}
+    rc, ev = run(capsys, "evaluate", "--videos", "col-1", "--repeats", "1", *S)
+    assert rc == 0 and set(ev["paths"]) >= {"nvp", "fulldecode", "codec"}
 
 
 def test_bad_input_is_refused(encoded, capsys, tmp_path):
