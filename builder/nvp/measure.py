@@ -123,7 +123,11 @@ def codec_measurement(store: VideoStore, video_id: str, meta: dict[str, Any], mo
 
 def nvp_gflops(inr: INR, exit_block: int, adapters: AdapterSet, tail: nn.Module, video: bool, feat: Tensor) -> float:
     """GFLOPs per frame of prefix + adapters + tail."""
-    prefix = sum(b.gflops for b in inr.block_info if b.exit is not None and b.exit <= exit_block)
+    prefix = 0.0
+    for b in inr.block_info:  # every stage up to the exit runs (D-NeRV: the content encoder before the stem too)
+        prefix += b.gflops
+        if b.exit == exit_block:
+            break
     per = feat.shape[2] if video else feat.shape[0]
     rest = gflops_of(lambda f: tail(*adapters(f)), feat, per=per)
     return prefix + rest

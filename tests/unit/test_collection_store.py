@@ -151,6 +151,14 @@ def test_adapt_and_evaluate_a_member(encoded, capsys, tmp_path):
     rc, a = run(capsys, "adapt", "col-1", "--top-k", "1", "--exits", "2", "--epochs", "1", "--repeats", "1",
                 "--no-progress", *S)
     assert rc == 0 and a["exit_block"] == 2
+    from builder.nvp.measure import nvp_gflops
+
+    inr = load_inr(VideoStore(root), "col-1").model
+    rows = inr.block_info
+    prefix = sum(b.gflops for b in rows[:[b.exit for b in rows].index(2) + 1])
+    assert rows[0].name == "content_encoder"  # counted in the NVP prefix: it runs before the stem
+    assert nvp_gflops(inr, 2, lambda f: (f,), torch.nn.Identity(), False, torch.zeros(2, 8, 16, 24)) == \
+        pytest.approx(prefix)
     assert VideoStore(root).video("col-1").adapters("effnet_lite0") == {2: "adapter-effnet_lite0-e2.nvp"}
     rc, ev = run(capsys, "evaluate", "--videos", "col-1", "--repeats", "1", *S)
     assert rc == 0 and set(ev["paths"]) >= {"nvp", "fulldecode", "codec"}
