@@ -23,7 +23,7 @@ bytes when the row uses keyframes) * 8 / the collection's pixels.
 (one clip each: the ablation's collection) vs 2 sources (bikes and world, 3 clips each at different offsets), NeRV
 row and full D-NeRV, same epochs; PSNR on the clips. The 6-source rows are the ablation's rows (shared cache).
 
-Rows are cached as JSON in <out>/rows (default benchmarks/out/dnerv); a rerun skips done rows (--force recomputes).
+Rows are cached as JSON in <out>/rows (default bench_out/dnerv); a rerun skips done rows (--force recomputes).
 One torch thread (the workspace's 2 cores are shared).
 """
 from __future__ import annotations
@@ -173,7 +173,7 @@ def main() -> None:
     ap.add_argument("--lower", type=int, default=12)
     ap.add_argument("--mlp", type=int, default=64)
     ap.add_argument("--rows", nargs="+", default=list(ROWS), help="ablation rows to run")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/dnerv"))
+    ap.add_argument("--out", type=Path, default=Path("bench_out/dnerv"))
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--per-video-index", action="store_true",
                     help="NeRV rows: per-video normalised frame index (can't tell the videos apart) instead of a "
