@@ -587,7 +587,7 @@ def _cmd_list(args: argparse.Namespace):
             continue
         out.append({"id": vid, **e.to_meta()})
         arch = e.arch or f"({e.collection})"  # a member decodes with its collection's decoder
-        frames = e.frames.count if e.frames else 0
+        frames = e.frames.count if e.frames else e.extra.get("frames_total", 0)  # a collection: its members'
         size = f"{e.width}x{e.height}" if e.width else "-"
         psnr, bpp = (e.quality.psnr, e.quality.bpp) if e.quality else (float("nan"), float("nan"))
         lines.append(f"{vid:<24} {arch:<6} {frames:>6} {size:>10} {psnr:>7.2f} {bpp:>8.4f}")

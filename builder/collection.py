@@ -282,7 +282,12 @@ def add_to_collection(
     old = []
     for m in members:
         kf = store.get(m.id, KEYFRAMES_FILE)
-        old.append(_Video(m.id, read_source(m).frames, m.source, m.frames, kf, dict(m.extra.get("keyframes", {})),
+        try:
+            frames = read_source(m).frames
+        except FileNotFoundError:
+            raise FileNotFoundError(f"member '{m.id}''s source {m.source.path} is gone: --add fine-tunes on the old "
+                                    "videos too and re-reads them from their sources") from None
+        old.append(_Video(m.id, frames, m.source, m.frames, kf, dict(m.extra.get("keyframes", {})),
                           decode_keyframes(kf)))
     codec = keyframe_codec or old[0].keyframes_meta.get("codec", DEFAULT_CODEC)
     quality = keyframe_quality if keyframe_quality is not None else old[0].keyframes_meta.get("quality",

@@ -204,3 +204,16 @@ def test_add_then_delete(encoded, capsys, tmp_path):
     assert load_inr(store, "col-2").model.decode_all().shape == (10, 3, 32, 48)  # the decoder stayed
     rc, d = run(capsys, "delete", "col-2", *S)
     assert rc == 0 and d["removed"] == ["col-2", "col"] and not store.exists("col")
+
+
+def test_add_needs_the_old_sources(encoded, capsys, tmp_path):
+    root = tmp_path / "store"
+    shutil.copytree(encoded[0], root)
+    VideoStore(root).update_meta("col-0", source=str(tmp_path / "moved.mp4"))
+    rc, err = run(capsys, "encode-collection", "--add", sample_path("carphone"), "--id", "col", "--store", root,
+                  *TINY)
+    assert rc == 1 and "col-0" in err["error"] and "moved.mp4" in err["error"]
+    capsys.readouterr()
+    assert main(["list", "--store", str(root)]) == 0
+    row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("col "))
+    assert row[1:3] == ["dnerv", "24"]  # a collection's row: its members' frames
