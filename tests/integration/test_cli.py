@@ -53,7 +53,8 @@ def encoded(store):
 
 
 def test_help_on_every_command(capsys):
-    for cmd in ([], ["encode"], ["decode"], ["eval"], ["info"], ["list"], ["delete"], ["cost"]):
+    for cmd in ([], ["encode"], ["encode-collection"], ["decode"], ["eval"], ["info"], ["list"], ["delete"],
+                ["cost"]):
         with pytest.raises(SystemExit) as e:
             main([*cmd, "--help"])
         assert e.value.code == 0

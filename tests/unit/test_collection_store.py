@@ -178,6 +178,8 @@ def test_bad_input_is_refused(encoded, capsys, tmp_path):
     assert rc == 1 and "video files" in err["error"]
     rc, err = run(capsys, "encode-collection", "--add", a, "--id", "col-0", *S, *TINY)
     assert rc == 1 and "not a collection" in err["error"]
+    rc, err = run(capsys, "encode-collection", a, a, "--id", "col", "--names", "p", "q", "--force", *S, *TINY)
+    assert rc == 1 and "orphan" in err["error"] and VideoStore(root).exists("col-0")
 
 
 def test_add_then_delete(encoded, capsys, tmp_path):
