@@ -468,6 +468,8 @@ def _cmd_encode_collection(args: argparse.Namespace):
         r = encode_collection(args.videos, args.video_id, store=store, names=args.names, start=args.start,
                               count=args.count, step=args.step, size=args.size, model=model, train=train,
                               overwrite=args.force, resume=args.resume, progress=not args.no_progress, log=log, **kf)
+        if "rank" in r:  # a data-parallel worker under torchrun: rank 0 stored the collection
+            return f"rank {r['rank']}: {r['epochs']} epochs, PSNR {r['psnr']:.2f} dB (rank 0 stores)", r
         lines = [f"stored collection '{r['id']}': dnerv {r['params']:,} params ({r['decoder_bytes']:,} bytes) shared "
                  f"by {len(r['members'])} videos, {r['frames_total']} frames {r['width']}x{r['height']}",
                  f"  {r['epochs']} epochs in {r['train_seconds']:.1f} s (stopped by {r['stopped_by']}); "

@@ -176,6 +176,27 @@ def _store_all(store: VideoStore, collection_id: str, model: torch.nn.Module, qu
     return {"id": collection_id, "kind": COLLECTION, "arch": ARCH, **coll.to_meta(), "members": out}
 
 
+def _join_torchrun(train: TrainConfig) -> tuple[TrainConfig, int, bool]:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group (gloo on CPU, nccl on CUDA, one GPU per
+    local rank) unless the caller already did. Returns the train config for this rank, its rank, and whether this
+    call started the group (then :func:`encode_collection` ends it)."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return train, 0, False
+    started = False
+    if train.device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        train = dataclasses.replace(train, device=f"cuda:{local}")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if train.device.startswith("cuda") else "gloo")
+        started = True
+    return train, dist.get_rank(), started
+
+
 def encode_collection(
     paths: Sequence[str | Path],
     collection_id: str,
@@ -218,17 +239,25 @@ def encode_collection(
     dnerv = build_inr(cfg)
     log(f"{ARCH}: {dnerv.num_params():,} params shared by {len(clips)} videos ({total} frames of {w}x{h}); "
         f"keyframes {keyframe_codec} quality {keyframe_quality}")
-    train = train or TrainConfig(recipe=dnerv.recipe)
+    train, rank, started = _join_torchrun(train or TrainConfig(recipe=dnerv.recipe))
     videos = _new_videos(dnerv, clips, ids, start, step, keyframe_codec, keyframe_quality)
     ckpt_dir = store.root / ".checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / f"{collection_id}.pt"
-    fit = fit_collection(dnerv, [v.frames for v in videos], train, keyframes=[v.decoded_keys for v in videos],
-                         checkpoint=ckpt, resume=resume, progress=progress)
-    out = _store_all(store, collection_id, dnerv, quant, train, videos, range(len(videos)), fit, t0, overwrite,
-                     log)
-    ckpt.unlink(missing_ok=True)
-    return out
+    try:
+        fit = fit_collection(dnerv, [v.frames for v in videos], train, keyframes=[v.decoded_keys for v in videos],
+                             checkpoint=ckpt, resume=resume, progress=progress)
+        if rank != 0:  # data-parallel: the ranks hold identical weights; rank 0 stores them
+            return {"id": collection_id, "rank": rank, "epochs": fit.epochs, "psnr": fit.psnr}
+        out = _store_all(store, collection_id, dnerv, quant, train, videos, range(len(videos)), fit, t0, overwrite,
+                         log)
+        ckpt.unlink(missing_ok=True)
+        return out
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def add_to_collection(

@@ -219,3 +219,23 @@ def test_add_needs_the_old_sources(encoded, capsys, tmp_path):
     assert main(["list", "--store", str(root)]) == 0
     row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("col "))
     assert row[1:3] == ["dnerv", "24"]  # a collection's row: its members' frames
+
+
+def test_torchrun_two_gloo_processes(tmp_path):
+    """encode-collection under torchrun: 2 CPU ranks (gloo) train data-parallel, rank 0 stores."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "store"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "builder",
+           "encode-collection", str(sample_path("carphone")), str(sample_path("bikes")), "--id", "dp", "--size",
+           "48x32", "--store", str(root), "--json", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    assert {r.get("rank") for r in lines} == {None, 1}
+    store = VideoStore(root)
+    assert [m.id for m in store.members("dp")] == ["dp-0", "dp-1"]
+    assert load_inr(store, "dp-1").model.decode_all().shape == (12, 3, 32, 48)
