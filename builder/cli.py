@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="replace an existing entry with the same ID")
 
     ec = add("encode-collection", "fit one D-NeRV decoder shared by several videos and store it as a collection: "
-             "one member entry (own video ID, own keyframes) per video", _cmd_encode_collection)
+             "one member entry (own video ID, own keyframes) per video; data-parallel under torchrun "
+             "(torchrun --nproc_per_node N -m builder encode-collection ...)", _cmd_encode_collection)
     ec.add_argument("videos", type=Path, nargs="*", metavar="FILE",
                     help="video files (any FFmpeg/PyAV input); each becomes a member")
     ec.add_argument("--id", required=True, dest="video_id", metavar="COLLECTION",

@@ -285,7 +285,11 @@ def add_to_collection(
 
     from .api import read_source
 
+    import os
+
     log = log or (lambda _: None)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--add runs in one process: start it without torchrun")
     coll = store.video(collection_id)
     if coll.kind != COLLECTION:
         raise ValueError(f"'{collection_id}' is a {coll.kind}, not a collection: --add grows a collection")
