@@ -634,7 +634,8 @@ def _cmd_cost(args: argparse.Namespace):
                      f"{r['params'] / 1e6:>10.4f} {skipped:>21}")
     lines.append(f"{'total':<11} {'':>16} {t['total_gflops']:>10.4f} {'':>7} {t['total_params'] / 1e6:>10.4f}")
     if stored is not None:
-        lines.append(f"stored: {stored['keyframe_bytes'] or 0:,} keyframe bytes + {stored['decoder_share_bytes']:,.0f} of "
+        lines.append(f"stored: {stored['keyframe_bytes'] or 0:,} keyframe bytes + "
+                     f"{stored['decoder_share_bytes']:,.0f} of "
                      f"collection '{holder.id}''s {stored['decoder_bytes']:,} decoder bytes (its share of the "
                      f"pixels) = {stored['bytes']:,} bytes, {stored['bpp']:.4f} bpp")
     out = {"id": args.video_id, "arch": cfg.arch, **t}
