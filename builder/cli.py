@@ -75,12 +75,34 @@ def _add_frame_arguments(parser: argparse.ArgumentParser, size_help: str = "resi
     return g
 
 
+# Without --time-budget, --epochs or --target-psnr, training on a CPU stops after this many seconds: the default
+# 300 epochs are sized for GPUs (for gradio's b.mp4, 150 frames at 480x270, encode measured 4.6 s per epoch of each
+# 30-frame chunk on 2 cores: about 2 hours); with a budget, the rate sizing shrinks the model until the family's
+# minimum epochs fit, and says so.
+DEFAULT_CPU_BUDGET = 600.0
+
+
+def _stopping(args: argparse.Namespace) -> tuple[int, float | None]:
+    """``(epochs, time_budget)`` from the training flags, with :data:`DEFAULT_CPU_BUDGET` when none is given on a
+    CPU (said on stderr)."""
+    from training.config import TrainConfig
+
+    epochs = args.epochs if args.epochs is not None else TrainConfig().epochs
+    if args.time_budget is None and args.epochs is None and args.target_psnr is None \
+            and not str(args.device).startswith("cuda") and getattr(args, "rechunk", None) is None:
+        print(f"no --time-budget, --epochs or --target-psnr: training stops after {DEFAULT_CPU_BUDGET:g} s on the "
+              "CPU (give one of them to choose)", file=sys.stderr, flush=True)
+        return epochs, DEFAULT_CPU_BUDGET
+    return epochs, args.time_budget
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser, unit: str = "frames") -> argparse._ArgumentGroup:
     """The stopping rules, optimiser, device, resume and progress flags (encode, encode-collection)."""
     g = parser.add_argument_group("training (stops at whichever rule fires first)")
-    g.add_argument("--epochs", type=_positive_int, default=300, help="maximum epochs (default 300)")
+    g.add_argument("--epochs", type=_positive_int, help="maximum epochs (default 300)")
     g.add_argument("--time-budget", type=_positive_float, metavar="S",
-                   help="stop after S seconds of training; the lr schedule anneals over this budget")
+                   help="stop after S seconds of training; the lr schedule anneals over this budget (default on a "
+                        f"CPU when neither --epochs nor --target-psnr is given: {DEFAULT_CPU_BUDGET:g} s)")
     g.add_argument("--target-psnr", type=float, metavar="DB", help="stop once PSNR over all frames reaches DB")
     g.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
     g.add_argument("--batch-size", type=_positive_int, default=2, help=f"{unit} per step (default 2)")
@@ -399,7 +421,8 @@ def _cmd_encode(args: argparse.Namespace):
     from .inr import get_inr_family, list_inr_families
 
     family = get_inr_family(args.arch)
-    train = TrainConfig(recipe=family.model.recipe, epochs=args.epochs, time_budget=args.time_budget,
+    epochs, budget = _stopping(args)
+    train = TrainConfig(recipe=family.model.recipe, epochs=epochs, time_budget=budget,
                         target_psnr=args.target_psnr, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                         device=args.device, compile=args.compile, qat=args.qat,
                         rate_weight=args.rate_weight)
@@ -439,7 +462,8 @@ def _cmd_encode_collection(args: argparse.Namespace):
 
     store = _store(args)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    train = TrainConfig(recipe="dnerv", epochs=args.epochs, time_budget=args.time_budget,
+    epochs, budget = _stopping(args)
+    train = TrainConfig(recipe="dnerv", epochs=epochs, time_budget=budget,
                         target_psnr=args.target_psnr, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                         device=args.device)
     if args.add:
@@ -495,7 +519,7 @@ def _rechunk(args: argparse.Namespace):
     if entry.kind == "video" and entry.chunks:  # the stored recipe; the chunk's share of its budget unless given
         train = TrainConfig.from_dict(entry.inr.train)
         budget = args.time_budget or (train.time_budget and train.time_budget / len(entry.chunks))
-        train = dataclasses.replace(train, time_budget=budget, epochs=args.epochs, device=args.device)
+        train = dataclasses.replace(train, time_budget=budget, epochs=args.epochs or train.epochs, device=args.device)
     meta = reencode_chunk(store, args.video_id, args.rechunk, source=args.video, train=train,
                           warm_start=args.warm_start, progress=not args.no_progress,
                           log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -52,6 +52,21 @@ def encoded(store):
     return out
 
 
+def test_cpu_encode_without_a_stopping_rule_gets_a_time_budget(capsys):
+    from builder.cli import DEFAULT_CPU_BUDGET, _stopping, build_parser
+
+    def stopping(*flags):
+        return _stopping(build_parser().parse_args(["encode", str(CLIP), "--id", "x", *flags]))
+
+    assert stopping() == (300, DEFAULT_CPU_BUDGET)  # the seed's 300 epochs would run for hours on a CPU
+    assert "stops after 600 s" in capsys.readouterr().err
+    assert stopping("--epochs", "7") == (7, None)  # any stopping rule given: as given, nothing added
+    assert stopping("--target-psnr", "30") == (300, None)
+    assert stopping("--time-budget", "20") == (300, 20.0)
+    assert stopping("--device", "cuda") == (300, None)
+    assert capsys.readouterr().err == ""
+
+
 def test_help_on_every_command(capsys):
     for cmd in ([], ["encode"], ["encode-collection"], ["decode"], ["eval"], ["info"], ["list"], ["delete"],
                 ["cost"]):
