@@ -648,6 +648,10 @@ def _cmd_cost(args: argparse.Namespace):
                   "decoder_share_bytes": entry.extra.get("decoder_share_bytes"),
                   "keyframe_bytes": kf.bytes if kf else None, "bytes": entry.quality.bytes,
                   "bpp": entry.quality.bpp}
+    elif entry.kind == "video" and entry.chunks and entry.quality:
+        # per frame one chunk's decoder runs (the rows below); the video stores every chunk's
+        stored = {"chunks": len(entry.chunks), "params": sum(c.params for c in entry.chunks),
+                  "bytes": entry.quality.bytes, "bpp": entry.quality.bpp}
     lines = [f"{args.video_id}: {cfg.arch}, {cfg.width}x{cfg.height} canvas, per frame",
              f"{'stage':<11} {'output':>16} {'GFLOPs':>10} {'share':>7} {'params(M)':>10} {'skipped if exit here':>21}"]
     for r in t["blocks"]:
@@ -657,7 +661,10 @@ def _cmd_cost(args: argparse.Namespace):
         lines.append(f"{r['name']:<11} {shape:>16} {r['gflops']:>10.4f} {100 * share:>6.1f}% "
                      f"{r['params'] / 1e6:>10.4f} {skipped:>21}")
     lines.append(f"{'total':<11} {'':>16} {t['total_gflops']:>10.4f} {'':>7} {t['total_params'] / 1e6:>10.4f}")
-    if stored is not None:
+    if stored is not None and "chunks" in stored:
+        lines.append(f"stored: {stored['chunks']} chunks of this decoder ({stored['params'] / 1e6:.4f} M params in "
+                     f"all) = {stored['bytes']:,} bytes, {stored['bpp']:.4f} bpp; each frame runs one chunk's")
+    elif stored is not None:
         lines.append(f"stored: {stored['keyframe_bytes'] or 0:,} keyframe bytes + "
                      f"{stored['decoder_share_bytes']:,.0f} of "
                      f"collection '{holder.id}''s {stored['decoder_bytes']:,} decoder bytes (its share of the "

@@ -149,6 +149,11 @@ def test_cli_info_and_rechunk(store, capsys):
     assert cli_main(["info", "whole", "--json", "--store", str(store.root)]) == 0
     meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [c["start"] for c in meta["chunks"]] == [0, 4, 7] and all("psnr" in c for c in meta["chunks"])
+    assert cli_main(["cost", "whole", "--json", "--store", str(store.root)]) == 0  # all chunks' storage counted
+    cost = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    entry = store.video("whole")
+    assert cost["stored"]["chunks"] == 3 and cost["stored"]["bytes"] == entry.quality.bytes
+    assert cost["stored"]["params"] == sum(c.params for c in entry.chunks) > cost["total_params"]
     assert cli_main(["encode", str(CLIP), "--store", str(store.root), "--id", "cold", "--rechunk", "2",
                      "--epochs", "1", "--no-progress", "--json"]) == 0
     meta = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
