@@ -24,7 +24,6 @@ import torch
 
 from training.collection import add_videos, fit_collection
 from training.config import TrainConfig
-from training.metrics import ms_ssim, psnr
 
 from .codec import FORMAT_VERSION
 from .codec.keyframes import DEFAULT_CODEC, DEFAULT_QUALITY, decode_keyframes, encode_keyframes
@@ -122,7 +121,7 @@ def _store_all(store: VideoStore, collection_id: str, model: torch.nn.Module, qu
                train: TrainConfig, videos: Sequence[_Video], indices: Sequence[int], fit, t0: float,
                overwrite: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Code the decoder, measure every member on the decoded bytes, write the collection and its members."""
-    from .api import h264_copy
+    from .api import _quality, h264_copy
 
     model.cpu().eval()
     blob = encode_inr(model, quant)
@@ -131,11 +130,11 @@ def _store_all(store: VideoStore, collection_id: str, model: torch.nn.Module, qu
     total_pixels = sum(pixels)
     rows = []
     for v, px in zip(videos, pixels):
-        recon = MemberINR(decoder, v.decoded_keys, v.frames.shape[0]).decode_all()
         share = len(blob) * px / total_pixels
         kf = v.keyframes_meta["bytes"]
-        rows.append({"psnr": round(psnr(recon, v.frames), 4), "ms_ssim": round(ms_ssim(recon, v.frames), 6),
-                     "bpp": round((kf + share) * 8 / px, 6), "bytes": kf + round(share), "share": share})
+        q = _quality(MemberINR(decoder, v.decoded_keys, v.frames.shape[0]), v.frames, kf + round(share))
+        # bpp from the unrounded share of the decoder: the members' bpp add up to the collection's exactly
+        rows.append({**q, "bpp": round((kf + share) * 8 / px, 6), "share": share})
     t_all = sum(v.frames.shape[0] for v in videos)
     h, w = videos[0].frames.shape[-2:]
     key_bytes = sum(v.keyframes_meta["bytes"] for v in videos)

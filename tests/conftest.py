@@ -3,6 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: the workspace's 2 cores are shared, and two threads per op oversubscribe
+    them (20x slower D-NeRV steps measured)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 def make_mean_onnx(path: Path) -> Path:
     """A real ONNX graph: frames (N, 3, H, W) -> per-frame channel means (N, 3)."""

@@ -21,13 +21,7 @@ TINY = ["--frames", "12", "--epochs", "3", "--stem-dim", "16", "--enc-dim", "8",
         "--mlp-dim", "32", "--blocks", "3", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the workspace's 2 cores are shared: two threads per op oversubscribe them
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def run(capsys, *argv) -> tuple[int, dict]:
