@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..video import to_uint8
+
 __all__ = ["KEYFRAME_CODECS", "DEFAULT_CODEC", "DEFAULT_QUALITY", "CodedKeyframes", "encode_keyframes",
            "decode_keyframes", "encode_keyframes_under", "available_codecs"]
 
@@ -54,19 +56,9 @@ def available_codecs() -> list[str]:
     from PIL import features
 
     out = [c for c, fmt in _IMAGE.items() if features.check({"WEBP": "webp", "AVIF": "avif", "JPEG": "jpg"}[fmt])]
-    try:
-        import av
+    import av
 
-        out += [c for c, enc in _VIDEO.items() if enc in av.codecs_available]
-    except ImportError:  # pragma: no cover - PyAV is a dependency
-        pass
-    return out
-
-
-def _to_uint8(frames: Tensor) -> np.ndarray:
-    if frames.ndim != 4 or frames.shape[1] != 3:
-        raise ValueError(f"keyframes must be (K, 3, H, W), got {tuple(frames.shape)}")
-    return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return out + [c for c, enc in _VIDEO.items() if enc in av.codecs_available]
 
 
 def _from_uint8(arr: np.ndarray) -> Tensor:
@@ -138,7 +130,7 @@ def encode_keyframes(frames: Tensor, codec: str = DEFAULT_CODEC, quality: int = 
         raise ValueError(f"keyframe codec must be one of {KEYFRAME_CODECS}, got {codec!r}")
     if not 0 <= quality <= 100:
         raise ValueError(f"quality must be in 0..100, got {quality}")
-    arr = _to_uint8(frames)
+    arr = to_uint8(frames)
     k, h, w, _ = arr.shape
     if codec in _IMAGE:
         chunks = _encode_images(arr, codec, quality)
