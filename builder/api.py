@@ -24,10 +24,11 @@ from .inr import (ChunkedINR, DecodedINR, INRConfig, build_inr, chunk_plan, deco
                   get_inr_family, inr_config, list_inr_families)
 from .inr.qat import quantization_aware, rate_bits
 from .inr.rate import RateTarget, Sizing, default_target, fit_rate, plan_size, quality_warnings
-from .store import EntryExists, VideoStore, validate_video_id
+from .store import EntryChanged, EntryExists, VideoStore, validate_video_id
 from .video import Clip, probe, read_frames, read_video, write_pngs, write_video
 
-__all__ = ["h264_copy", "encode_video", "reencode_chunk", "replace_inr", "load_inr", "decode_video", "eval_video", "cost_table",
+__all__ = ["h264_copy", "encode_video", "reencode_chunk", "replace_inr", "replace_inr_entry",
+           "load_inr", "load_bound_inr", "decode_video", "eval_video", "cost_table",
            "read_source", "read_h264", "h264_frames"]
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
@@ -245,11 +246,23 @@ def _duration(seconds: float) -> str:
 
 
 def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames: torch.Tensor, *,
-                drop: Iterable[str] = (), meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                drop: Iterable[str] = (), meta: dict[str, Any] | None = None,
+                if_inr: str | None = None) -> dict[str, Any]:
     """Store a changed INR (e.g. after joint fine-tuning) in place of ``video_id``'s: quantised and coded with the
     entry's own QuantConfig, PSNR / MS-SSIM measured on the decoded bytes, bpp from their length, the H.264 twin
     re-made for the new size. Files named in ``drop`` are removed (what depended on the old weights); the rest are
-    kept. One atomic store write. Returns the new metadata (``meta`` merged in, as flat meta keys)."""
+    kept. One atomic store write, refused (:class:`~builder.store.EntryChanged`, nothing written) if the entry
+    changed since this call read it, or if its decoder is no longer ``if_inr`` (the
+    :meth:`~builder.store.VideoStore.inr_digest` the caller fine-tuned from). Returns the new metadata (``meta``
+    merged in, as flat meta keys)."""
+    return replace_inr_entry(store, video_id, model, frames, drop=drop, meta=meta, if_inr=if_inr).to_meta()
+
+
+def replace_inr_entry(store: VideoStore, video_id: str, model: torch.nn.Module, frames: torch.Tensor, *,
+                      drop: Iterable[str] = (), meta: dict[str, Any] | None = None,
+                      if_inr: str | None = None) -> VideoEntry:
+    """:func:`replace_inr`, returning the entry as written (its ``files`` give the new INR's checksum,
+    :func:`~builder.entry.inr_checksum`, even if another command replaced it since)."""
     entry = store.video(video_id)
     if entry.kind != VIDEO:
         raise ValueError(f"'{video_id}' is a {entry.kind}: only a video's own INR can be replaced")
@@ -278,7 +291,19 @@ def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames
     new = dataclasses.replace(entry, quality=quality, h264=twin, chunks=chunks or entry.chunks)
     if meta:
         new = VideoEntry.from_meta(video_id, {**new.to_meta(), **meta})
-    return store.put_video(new, {**blobs, H264_FILE: h264, **files}, overwrite=True).to_meta()
+    return store.put_video(new, {**blobs, H264_FILE: h264, **files}, overwrite=True, if_version=entry.version,
+                           if_inr=if_inr)
+
+
+def load_bound_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> tuple[DecodedINR, str]:
+    """:func:`load_inr` and the checksum of what it loaded (:meth:`VideoStore.inr_digest`, what adapters trained
+    on it are bound to), of one version of the entry: read again if the decoder was replaced meanwhile."""
+    for _ in range(3):
+        before = store.inr_digest(video_id)
+        decoded = load_inr(store, video_id, device)
+        if store.inr_digest(video_id) == before:
+            return decoded, before
+    raise EntryChanged(f"video '{video_id}''s INR kept changing while it was read; try again")
 
 
 def load_inr(store: VideoStore, video_id: str, device: str | torch.device = "cpu") -> DecodedINR:
@@ -309,6 +334,7 @@ def read_h264(store: VideoStore, video_id: str, indices: Sequence[int]) -> torch
     idx = [int(i) for i in indices]
     if not idx or min(idx) < 0 or max(idx) >= entry.frames.count:
         raise ValueError(f"frames {idx} out of range for video '{video_id}' ({entry.frames.count} frames)")
+    store.get(video_id, H264_FILE)  # checksum-verified, like every store read, before PyAV opens it by path
     return h264_frames(store.path(video_id, H264_FILE), entry, idx)
 
 
@@ -565,4 +591,5 @@ def reencode_chunk(store: VideoStore, video_id: str, chunk: int, *, source: str 
     if twin is not None and twin.bytes > quality.bytes:
         files[H264_FILE], twin = h264_copy(read_source(entry, source).frames, entry.frames.fps, quality.bytes)
     new = dataclasses.replace(entry, quality=quality, chunks=chunks, h264=twin)
-    return {"id": video_id, "chunk": chunk, **store.put_video(new, files, overwrite=True).to_meta()}
+    return {"id": video_id, "chunk": chunk,
+            **store.put_video(new, files, overwrite=True, if_version=entry.version).to_meta()}

@@ -32,10 +32,17 @@ turns them into one decoder over the global frame indices (``builder.inr.chunked
 module: no ``entry_version`` key) is the same layout without ``entry_version`` and ``kind``; it loads as a video.
 ``arch`` is written as a copy of ``inr["arch"]`` for readers of the raw meta (``store.meta``); when read, it is
 only checked against the INR config, which is where the family lives.
+
+**Binding.** An adapter (and a pairing) is only right for the decoder it was trained on. :func:`inr_checksum` names
+that decoder: the SHA-256 of ``inr.nvp`` as the store records it (a chunked video's, or a member's decoder plus
+keyframes: one SHA-256 over their checksums). ``adapt`` writes it into every adapter it stores (key
+:data:`INR_BINDING`), and every reader (serving, ``evaluate``) compares it with the decoder it runs through
+:func:`check_binding`, which refuses a mismatch with :class:`StaleAdapter`.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import string
 from collections.abc import Mapping
@@ -46,7 +53,7 @@ from typing import Any, ClassVar, NamedTuple
 
 __all__ = [
     "ADAPTER", "CHUNK", "COLLECTION", "ENTRY_VERSION", "H264", "H264_FILE", "INR", "INR_FILE", "KEYFRAMES", "KINDS", "MEMBER",
-    "PAIRING", "ROLES", "VIDEO", "EntryError", "FileRecord", "FileRole", "FrameRange", "H264Twin", "INRInfo",
+    "INR_BINDING", "PAIRING", "ROLES", "VIDEO", "EntryError", "StaleAdapter", "check_binding", "inr_checksum", "FileRecord", "FileRole", "FrameRange", "H264Twin", "INRInfo",
     "Quality", "Source", "StoredFile", "VideoEntry", "ChunkInfo", "chunk_file", "adapter_file", "entry_kind",
     "pairing_file", "parse_file",
     "register_role",
@@ -163,6 +170,45 @@ def parse_file(name: str) -> StoredFile | None:
         if keys is not None:
             return StoredFile(name, role, keys)
     return None
+
+
+# --- binding: adapters to the decoder they were trained on ---------------------------------------------------
+
+INR_BINDING = "inr_sha256"  # the key an adapter's (and a pairing's) metadata records its decoder's checksum under
+
+
+class StaleAdapter(ValueError):
+    """An adapter that was not trained on the decoder it would run with (or that does not say which it was)."""
+
+
+def _sha(record: Any) -> str | None:
+    return record.sha256 if isinstance(record, FileRecord) else (record or {}).get("sha256")
+
+
+def inr_checksum(files: Mapping[str, Any], decoder_files: Mapping[str, Any] | None = None) -> str | None:
+    """The checksum adapters are bound to: of the decoder files (INR, chunks, keyframes) among ``files`` (an
+    entry's name -> :class:`FileRecord` or ``entry.json`` record) and, for a member, its collection's
+    ``decoder_files``. One ``inr.nvp``: its own SHA-256; several files: one SHA-256 over their names and checksums.
+    None when there is no decoder file."""
+    roles = (INR, CHUNK, KEYFRAMES)
+    parts = sorted((n, str(_sha(r))) for fs in (files, decoder_files or {}) for n, r in fs.items()
+                   if (f := parse_file(n)) is not None and f.role in roles)
+    if not parts:
+        return None
+    if len(parts) == 1 and parts[0][0] == INR_FILE:
+        return parts[0][1]
+    return hashlib.sha256("\n".join(f"{n}:{h}" for n, h in parts).encode()).hexdigest()
+
+
+def check_binding(bound: str | None, current: str | None, video_id: str, task: str) -> None:
+    """Refuse (:class:`StaleAdapter`) a ``task`` adapter bound to ``bound`` run with the decoder ``current``."""
+    if bound is not None and bound == current:
+        return
+    why = ("was stored before adapters recorded their INR" if bound is None else
+           f"was trained on another INR ({bound[:12]}, the stored one is {str(current)[:12]}: re-encoded or "
+           "replaced since)")
+    raise StaleAdapter(f"video '{video_id}''s {task} adapter {why}; run 'python -m builder adapt {video_id} "
+                       f"--task {task}' again")
 
 
 # --- the entry -------------------------------------------------------------------------------------------------
@@ -324,6 +370,8 @@ class VideoEntry:
     files: Mapping[str, FileRecord] = field(default_factory=dict)  # set by the store: name -> checksum, size
     created: str | None = None
     updated: str | None = None
+    # set by the store: SHA-256 of entry.json as read (changes with every write); a fact of the read, not compared
+    version: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         entry_kind({"kind": self.kind, "collection": self.collection, "index": self.index})
@@ -376,11 +424,12 @@ class VideoEntry:
     # --- (de)serialisation ----------------------------------------------------------------------------------
 
     @classmethod
-    def from_store(cls, raw: Mapping[str, Any]) -> VideoEntry:
+    def from_store(cls, raw: Mapping[str, Any], version: str | None = None) -> VideoEntry:
         """From a whole ``entry.json`` dict (``VideoStore.entry``): id, files, meta, created, updated."""
         files = {n: FileRecord(str(r["sha256"]), int(r["bytes"])) for n, r in raw["files"].items()}
-        return cls.from_meta(raw["id"], raw["meta"], files=files, created=raw.get("created"),
-                             updated=raw.get("updated"))
+        entry = cls.from_meta(raw["id"], raw["meta"], files=files, created=raw.get("created"),
+                              updated=raw.get("updated"))
+        return entry if version is None else dataclasses.replace(entry, version=version)
 
     @classmethod
     def from_meta(cls, video_id: str, meta: Mapping[str, Any], *, files: Mapping[str, FileRecord] | None = None,

@@ -13,6 +13,12 @@ directory swap (``renameat2(RENAME_EXCHANGE)``, an existing ID), so a process ki
 old entry or the new one, plus hidden leftovers that the next write removes once they are an hour old. Readers only
 see directories named like an ID that hold ``entry.json``, and every ``get`` checks the file's SHA-256 against it.
 
+A writer that computed its files from what it read earlier (``adapt``, ``replace_inr``) passes what it read as a
+precondition: ``if_version`` (the entry's :attr:`~builder.entry.VideoEntry.version`, the SHA-256 of its
+``entry.json``) and/or ``if_inr`` (:meth:`VideoStore.inr_digest`, the decoder adapters are bound to). Both are
+compared under the store lock, so a write that lost a race with ``encode --force``, ``adapt --joint`` or ``delete``
+raises :class:`EntryChanged` and writes nothing.
+
 The store itself is a byte store with a free ``meta`` dict; :mod:`builder.entry` says what the files and the meta
 mean. ``video(id)`` reads an entry typed (:class:`~builder.entry.VideoEntry`), ``put_video`` writes one, and
 ``decoder`` / ``holder`` resolve a collection member's decoder through its collection.
@@ -35,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .entry import COLLECTION, MEMBER, EntryError, VideoEntry, entry_kind, parse_file
+from .entry import COLLECTION, INR_FILE, MEMBER, EntryError, VideoEntry, entry_kind, inr_checksum, parse_file
 
 __all__ = [
     "ENTRY_FILE",
@@ -43,6 +49,7 @@ __all__ = [
     "STORE_FORMAT",
     "VIDEO_ID_RE",
     "CorruptEntry",
+    "EntryChanged",
     "EntryExists",
     "InvalidVideoId",
     "MissingFile",
@@ -86,6 +93,10 @@ class CorruptEntry(StoreError):
 
 class EntryExists(StoreError):
     pass
+
+
+class EntryChanged(StoreError):
+    """A write whose precondition (``if_version`` / ``if_inr``) no longer holds: nothing was written."""
 
 
 def validate_video_id(video_id: str) -> str:
@@ -229,9 +240,9 @@ class VideoStore:
     def video(self, video_id: str) -> VideoEntry:
         """The typed entry of ``video_id`` (any kind); :class:`CorruptEntry` if its meta does not describe one."""
         d = self._existing_dir(video_id)
-        raw = self._load_entry(video_id, d)
+        raw, version = self._load_entry_versioned(video_id, d)
         try:
-            return VideoEntry.from_store(raw)
+            return VideoEntry.from_store(raw, version)
         except EntryError as e:
             raise self._corrupt(video_id, d / ENTRY_FILE, f"does not describe a video entry ({e})") from None
 
@@ -254,7 +265,8 @@ class VideoStore:
                  if isinstance(e, VideoEntry) and e.kind == MEMBER and e.collection == collection_id]
         return sorted(found, key=lambda e: e.index)
 
-    def put_video(self, entry: VideoEntry, files: dict[str, bytes], *, overwrite: bool = False) -> VideoEntry:
+    def put_video(self, entry: VideoEntry, files: dict[str, bytes], *, overwrite: bool = False,
+                  if_version: str | None = None, if_inr: str | None = None) -> VideoEntry:
         """Store ``entry``'s meta with ``files`` in one atomic :meth:`put`; return the stored entry (with its files'
         checksums). A file of a role the entry's kind does not hold is refused, and a member must name an existing
         collection at an index no other member has."""
@@ -270,8 +282,20 @@ class VideoStore:
             taken = [m.id for m in self.members(entry.collection) if m.index == entry.index and m.id != entry.id]
             if taken:
                 raise ValueError(f"collection '{entry.collection}' already has member {entry.index}: '{taken[0]}'")
-        self.put(entry.id, files, entry.to_meta(), overwrite=overwrite)
-        return self.video(entry.id)
+        _, raw, version = self._put(entry.id, files, entry.to_meta(), overwrite=overwrite, if_version=if_version,
+                                    if_inr=if_inr)
+        return VideoEntry.from_store(raw, version)  # what was written, not a re-read a later writer may have changed
+
+    def inr_digest(self, video_id: str) -> str:
+        """The checksum of ``video_id``'s decoder as stored now (:func:`~builder.entry.inr_checksum`): what an
+        adapter trained on it is bound to. Reads only ``entry.json`` (and a member's collection's)."""
+        entry = self._load_entry(video_id, self._existing_dir(video_id))
+        holder = self._decoder_id(video_id)
+        shared = None if holder == video_id else self.entry(holder)
+        digest = inr_checksum(entry["files"], shared and shared["files"])
+        if digest is None:  # MissingFile, naming the file a decoder needs
+            self._file_info(holder, shared or entry, INR_FILE)
+        return digest
 
     def decoder(self, video_id: str) -> VideoEntry:
         """The entry holding ``video_id``'s decoder: the entry itself, or a member's collection."""
@@ -288,8 +312,15 @@ class VideoStore:
 
     # --- writing ------------------------------------------------------------------------------------------------
 
-    def put(self, video_id: str, files: dict[str, bytes], meta: dict[str, Any], *, overwrite: bool = False) -> Path:
-        """Store ``files`` and ``meta`` as entry ``video_id`` in one atomic step; return the entry directory."""
+    def put(self, video_id: str, files: dict[str, bytes], meta: dict[str, Any], *, overwrite: bool = False,
+            if_version: str | None = None, if_inr: str | None = None) -> Path:
+        """Store ``files`` and ``meta`` as entry ``video_id`` in one atomic step; return the entry directory.
+        ``if_version`` / ``if_inr``: the preconditions of the module docstring (:class:`EntryChanged`)."""
+        return self._put(video_id, files, meta, overwrite=overwrite, if_version=if_version, if_inr=if_inr)[0]
+
+    def _put(self, video_id: str, files: dict[str, bytes], meta: dict[str, Any], *, overwrite: bool,
+             if_version: str | None, if_inr: str | None) -> tuple[Path, dict[str, Any], str]:
+        """:meth:`put`; also returns the ``entry.json`` written and its version."""
         d = self._dir(video_id)
         for name in files:
             _validate_file_name(name)
@@ -298,6 +329,7 @@ class VideoStore:
                                  "created": now, "updated": now}
         _entry_json(entry)  # fail on bad meta before touching the disk
         with self._locked():
+            self._check_unchanged(video_id, if_version, if_inr)
             if (d / ENTRY_FILE).exists():
                 if not overwrite:
                     raise EntryExists(
@@ -315,15 +347,18 @@ class VideoStore:
                     data = bytes(data)
                     _write_synced(staged / name, data)
                     entry["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                _write_synced(staged / ENTRY_FILE, _entry_json(entry))
+                raw = _entry_json(entry)
+                _write_synced(staged / ENTRY_FILE, raw)
                 _fsync_dir(staged)
                 self._publish(staged, d, video_id)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
-        return d
+        return d, entry, hashlib.sha256(raw).hexdigest()
 
-    def add_file(self, video_id: str, name: str, data: bytes) -> Path:
+    def add_file(self, video_id: str, name: str, data: bytes, *, if_version: str | None = None,
+                 if_inr: str | None = None) -> Path:
         """Add or replace one file of an existing entry, atomically with its checksum; return its path.
+        ``if_version`` / ``if_inr``: the preconditions of the module docstring (:class:`EntryChanged`).
 
         The entry is restaged (unchanged files hard-linked, so this is cheap) and swapped in whole, so no reader
         ever sees the new file with the old checksum.
@@ -332,6 +367,7 @@ class VideoStore:
         _validate_file_name(name)
         data = bytes(data)
         with self._locked():
+            self._check_unchanged(video_id, if_version, if_inr)
             entry = self._load_entry(video_id, self._existing_dir(video_id))
             staged = self._hidden(".tmp", video_id)
             staged.mkdir()
@@ -456,7 +492,29 @@ class VideoStore:
             raise self._corrupt(video_id, d / name, "does not match its SHA-256 in entry.json")
         return data
 
+    def _check_unchanged(self, video_id: str, if_version: str | None, if_inr: str | None) -> None:
+        """Under the lock: raise :class:`EntryChanged` unless the entry still has ``if_version`` / ``if_inr``."""
+        if if_version is None and if_inr is None:
+            return
+        try:
+            version = self._load_entry_versioned(video_id, self._existing_dir(video_id))[1]
+            digest = self.inr_digest(video_id) if if_inr is not None else None
+        except VideoNotFound:
+            raise EntryChanged(f"video '{video_id}' was deleted from store {self.root} while this command ran; "
+                               "nothing was written") from None
+        if if_inr is not None and digest != if_inr:
+            raise EntryChanged(f"video '{video_id}''s INR was replaced while this command ran (encode --force or "
+                               "adapt --joint); nothing was written: run it again on the new INR")
+        if if_version is not None and version != if_version:
+            raise EntryChanged(f"video '{video_id}' was changed by another command since this one read it; nothing "
+                               "was written: run it again")
+
     def _load_entry(self, video_id: str, d: Path, dir_fd: int | None = None) -> dict[str, Any]:
+        return self._load_entry_versioned(video_id, d, dir_fd)[0]
+
+    def _load_entry_versioned(self, video_id: str, d: Path,
+                              dir_fd: int | None = None) -> tuple[dict[str, Any], str]:
+        """``entry.json`` parsed, and its version: the SHA-256 of its bytes."""
         path = d / ENTRY_FILE
         try:
             raw = path.read_bytes() if dir_fd is None else _read_at(dir_fd, ENTRY_FILE)
@@ -470,7 +528,7 @@ class VideoStore:
             raise self._corrupt(video_id, path, "lacks the id/files/meta fields of a store entry")
         if entry.get("format") != STORE_FORMAT:
             raise self._corrupt(video_id, path, f"has store format {entry.get('format')!r}, expected {STORE_FORMAT}")
-        return entry
+        return entry, hashlib.sha256(raw).hexdigest()
 
     def _file_info(self, video_id: str, entry: dict[str, Any], name: str) -> dict[str, Any]:
         info = entry["files"].get(name)

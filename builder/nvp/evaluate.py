@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..api import h264_frames, load_inr, read_source
+from ..api import H264_FILE, h264_frames, load_bound_inr, read_source
 from ..backbones import Backbone, get_backbone
 from ..protocols import gflops_of
 from ..store import VideoStore
@@ -62,8 +62,11 @@ def _evaluate_video(store: VideoStore, vid: str, task: Any, bb: Backbone, model:
                     backbone_params: int, exit_block: int | None, seed: int, repeats: int) -> VideoResult:
     meta = store.meta(vid)
     t_setup = time.perf_counter()
-    inr = load_inr(store, vid).model
+    decoded, bound = load_bound_inr(store, vid)  # adapters are refused unless trained on exactly this INR
+    inr = decoded.model
     setup_ms = 1000 * (time.perf_counter() - t_setup)
+    if codec_file(store, vid) is not None:  # checksum-verified once here: PyAV opens it by path below
+        store.get(vid, H264_FILE)
     frames = read_source(meta).frames
     idx = task.protocol_frames(frames.shape[0], seed)
     try:
@@ -107,7 +110,7 @@ def _evaluate_video(store: VideoStore, vid: str, task: Any, bb: Backbone, model:
     # exits adapted by the last `adapt` (older pairings do not say: every exit with a stored adapter)
     for k in pairing.get("stored_exits", range(1, inr.num_blocks + 1)):
         try:
-            adapters, ameta = load_adapter(store, vid, task.name, k)
+            adapters, ameta = load_adapter(store, vid, task.name, k, inr_sha256=bound)
         except KeyError:  # no adapter stored for this exit block
             continue
         sm = bb.split(ameta["layer"], model=model)

@@ -25,13 +25,14 @@ from training.joint import fit_joint
 from training.recipes import RECIPES
 
 from ..adapters import build_adapter
-from ..api import load_inr, read_source, replace_inr
+from ..api import load_bound_inr, read_source, replace_inr_entry
 from ..backbones import Backbone, SplitModel, get_backbone
 from ..cka import linear_cka
 from ..cliutil import finite_json
+from ..entry import INR_BINDING, inr_checksum
 from ..inr import INR
 from ..selection import uniform_frames
-from ..store import VideoStore
+from ..store import EntryChanged, VideoStore
 from ..tasks import Scorer, Task, get_task
 from .measure import codec_measurement, measure_path, nvp_gflops
 from .path import AdapterSet, DerivedMask, NVPPath, inr_features
@@ -353,7 +354,8 @@ def adapt_video(
     model = bb.load_for(task, weights, random_init=random_init, config=backbone_config)
     scorer = task.kind.scorer(task, model, random_init)
     meta = store.meta(video_id)
-    inr = load_inr(store, video_id).model
+    decoded, bound = load_bound_inr(store, video_id)  # every write below is refused if this INR is replaced
+    inr = decoded.model
     frames = read_source(meta).frames
     n = frames.shape[0]
     train_idx = task.train_frames(n, train_frames)
@@ -382,7 +384,7 @@ def adapt_video(
     sel = select_pairs(measured, min_agreement, max_adapter_share)
     for k, m in sel.per_exit.items():
         save_adapter(store, video_id, task.name, k, m.fit.candidate.layer, m.fit.adapters,
-                     {"accuracy": m.scores["accuracy"], "train": train.to_dict()})
+                     {"accuracy": m.scores["accuracy"], "train": train.to_dict()}, inr_sha256=bound)
     codec = codec_measurement(store, video_id, meta, model, bb, eval_idx, raw_out, scorer, repeats)
     chosen = sel.chosen.row()
     summary = {
@@ -408,15 +410,18 @@ def adapt_video(
     if train.joint:
         summary["joint"] = _joint(store, video_id, task, inr, frames, data, sel.chosen.fit,
                                   splits[sel.chosen.fit.candidate.layer], train, eval_idx=eval_idx, raw_out=raw_out,
-                                  scorer=scorer, progress=progress)
+                                  scorer=scorer, progress=progress, bound=bound)
         summary["accuracy"] = summary["joint"]["accuracy_after"]
-    store.add_file(video_id, pairing_file(task.name), json.dumps(finite_json(summary), indent=1).encode())
+        bound = summary["joint"][INR_BINDING]
+    summary[INR_BINDING] = bound
+    store.add_file(video_id, pairing_file(task.name), json.dumps(finite_json(summary), indent=1).encode(),
+                   if_inr=bound)
     return summary
 
 
 def _joint(store: VideoStore, video_id: str, task: Task, inr: INR, frames: Tensor, data: TrainingData, fit: Fit,
            split: SplitModel, train: AdapterTrainConfig, *, eval_idx: list[int], raw_out: Any, scorer: Scorer,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, bound: str) -> dict[str, Any]:
     """Joint mode: fine-tune the INR with the chosen pair's adapter (``training.joint``), store the re-quantised
     INR in place of the old one, re-measure the pair on the decoded (stored) INR and keep only its adapter.
 
@@ -439,16 +444,20 @@ def _joint(store: VideoStore, video_id: str, task: Task, inr: INR, frames: Tenso
     stale = [n for n in nvp_files(entry) if n != pairing_file(task.name)]
     own = set(nvp_files(entry, task.name))
     others = [n for n in stale if n not in own]
-    new = replace_inr(store, video_id, inr, frames, drop=stale, meta={"joint": {
+    written = replace_inr_entry(store, video_id, inr, frames, drop=stale, if_inr=bound, meta={"joint": {
         "task": task.name, "exit_block": exit_block, "epochs": result.epochs, "psnr_before": before["psnr"],
         "bpp_before": before["bpp"]}})
+    new = written.to_meta()
     if others:
         warnings.warn(f"joint mode changed the INR of '{video_id}': deleted the stale adapters {others}; run "
                       f"adapt again for those tasks", stacklevel=3)
-    stored = load_inr(store, video_id).model  # measure what is stored: the quantised INR
-    after = scorer(NVPPath(stored, exit_block, adapters, split.tail, video)(eval_idx), raw_out)
+    stored, now = load_bound_inr(store, video_id)  # measure what is stored: the quantised INR
+    if now != inr_checksum(written.files):
+        raise EntryChanged(f"video '{video_id}''s INR was replaced by another command right after adapt --joint "
+                           f"stored its own; the joint adapter was not stored: run adapt again")
+    after = scorer(NVPPath(stored.model, exit_block, adapters, split.tail, video)(eval_idx), raw_out)
     save_adapter(store, video_id, task.name, exit_block, split.at, adapters,
-                 {"accuracy": after["accuracy"], "train": train.to_dict(), "joint": True})
+                 {"accuracy": after["accuracy"], "train": train.to_dict(), "joint": True}, inr_sha256=now)
     return {
         "epochs": result.epochs, "seconds": round(time.perf_counter() - t0, 2),
         "weights": {"recon": train.joint_recon, "feature": train.joint_feature,
@@ -457,5 +466,6 @@ def _joint(store: VideoStore, video_id: str, task: Task, inr: INR, frames: Tenso
         "bpp_before": before["bpp"], "bpp_after": new["bpp"], "bytes_before": before["bytes"],
         "bytes_after": new["bytes"], "accuracy_before": accuracy_before, "accuracy_after": after["accuracy"],
         "scores_after": after, "dropped": [n for n in stale if n != adapter_file(task.name, exit_block)],
+        INR_BINDING: now,
         "history": result.history,
     }

@@ -188,29 +188,24 @@ def check_frame_range(indices: np.ndarray, num_frames: int, video_id: str) -> No
 # --- the store cache ------------------------------------------------------------------------------------------
 
 
-def _chunks_digest(files: Mapping[str, Any]) -> str | None:
-    """One digest over a chunked video's decoder files (``inr-c{k}.nvp``): it changes when any chunk does (a
-    re-encoded chunk is never served stale). None when the entry has no chunk files."""
-    import hashlib
-
-    from ..entry import CHUNK, parse_file
-
-    parts = sorted((f.keys["chunk"], str(files[f.name].get("sha256")))
-                   for f in filter(None, map(parse_file, files)) if f.role == CHUNK and isinstance(files[f.name], dict))
-    return hashlib.sha256(repr(parts).encode()).hexdigest() if parts else None
-
-
 class StoreCache:
     """Objects loaded from store files, by ``(video ID, file name)``; least recently used evicted beyond ``size``.
 
-    Every lookup re-reads the entry's ``entry.json`` (small) and compares the stored SHA-256 of the file, so a
-    video encoded after the server started is found, and one re-encoded (``--force``), re-adapted or deleted is
-    never served stale. ``load(store, video_id, name)`` builds the object; every store error becomes a
+    Each object is cached with the version of the entry it was loaded from: by default the file's SHA-256, and
+    for the INR the decoder's checksum (:meth:`~builder.store.VideoStore.inr_digest`: chunks and a member's
+    collection included); ``version(store, video_id, name)`` may name more (task serving keys adapters by the INR
+    they are bound to as well). Every lookup re-reads that version from ``entry.json`` (small), so a video encoded
+    after the server started is found, and one re-encoded (``--force``), re-adapted or deleted is never served
+    stale; a load is kept only if the version is the same after it as before (else loaded again), so an object never
+    mixes two versions of an entry. ``load(store, video_id, name)`` builds the object; every store error becomes a
     :class:`RequestError` with a message fit for an anonymous client.
     """
 
+    LOAD_TRIES = 3  # loads raced by writers before the request is refused ("try again")
+
     def __init__(self, store_root: str | Path, size: int = DEFAULT_CACHE_SIZE,
-                 load: Callable[[Any, str, str], Any] | None = None, device: str = "cpu") -> None:
+                 load: Callable[[Any, str, str], Any] | None = None, device: str = "cpu",
+                 version: Callable[[Any, str, str], str] | None = None) -> None:
         from ..store import VideoStore
 
         if size < 1:
@@ -219,6 +214,7 @@ class StoreCache:
         self.size = size
         self.device = device
         self.load = load or self._load_inr
+        self.version = version or self.file_version
         self._items: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -227,6 +223,20 @@ class StoreCache:
         from ..api import load_inr
 
         return load_inr(store, video_id, device=self.device)
+
+    @staticmethod
+    def file_version(store: Any, video_id: str, name: str) -> str:
+        """The default version: the decoder's checksum for the INR, else the file's SHA-256 (``MissingFile``
+        when the entry has no such file)."""
+        from ..api import INR_FILE
+        from ..store import MissingFile
+
+        if name == INR_FILE:
+            return store.inr_digest(video_id)
+        info = store.entry(video_id)["files"].get(name)
+        if not isinstance(info, dict) or not info.get("sha256"):
+            raise MissingFile(f"video '{video_id}' has no file '{name}'")
+        return str(info["sha256"])
 
     def __len__(self) -> int:
         return len(self._items)
@@ -245,28 +255,38 @@ class StoreCache:
     def get(self, video_id: str, name: str | None = None, missing: str | None = None) -> Any:
         """The object loaded from file ``name`` (default: the INR) of ``video_id``; ``missing`` is the message
         when the video exists but has no such file (raises :class:`RequestError` subclasses)."""
+        return self.versioned(video_id, name, missing)[1]
+
+    def versioned(self, video_id: str, name: str | None = None, missing: str | None = None) -> tuple[str, Any]:
+        """``(version, object)``: :meth:`get` and the version of the entry the object was loaded from."""
         from ..api import INR_FILE
         from ..codec import CorruptBitstream
-        from ..store import CorruptEntry, InvalidVideoId, MissingFile, VideoNotFound
+        from ..entry import StaleAdapter
+        from ..store import CorruptEntry, EntryChanged, InvalidVideoId, MissingFile, VideoNotFound
 
         name = name or INR_FILE
         key = (video_id, name)
         try:
-            entry = self.store.entry(video_id)
-            info = entry["files"].get(name)
-            if info is None and missing is not None:
-                raise RequestError(missing)
-            digest = info.get("sha256") if isinstance(info, dict) else None
-            if info is None and name == INR_FILE:
-                digest = _chunks_digest(entry["files"])
-            with self._lock:
-                hit = self._items.get(key)
-                if hit is not None and digest and hit[0] == digest:
-                    self._items.move_to_end(key)
-                    self.hits += 1
-                    return hit[1]
-            self.misses += 1
-            value = self.load(self.store, video_id, name)
+            for _ in range(self.LOAD_TRIES):
+                try:
+                    version = self.version(self.store, video_id, name)
+                except MissingFile:
+                    if missing is None:
+                        raise
+                    raise RequestError(missing) from None
+                with self._lock:
+                    hit = self._items.get(key)
+                    if hit is not None and hit[0] == version:
+                        self._items.move_to_end(key)
+                        self.hits += 1
+                        return hit
+                self.misses += 1
+                value = self.load(self.store, video_id, name)
+                if self.version(self.store, video_id, name) == version:
+                    break
+            else:
+                raise VideoUnavailableError(f"video '{video_id}' is being rewritten (encode, adapt or delete); "
+                                            "try again")
         except RequestError:
             raise
         except InvalidVideoId as e:
@@ -277,7 +297,7 @@ class StoreCache:
                     self._items.pop(k)
             raise VideoNotFoundError(f"unknown video ID '{video_id}': no such video in the store "
                                      "(see 'python -m builder list')") from None
-        except (CorruptEntry, MissingFile) as e:
+        except (CorruptEntry, MissingFile, StaleAdapter, EntryChanged) as e:
             raise VideoUnavailableError(f"video '{video_id}' cannot be served: {self._hide_root(str(e))}") from None
         except CorruptBitstream as e:
             what = "INR" if name == INR_FILE else name
@@ -287,11 +307,11 @@ class StoreCache:
             raise VideoUnavailableError(f"video '{video_id}' cannot be served: loading its {name} failed "
                                         f"({type(e).__name__}: {self._hide_root(str(e))})") from None
         with self._lock:
-            self._items[key] = (digest or "", value)
+            self._items[key] = (version, value)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return value
+        return version, value
 
 
 # --- ONNX models run with onnxruntime inside the Python backend -----------------------------------------------

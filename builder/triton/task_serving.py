@@ -18,10 +18,16 @@ Request tensors::
 
 One input model serves every video: INRs and adapters are loaded by ID from the store with a bounded cache, so a
 video encoded (or adapted) after the server started is served without a restart.
+
+Consistency: the INR is cached by its checksum, a task's adapters by that checksum too (with their own files'),
+and an adapter answers only with the INR it is bound to (:func:`builder.entry.check_binding`); the H.264 copy is
+read checksum-verified, like every store file. So while ``encode --force``, ``adapt --joint`` or ``delete`` run,
+every request is answered from one version of the entry or refused with a clear error.
 """
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,14 +201,29 @@ class TaskInputHandler:
         self.backbone = get_backbone(self.task.backbone)
         self.backbone.apply_preprocess_settings(settings.preprocess)
         self.inrs = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
-        self.adapters = StoreCache(settings.store_root, settings.cache_size, load=self._load_adapters)
+        self.adapters = StoreCache(settings.store_root, settings.cache_size, load=self._load_adapters,
+                                   version=self._adapters_version)
         self.codec = StoreCache(settings.store_root, settings.cache_size, load=self._codec_source)
+        # verified H.264 copies, one file per checksum: PyAV decodes bytes that were checked, never the store path
+        self._h264_dir = tempfile.TemporaryDirectory(prefix="nvp-h264-")
         # import the decoder/adapter stack at model load, not on the first request
         from ..nvp import path, storage  # noqa: F401
 
     # --- loaders (run under the caches' error mapping) ---
 
-    def _load_adapters(self, store: Any, video_id: str, name: str) -> tuple[int, Any]:
+    def _adapters_version(self, store: Any, video_id: str, name: str) -> str:
+        """The task's pairing and adapter files, and the INR: a new INR never meets adapters cached for the old."""
+        from ..entry import ADAPTER, parse_file
+
+        files = store.entry(video_id)["files"]
+        own = sorted(n for n in files if (f := parse_file(n)) is not None and f.role == ADAPTER
+                     and f.keys["task"] == self.task.name)
+        return "/".join([store.inr_digest(video_id), StoreCache.file_version(store, video_id, name),
+                         *(f"{n}:{files[n].get('sha256')}" for n in own)])
+
+    def _load_adapters(self, store: Any, video_id: str, name: str) -> tuple[int, Any, str | None]:
+        """The served exit block, its adapters and the INR checksum they are bound to."""
+        from ..entry import INR_BINDING
         from ..nvp.storage import load_adapter, stored_exits
 
         pairing = json.loads(store.get(video_id, name))
@@ -211,11 +232,24 @@ class TaskInputHandler:
                   for k in stored_exits(store.video(video_id), self.task.name)}
         k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, self.settings.layer, video_id,
                            self.task.name)
-        return k, stored[k][0].to(self.settings.device)
+        adapters, meta = stored[k]
+        return k, adapters.to(self.settings.device), meta.get(INR_BINDING)
 
-    @staticmethod
-    def _codec_source(store: Any, video_id: str, name: str) -> tuple[Path, dict[str, Any]]:
-        return store.path(video_id, name), store.meta(video_id)
+    def _codec_source(self, store: Any, video_id: str, name: str) -> tuple[Path, dict[str, Any]]:
+        import hashlib
+
+        data = store.get(video_id, name)  # checked against entry.json's SHA-256 (CorruptEntry if it differs)
+        folder = Path(self._h264_dir.name) / video_id
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{hashlib.sha256(data).hexdigest()}.mp4"
+        if not path.exists():
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        for old in folder.glob("*.mp4"):  # older versions of this video (one being decoded stays open: Linux)
+            if old != path:
+                old.unlink(missing_ok=True)
+        return path, store.meta(video_id)
 
     # --- requests ---
 
@@ -223,6 +257,7 @@ class TaskInputHandler:
         import torch
 
         from ..api import H264_FILE
+        from ..entry import StaleAdapter, check_binding
         from ..nvp.path import inr_features
         from ..nvp.storage import pairing_file
 
@@ -241,15 +276,20 @@ class TaskInputHandler:
                 outs = self._preprocess(frames)
                 size = (meta["height"], meta["width"])
             else:
-                model = self.inrs.get(video_id).model
+                inr_version, decoded = self.inrs.versioned(video_id)
+                model = decoded.model
                 size = (model.config.out_height, model.config.out_width)
                 idx = select_frames(selection, int(model.config.frames), self.task, video_id,
                                     max_frames=s.max_frames)
                 if s.mode == "nvp":
-                    k, adapters = self.adapters.get(
+                    k, adapters, bound = self.adapters.get(
                         video_id, pairing_file(self.task.name),
                         missing=f"video '{video_id}' has no {self.task.name} adapters; run 'python -m builder "
                                 f"adapt {video_id} --task {self.task.name}'")
+                    try:
+                        check_binding(bound, inr_version, video_id, self.task.name)
+                    except StaleAdapter as e:
+                        raise VideoUnavailableError(f"video '{video_id}' cannot be served: {e}") from None
                     outs = adapters(inr_features(model, idx.tolist(), k, video))
                 else:
                     device = next(model.parameters()).device
@@ -290,6 +330,7 @@ class TaskInputHandler:
     def close(self) -> None:
         for cache in (self.inrs, self.adapters, self.codec):
             cache.clear()
+        self._h264_dir.cleanup()
 
 
 def post_handler(params: Mapping[str, str], model_dir: str | Path, *, instance_kind: str = "CPU",
