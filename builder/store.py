@@ -286,6 +286,10 @@ class VideoStore:
                                     if_inr=if_inr)
         return VideoEntry.from_store(raw, version)  # what was written, not a re-read a later writer may have changed
 
+    def version(self, video_id: str) -> str:
+        """The entry's version: the SHA-256 of its ``entry.json`` (every write changes it); ``video(id).version``."""
+        return self._load_entry_versioned(video_id, self._existing_dir(video_id))[1]
+
     def inr_digest(self, video_id: str) -> str:
         """The checksum of ``video_id``'s decoder as stored now (:func:`~builder.entry.inr_checksum`): what an
         adapter trained on it is bound to. Reads only ``entry.json`` (and a member's collection's)."""
@@ -497,7 +501,7 @@ class VideoStore:
         if if_version is None and if_inr is None:
             return
         try:
-            version = self._load_entry_versioned(video_id, self._existing_dir(video_id))[1]
+            version = self.version(video_id)
             digest = self.inr_digest(video_id) if if_inr is not None else None
         except VideoNotFound:
             raise EntryChanged(f"video '{video_id}' was deleted from store {self.root} while this command ran; "

@@ -282,3 +282,86 @@ def test_sigkill_never_leaves_partial_entry(tmp_path):
     cleaner.put("final", {"i.txt": b"-1"}, {"i": -1})
     assert not [p.name for p in root.iterdir() if p.name.startswith((".tmp-", ".trash-"))]
     assert _check_consistent(root) >= 1
+
+
+# --- preconditions and the adapter binding -------------------------------------------------------------------
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_inr_digest_is_the_decoder_files_checksum(tmp_path):
+    from builder.entry import INR_FILE, chunk_file
+
+    s = VideoStore(tmp_path)
+    s.put("v", {INR_FILE: b"decoder", "h264.mp4": b"copy"}, {})
+    assert s.inr_digest("v") == _digest(b"decoder")  # one INR: exactly its file's SHA-256
+    s.add_file("v", "h264.mp4", b"other copy")
+    assert s.inr_digest("v") == _digest(b"decoder")  # only decoder files count
+    s.put("c", {chunk_file(0): b"c0", chunk_file(1): b"c1"}, {})
+    first = s.inr_digest("c")
+    s.add_file("c", chunk_file(1), b"c1 again")
+    assert s.inr_digest("c") != first  # any chunk changing changes it
+    s.put("none", {"h264.mp4": b"x"}, {})
+    with pytest.raises(MissingFile, match="has no file 'inr.nvp'"):
+        s.inr_digest("none")
+
+
+def test_check_binding_refuses_another_or_an_unknown_inr():
+    from builder.entry import StaleAdapter, check_binding
+
+    check_binding("a" * 64, "a" * 64, "car", "effnet_lite0")
+    with pytest.raises(StaleAdapter, match=r"trained on another INR \(bbbbbbbbbbbb, the stored one is aaaaaaaaaaaa.*"
+                                           r"run 'python -m builder adapt car --task effnet_lite0' again"):
+        check_binding("b" * 64, "a" * 64, "car", "effnet_lite0")
+    with pytest.raises(StaleAdapter, match="stored before adapters recorded their INR; run 'python -m builder adapt"):
+        check_binding(None, "a" * 64, "car", "effnet_lite0")
+
+
+def test_writes_with_a_stale_precondition_write_nothing(tmp_path):
+    from builder.entry import INR_FILE
+    from builder.store import EntryChanged
+
+    s = VideoStore(tmp_path)
+    s.put("v", {INR_FILE: b"old"}, {})
+    read, bound = s.version("v"), s.inr_digest("v")
+    s.add_file("v", "pairing-t.json", b"{}", if_inr=bound, if_version=read)  # nothing changed: written
+    assert s.get("v", "pairing-t.json") == b"{}" and s.version("v") != read
+    # an adapt-style write after the INR was replaced (encode --force landed meanwhile)
+    s.put("v", {INR_FILE: b"new"}, {}, overwrite=True)
+    before = (tmp_path / "v" / "entry.json").read_bytes()
+    with pytest.raises(EntryChanged, match="'v''s INR was replaced while this command ran.*nothing was written"):
+        s.add_file("v", "adapter-t-e1.nvp", b"fitted to old", if_inr=bound)
+    # a replace-style write computed from an older read of the entry
+    with pytest.raises(EntryChanged, match="changed by another command since this one read it"):
+        s.put("v", {INR_FILE: b"tuned old"}, {}, overwrite=True, if_version=read)
+    assert (tmp_path / "v" / "entry.json").read_bytes() == before and s.get("v", INR_FILE) == b"new"
+    s.remove("v")
+    with pytest.raises(EntryChanged, match="was deleted"):  # replace_inr after a delete: not re-created
+        s.put("v", {INR_FILE: b"tuned old"}, {}, overwrite=True, if_inr=bound)
+    assert not s.exists("v")
+
+
+def test_adapters_are_stored_bound_and_refused_on_another_inr(tmp_path):
+    from builder.adapters import build_adapter
+    from builder.entry import INR_BINDING, INR_FILE, StaleAdapter
+    from builder.nvp.path import AdapterSet
+    from builder.nvp.storage import load_adapter, save_adapter
+    from builder.store import EntryChanged
+
+    s = VideoStore(tmp_path)
+    s.put("v", {INR_FILE: b"decoder"}, {})
+    bound = s.inr_digest("v")
+    adapters = AdapterSet([build_adapter("conv1x1", (4, 6, 8), (5, 3, 4))])
+    save_adapter(s, "v", "effnet_lite0", 2, "blocks.5", adapters, {"accuracy": 1.0}, inr_sha256=bound)
+    _, meta = load_adapter(s, "v", "effnet_lite0", 2, inr_sha256=bound)
+    assert meta[INR_BINDING] == bound
+    with pytest.raises(StaleAdapter, match="trained on another INR"):
+        load_adapter(s, "v", "effnet_lite0", 2, inr_sha256=_digest(b"another decoder"))
+    # the INR replaced while adapt trained: its write is refused and the entry keeps no adapter for the new INR
+    s.put("v", {INR_FILE: b"re-encoded"}, {}, overwrite=True)
+    with pytest.raises(EntryChanged, match="INR was replaced"):
+        save_adapter(s, "v", "effnet_lite0", 3, "blocks.5", adapters, {"accuracy": 1.0}, inr_sha256=bound)
+    assert set(s.entry("v")["files"]) == {INR_FILE}

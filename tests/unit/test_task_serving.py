@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from builder.inr import inr_config
 from builder.tasks import class_names, get_task
 from builder.triton.pipelines import RepoConfig
 from builder.triton.serving import RequestError
@@ -190,3 +191,110 @@ def test_ngc_repository_configs_parse_and_reference_existing_files(tmp_path):
     for ens in ("resnet50", "resnet50_fulldecode", "resnet50_codec"):
         for step in models[ens].ensemble_scheduling.step:
             assert step.model_name in models
+
+
+# --- consistency: adapters bound to their INR, verified H.264 copies (the input handler, no server) -------------
+
+EXIT = 2
+CFG = inr_config("nerv", 4, 24, 32, stem_dim=8, lower_width=8, mlp_dim=16)  # the tiny INR these tests store
+
+
+def _put_inr(store, video_id: str, seed: int, keep: dict | None = None):
+    """A tiny INR stored as ``video_id`` (overwriting; ``keep``: other files stored with it, as they were)."""
+    from builder.api import load_inr
+    from builder.entry import INR_FILE
+    from builder.inr import build_inr, encode_inr
+
+    torch.manual_seed(seed)
+    store.put_video(_entry(video_id), {INR_FILE: encode_inr(build_inr(CFG)), **(keep or {})}, overwrite=True)
+    return load_inr(store, video_id).model
+
+
+def _entry(video_id: str):
+    """A 4-frame 32x24 video entry (the typed meta every reader expects)."""
+    from builder.entry import FrameRange, INRInfo, Quality, Source, VideoEntry
+
+    return VideoEntry(video_id, source=Source("clip.mp4"), frames=FrameRange(0, 1, 4, 25.0), width=32, height=24,
+                      inr=INRInfo(CFG.to_dict(), {}, {}), quality=Quality(params=1, psnr=0.0, ms_ssim=0.0, bpp=0.0,
+                                                                          bytes=1))
+
+
+def _adapt(store, video_id: str, inr, seed: int):
+    """A (random, untrained) adapter stored for the stored INR as adapt stores one, with its pairing."""
+    from builder.adapters import build_adapter
+    from builder.nvp.path import AdapterSet, inr_features
+    from builder.nvp.storage import pairing_file, save_adapter
+
+    torch.manual_seed(seed)
+    shape = tuple(inr_features(inr, [0], EXIT, False).shape[1:])
+    adapters = AdapterSet([build_adapter("conv1x1", shape, (8, 7, 7))]).eval()
+    bound = store.inr_digest(video_id)
+    save_adapter(store, video_id, EFF.name, EXIT, "blocks.5", adapters, {"accuracy": 1.0}, inr_sha256=bound)
+    store.add_file(video_id, pairing_file(EFF.name), json.dumps({"exit_block": EXIT}).encode(), if_inr=bound)
+    return adapters
+
+
+def _handler(store, mode: str):
+    from builder.triton.task_serving import TaskInputHandler, TaskInputSettings
+
+    return TaskInputHandler(TaskInputSettings(store.root, EFF.name, mode, layer="blocks.5" if mode == "nvp" else ""))
+
+
+def _ask(handler, video_id: str, selection: str = "0-3"):
+    return handler.handle({"video_id": np.array([video_id.encode()], dtype=object),
+                           "frame_selection": np.array([selection.encode()], dtype=object)})
+
+
+def test_a_new_inr_never_meets_the_cached_adapter_of_the_old(tmp_path):
+    """The probed bug: adapt --joint replaced the INR while the pairing file (which keyed the adapter cache) stayed
+    the same, and the old adapter answered for the new INR. Now it is a clear error until adapt runs again."""
+    from builder.entry import INR_FILE
+    from builder.nvp.path import inr_features
+    from builder.store import VideoStore
+    from builder.triton.serving import VideoUnavailableError
+
+    store = VideoStore(tmp_path / "store")
+    inr = _put_inr(store, "car", seed=0)
+    adapters = _adapt(store, "car", inr, seed=0)
+    handler = _handler(store, "nvp")
+    with torch.no_grad():
+        np.testing.assert_allclose(_ask(handler, "car")["features"],
+                                   adapters(inr_features(inr, [0, 1, 2, 3], EXIT, False))[0].numpy(), rtol=1e-5)
+        # a new INR, every other file kept byte for byte (pairing and adapter included)
+        keep = {n: store.get("car", n) for n in store.entry("car")["files"] if n != INR_FILE}
+        new_inr = _put_inr(store, "car", seed=1, keep=keep)
+        with pytest.raises(VideoUnavailableError, match="trained on another INR.*run 'python -m builder adapt car "
+                                                        "--task effnet_lite0' again"):
+            _ask(handler, "car")
+        new_adapters = _adapt(store, "car", new_inr, seed=1)
+        np.testing.assert_allclose(_ask(handler, "car")["features"],
+                                   new_adapters(inr_features(new_inr, [0, 1, 2, 3], EXIT, False))[0].numpy(),
+                                   rtol=1e-5)
+    handler.close()
+
+
+def test_a_corrupt_h264_copy_is_refused_and_a_good_one_decoded(tmp_path):
+    from builder.api import h264_copy, read_h264
+    from builder.entry import H264_FILE
+    from builder.store import VideoStore
+    from builder.triton.serving import VideoUnavailableError
+
+    store = VideoStore(tmp_path / "store")
+    frames = torch.rand(4, 3, 24, 32)
+    data, _ = h264_copy(frames, 25.0, 100_000)
+    store.put_video(_entry("good"), {H264_FILE: data})
+    bad = bytearray(data)
+    for i in range(64):  # 64 flipped bytes in the middle: still a decodable stream, not the stored one
+        bad[len(bad) // 2 + i] ^= 0xFF
+    store.put_video(_entry("bad"), {H264_FILE: data})
+    (store.root / "bad" / H264_FILE).write_bytes(bytes(bad))
+    handler = _handler(store, "codec")
+    got = _ask(handler, "good")
+    assert got["frame_indices"].tolist() == [0, 1, 2, 3] and got["pixels"].shape[0] == 4
+    with pytest.raises(VideoUnavailableError, match="video 'bad' cannot be served: .*h264.mp4 does not match its "
+                                                    "SHA-256") as e:
+        _ask(handler, "bad")
+    assert str(store.root) not in str(e.value)
+    with pytest.raises(Exception, match="does not match its SHA-256"):  # the in-process codec path too
+        read_h264(store, "bad", [0])
+    handler.close()
