@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import functools
 import math
+import os
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -74,6 +78,48 @@ def h264_copy(frames: torch.Tensor, fps: float, max_bytes: int) -> tuple[bytes, 
                           psnr=round(psnr(back, frames), 4), ms_ssim=round(ms_ssim(back, frames), 6))
 
 
+class EncodeInProgress(RuntimeError):
+    """Another process is encoding this video ID right now."""
+
+
+@contextmanager
+def encoding_lock(store: VideoStore, video_id: str) -> Iterator[None]:
+    """Hold ``video_id``'s encode lock, ``<store>/.locks/<id>.encode`` (``fcntl.flock``, released by the kernel if
+    the holder dies), or raise :class:`EncodeInProgress` at once. Held for a whole encode, training included, so a
+    second encode of the ID fails before it trains, and the ID's checkpoints (``.checkpoints/<id>*.pt``, which
+    ``--resume`` continues) belong to the holder alone. The store's own lock only covers its short writes."""
+    locks = store.root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / f"{video_id}.encode", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise EncodeInProgress(f"video '{video_id}' is being encoded by another process"
+                                   f"{f' (pid {holder})' if holder else ''}; wait for it to finish, or encode "
+                                   "under another ID") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the message a second encoder prints
+        try:  # the store must take the result: a read-only or locked-down store fails now, not after training
+            tempfile.TemporaryFile(dir=store.root, prefix=".probe-").close()
+        except OSError as e:
+            raise type(e)(e.errno, e.strerror, str(store.root)) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (unlinking it would race with the next taker)
+
+
+def _one_encode_per_id(encode: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    @functools.wraps(encode)
+    def run(path: str | Path, video_id: str, *, store: VideoStore, **kwargs: Any) -> dict[str, Any]:
+        validate_video_id(video_id)  # before it names a lock file
+        with encoding_lock(store, video_id):
+            return encode(path, video_id, store=store, **kwargs)
+    return run
+
+
+@_one_encode_per_id
 def encode_video(
     path: str | Path,
     video_id: str,
@@ -111,6 +157,8 @@ def encode_video(
     Table 1 for what is not given); ``model`` options the rate sizing takes (``num_blocks``, ``activation``)
     apply to both. PSNR / MS-SSIM are measured on the model decoded back from the stored bytes, and bpp from
     their length. ``log`` receives the sizing decision and warnings (also stored: ``meta["sizing"]``).
+
+    One encode per ID at a time (:func:`encoding_lock`): a second one raises :class:`EncodeInProgress` at once.
     """
     validate_video_id(video_id)
     if not overwrite and store.exists(video_id):  # fail before minutes of training, not after

@@ -7,6 +7,9 @@ exit with status 1 (set ``NVP_DEBUG=1`` for a traceback instead).
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -16,7 +19,7 @@ from .cliutil import run_command
 if TYPE_CHECKING:
     from .triton.pipelines import RepoConfig
 
-__all__ = ["main", "build_parser"]
+__all__ = ["FileSystemError", "main", "build_parser", "os_error_line", "printable"]
 
 EXAMPLES = """\
 examples:
@@ -364,6 +367,23 @@ def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames per request and largest ONNX batch (default 64)")
     parser.add_argument("--queue-delay-us", type=int, default=2000, metavar="US",
                         help="dynamic batching: max wait for other requests, microseconds (default 2000)")
+    from .triton.serving import ServingLimits
+
+    lim = ServingLimits()
+    bounds = parser.add_argument_group("request bounds (every model a client can reach; docs/SERVING.md)")
+    bounds.add_argument("--max-side", type=_positive_int, default=lim.max_side, metavar="N",
+                        help=f"largest variable tensor dimension after the rows, e.g. a frame side (default "
+                             f"{lim.max_side})")
+    bounds.add_argument("--max-string-bytes", type=_positive_int, default=lim.max_string_bytes, metavar="N",
+                        help=f"longest string input element (default {lim.max_string_bytes})")
+    bounds.add_argument("--max-request-mb", type=_positive_int, default=lim.max_request_mb, metavar="MB",
+                        help=f"inputs of one request together (default {lim.max_request_mb})")
+    bounds.add_argument("--max-response-mb", type=_positive_int, default=lim.max_response_mb, metavar="MB",
+                        help=f"outputs of one request together (default {lim.max_response_mb})")
+    bounds.add_argument("--max-queue-size", type=_positive_int, default=lim.max_queue_size, metavar="N",
+                        help=f"requests waiting per model; more are rejected at once (default {lim.max_queue_size})")
+    bounds.add_argument("--queue-timeout-ms", type=_positive_int, default=lim.queue_timeout_ms, metavar="MS",
+                        help=f"a request waiting longer for a model is rejected (default {lim.queue_timeout_ms})")
     parser.add_argument("--no-tensorrt", action="store_true",
                         help="ngc: plain onnxruntime (CUDA) instead of its TensorRT accelerator (FP16)")
     parser.add_argument("--out", type=Path, default=Path("model_repository"), metavar="DIR",
@@ -765,6 +785,7 @@ def _repo_config(args: argparse.Namespace) -> RepoConfig:
     """The typed repository config of parsed ``build-repo`` flags."""
     from .store import VideoStore, default_store_root
     from .triton.pipelines import RepoConfig, adapted_tasks
+    from .triton.serving import ServingLimits
 
     store = Path(args.store or default_store_root())
     tasks = args.tasks if args.tasks is not None else adapted_tasks(VideoStore(store))
@@ -773,7 +794,11 @@ def _repo_config(args: argparse.Namespace) -> RepoConfig:
                       weights=weights, baselines=not args.no_baselines, top_k=args.top_k,
                       score_threshold=args.score_threshold, max_frames=args.max_frames,
                       queue_delay_us=args.queue_delay_us, instances=args.instances, cache_size=args.cache_size,
-                      tensorrt=not args.no_tensorrt)
+                      tensorrt=not args.no_tensorrt,
+                      limits=ServingLimits(max_side=args.max_side, max_string_bytes=args.max_string_bytes,
+                                           max_request_mb=args.max_request_mb, max_response_mb=args.max_response_mb,
+                                           max_queue_size=args.max_queue_size,
+                                           queue_timeout_ms=args.queue_timeout_ms))
 
 
 def _cmd_build_repo(args: argparse.Namespace):
@@ -807,6 +832,48 @@ def _cmd_serve(args: argparse.Namespace):
 
 # --- entry point ---------------------------------------------------------------------------------------------
 
+class FileSystemError(Exception):
+    """An ``OSError`` (disk full, read-only store, no permission) restated as one line that says what to do."""
+
+
+_OS_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space, or use --store DIR on another disk",
+    errno.EDQUOT: "the disk quota is used up: free some space, or use --store DIR elsewhere",
+    errno.EROFS: "the file system is read-only: use --store DIR on a writable one",
+    errno.EACCES: "this user may not write there: fix the permissions (chmod/chown), or use --store DIR",
+    errno.EPERM: "this user may not write there: fix the permissions (chmod/chown), or use --store DIR",
+}
+
+
+def printable(text: str) -> str:
+    """``text`` as the terminal can print it: a path that is not valid UTF-8 (decoded with surrogateescape, as
+    Python hands such names over) shows its odd bytes as escapes instead of raising ``UnicodeEncodeError``."""
+    enc = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return text.encode(enc, "backslashreplace").decode(enc)
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an ``OSError``: what failed, on which path, and what to do about it."""
+    path = printable(os.fsdecode(e.filename)) if e.filename is not None else None
+    what = e.strerror or type(e).__name__
+    advice = _OS_ADVICE.get(e.errno or 0, "check that path and its disk")
+    return f"{what}{f': {path}' if path else ''} ({advice})"
+
+
+def _plain(command: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], Any]:
+    """A command whose text always prints, and whose file-system failures are one-line errors."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace):
+        try:
+            text, obj = command(args)
+        except FileNotFoundError:
+            raise  # already one line, and a user error
+        except OSError as e:
+            raise FileSystemError(os_error_line(e)) from None
+        return printable(text), obj
+    return run
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .codec import CorruptBitstream
     from .store import StoreError
@@ -814,11 +881,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .video import VideoDecodeError
 
     return (StoreError, VideoDecodeError, CorruptBitstream, TritonServerError, FileNotFoundError, ValueError,
-            IndexError, RuntimeError)
+            IndexError, RuntimeError, FileSystemError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv), _user_errors())
+    args = build_parser().parse_args(argv)
+    args.func = _plain(args.func)
+    return run_command(args, _user_errors())
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ def _common(cfg: mc.ModelConfig, spec: ModelSpec) -> None:
         cfg.dynamic_batching.preferred_batch_size.extend(spec.dynamic_batching.preferred_batch_sizes)
         cfg.dynamic_batching.max_queue_delay_microseconds = spec.dynamic_batching.max_queue_delay_microseconds
         cfg.dynamic_batching.SetInParent()  # present even with every field at its default
+    if spec.queue is not None:
+        policy = cfg.dynamic_batching.default_queue_policy
+        policy.max_queue_size = spec.queue.max_queue_size
+        policy.default_timeout_microseconds = spec.queue.timeout_microseconds
+        policy.timeout_action = mc.ModelQueuePolicy.TimeoutAction.Value("REJECT")
     for key, value in sorted(spec.parameters.items()):
         cfg.parameters[key].string_value = value
 

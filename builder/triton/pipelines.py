@@ -47,8 +47,8 @@ from ..tasks import TASKS, Task, TaskKind, class_names, get_task
 from ..tensor_spec import TensorSpec
 from .decode import decode_model_kwargs
 from .repository import TARGETS, RepositoryBuilder
-from .serving import DEFAULT_MAX_FRAMES
-from .specs import DynamicBatching, EnsembleStep, PythonModelSpec
+from .serving import ServingLimits
+from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, QueuePolicy
 from .task_serving import FRAME_SIZE, SELECTED, input_names, tail_name
 from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID
 
@@ -78,6 +78,7 @@ class RepoConfig:
     cache_size: int = 32
     tensorrt: bool = True  # ngc: the TensorRT execution accelerator (FP16) on the ONNX models
     parity_tol: float = 1e-3  # max |onnxruntime - torch| relative to the output's scale
+    limits: ServingLimits = ServingLimits()  # what one request may cost every reachable model (docs/SERVING.md)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", Path(self.store).expanduser())
@@ -105,6 +106,15 @@ class RepoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
+
+    @property
+    def queue(self) -> QueuePolicy:
+        """The queue bound of every model in the repository (ensembles queue in their steps)."""
+        return QueuePolicy(self.limits.max_queue_size, self.limits.queue_timeout_ms * 1000)
+
+    def limit_parameters(self) -> dict[str, str]:
+        """The request limits every Python-backend model of the repository checks (serving.RequestLimits)."""
+        return self.limits.parameters(self.max_frames)
 
 
 def serving_layer(store: Any, task: str, override: str | None = None) -> tuple[str, dict[str, str]]:
@@ -216,8 +226,10 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
 
     store = VideoStore(cfg.store)
     repo = RepositoryBuilder(cfg.out)
-    repo.add_python(**decode_model_kwargs(cfg.store, cfg.target, cache_size=cfg.cache_size, instances=cfg.instances,
-                                          max_frames=DEFAULT_MAX_FRAMES))
+    decode = decode_model_kwargs(cfg.store, cfg.target, cache_size=cfg.cache_size, instances=cfg.instances,
+                                 max_frames=cfg.max_frames)
+    repo.add_python(**{**decode, "parameters": {**decode["parameters"], **cfg.limit_parameters()}},
+                    queue=cfg.queue)
     summary: dict[str, Any] = {"config": cfg.to_dict(), "tasks": {}}
     with tempfile.TemporaryDirectory(prefix="nvp-build-") as tmp:
         for name in tqdm(cfg.tasks, desc="build-repo", disable=not progress):
@@ -293,7 +305,9 @@ def _add_onnx_models(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, tmp:
     mbs = max(1, cfg.max_frames // ex.task.clip) if kind.video else cfg.max_frames
     onnx_kw = dict(max_batch_size=mbs, instances=cfg.instances, kind="KIND_GPU" if ngc else "KIND_CPU",
                    dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
-                   runtime="onnxruntime" if ngc else "python", tensorrt=ngc and cfg.tensorrt)
+                   runtime="onnxruntime" if ngc else "python", tensorrt=ngc and cfg.tensorrt, queue=cfg.queue,
+                   # local: run inside the Python backend, which checks them; ngc: dims and max_batch_size bound it
+                   parameters={} if ngc else cfg.limit_parameters())
     out_specs = [_tensor_spec(o, t) for o, t in ex.outputs.items()]
     multi = len(ex.pixels) > 1  # SlowFast: the model takes its pathways as one list
     models = [("tail", _Outputs(ex.split.tail, kind), "nvp", ex.feats_check)]
@@ -328,8 +342,9 @@ def _add_post(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, tmp: Path) 
     on_device = kind.post_on_device and cfg.target == "ngc"
     repo.add(PythonModelSpec(name=f"{name}_post", source=_PYTHON_MODELS / "task_post" / "model.py",
                              inputs=tuple(ins), outputs=tuple(outs), files=files,
-                             parameters={"task": name, **kind.post_parameters(cfg, ex.task)},
-                             instances=cfg.instances, kind="KIND_GPU" if on_device else "KIND_CPU"))
+                             parameters={"task": name, **kind.post_parameters(cfg, ex.task),
+                                         **cfg.limit_parameters()},
+                             instances=cfg.instances, kind="KIND_GPU" if on_device else "KIND_CPU", queue=cfg.queue))
     return outs, num_classes
 
 
@@ -342,11 +357,12 @@ def _add_path(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, mode: str, 
     params = {"store_root": str(cfg.store) if cfg.target == "ngc" else str(cfg.store.resolve()), "task": name,
               "mode": mode, "layer": ex.layer if mode == "nvp" else "",
               "preprocess": json.dumps(ex.bb.preprocess_settings()), "cache_size": str(cfg.cache_size),
-              "max_frames": str(cfg.max_frames)}
+              "max_frames": str(cfg.max_frames), **cfg.limit_parameters()}
     repo.add_python(f"{name}_{mode}_input", _PYTHON_MODELS / "task_input" / "model.py", [vid_t, sel_t],
                     [*(_tensor_spec(n, o, d, batched=False) for n, o, d in zip(names, outs, dyn)),
                      _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()],
-                    parameters=params, instances=cfg.instances, kind="KIND_GPU" if cfg.target == "ngc" else "KIND_CPU")
+                    parameters=params, instances=cfg.instances, kind="KIND_GPU" if cfg.target == "ngc" else "KIND_CPU",
+                    queue=cfg.queue)
     passed = {s.name: s.name for s in ex.frame_size()}
     model_outs = ex.kind.model_outputs
     ensemble = name if mode == "nvp" else f"{name}_{mode}"

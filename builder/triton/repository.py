@@ -30,6 +30,7 @@ from .specs import (
     ModelSpec,
     OnnxModelSpec,
     PythonModelSpec,
+    QueuePolicy,
     TensorRTOptions,
     dims_compatible,
 )
@@ -105,12 +106,13 @@ class RepositoryBuilder:
         kind: str = "KIND_CPU",
         gpus: Sequence[int] = (),
         dynamic_batching: bool | DynamicBatching | None = None,
+        queue: QueuePolicy | None = None,
     ) -> PythonModelSpec:
         """A Python-backend model; ``source`` is a ``model.py`` or a directory holding one (copied verbatim)."""
         spec = PythonModelSpec(name=name, inputs=tuple(inputs), outputs=tuple(outputs), source=Path(source),
                                parameters=dict(parameters or {}), max_batch_size=max_batch_size,
                                instances=instances, kind=kind, gpus=tuple(gpus),
-                               dynamic_batching=_batching(dynamic_batching))
+                               dynamic_batching=_batching(dynamic_batching), queue=queue)
         return self.add(spec)  # type: ignore[return-value]
 
     def add_onnx(
@@ -128,6 +130,7 @@ class RepositoryBuilder:
         tensorrt: bool | TensorRTOptions = False,
         parameters: Mapping[str, str] | None = None,
         runtime: Literal["onnxruntime", "python"] = "onnxruntime",
+        queue: QueuePolicy | None = None,
     ) -> AnySpec:
         """An ONNX model written as ``<name>/1/model.onnx``.
 
@@ -144,12 +147,12 @@ class RepositoryBuilder:
                 name=name, inputs=tuple(inputs), outputs=tuple(outputs), source=ONNX_PYTHON_RUNNER,
                 parameters={**dict(parameters or {}), "onnx_file": "model.onnx"}, files={"model.onnx": Path(onnx_path)},
                 max_batch_size=max_batch_size, instances=instances, kind=kind, gpus=tuple(gpus),
-                dynamic_batching=_batching(dynamic_batching))
+                dynamic_batching=_batching(dynamic_batching), queue=queue)
         elif runtime == "onnxruntime":
             spec = OnnxModelSpec(name=name, inputs=tuple(inputs), outputs=tuple(outputs), onnx_path=Path(onnx_path),
                                  tensorrt=trt, parameters=dict(parameters or {}), max_batch_size=max_batch_size,
                                  instances=instances, kind=kind, gpus=tuple(gpus),
-                                 dynamic_batching=_batching(dynamic_batching))
+                                 dynamic_batching=_batching(dynamic_batching), queue=queue)
         else:
             raise ValueError(f"runtime must be 'onnxruntime' or 'python', got {runtime!r}")
         return self.add(spec)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,6 +29,8 @@ __all__ = [
     "StoreCache",
     "OnnxRunner",
     "RequestError",
+    "RequestLimits",
+    "ServingLimits",
     "VideoNotFoundError",
     "VideoUnavailableError",
     "check_frame_range",
@@ -38,6 +41,7 @@ __all__ = [
     "parse_video_id",
     "respond",
     "set_instance_threads",
+    "short_text",
 ]
 
 DEFAULT_CACHE_SIZE = 32
@@ -61,6 +65,10 @@ class VideoUnavailableError(RequestError):
     code = "INTERNAL"
 
 
+MAX_MESSAGE_CHARS = 400  # an error message is read by a person: what went wrong and what to do, not an echo
+SHORT_CHARS = 64  # client-given text (an ID, a selection) quoted in a message
+
+
 def error_info(exc: BaseException, model: str = "decode") -> tuple[str, str]:
     """``(TritonError code name, one-line message)`` for any exception raised while handling a request."""
     if isinstance(exc, RequestError):
@@ -69,7 +77,12 @@ def error_info(exc: BaseException, model: str = "decode") -> tuple[str, str]:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return short_text(" ".join(text.split()), MAX_MESSAGE_CHARS)
+
+
+def short_text(text: str, limit: int = SHORT_CHARS) -> str:
+    """``text`` cut to its first ``limit`` characters, marked with "…" when cut (client input quoted in errors)."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # --- configuration --------------------------------------------------------------------------------------------
@@ -129,7 +142,116 @@ def _int_param(params: Mapping[str, str], key: str, default: int, minimum: int) 
     return value
 
 
+# --- what one request may cost ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one request may cost a served model, set at build time (``build-repo`` flags, :class:`RepoConfig`).
+
+    Rows (frames, clips) are bounded by the repository's ``max_frames``: Triton's ``max_batch_size`` on the batching
+    ONNX models, :class:`RequestLimits` on the Python-backend ones. The rest applies to every model a client can
+    reach, step models included: sizes in the Python handlers (:class:`RequestLimits`, checked before any input is
+    parsed), the queue in each model's ``config.pbtxt`` (``dynamic_batching.default_queue_policy``: a full queue
+    or a request waiting longer than the timeout is rejected at once, never queued without bound).
+    """
+
+    max_side: int = 2048  # any variable dimension after the first (a frame's height or width, a feature map's)
+    max_string_bytes: int = 1024  # one BYTES element (a video ID, a frame selection)
+    max_request_mb: int = 64  # every input of one request together
+    max_response_mb: int = 256  # every output of one request together (decode's own max_response_mb too)
+    max_queue_size: int = 32  # requests waiting for one model (all its instances); more are rejected at once
+    queue_timeout_ms: int = 30_000  # a request waiting longer than this for a model instance is rejected
+
+    def __post_init__(self) -> None:
+        small = [k for k, v in asdict(self).items() if not isinstance(v, int) or v < 1]
+        if small:
+            raise ValueError(f"serving limits must be integers >= 1: {', '.join(small)}")
+
+    def parameters(self, max_rows: int) -> dict[str, str]:
+        """The config parameters :class:`RequestLimits` reads back inside the served model."""
+        return {"max_rows": str(max_rows), "max_side": str(self.max_side),
+                "max_string_bytes": str(self.max_string_bytes), "max_request_mb": str(self.max_request_mb),
+                "max_response_mb": str(self.max_response_mb)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The size checks of one served Python-backend model, from its config (``max_*`` parameters, input dims).
+
+    :func:`respond` calls :meth:`check_inputs` before the handler sees a request and :meth:`check_outputs` before
+    an answer leaves. Only dimensions the config leaves variable (``-1``) are checked: Triton itself enforces fixed
+    ones and ``max_batch_size``.
+    """
+
+    dims: Mapping[str, tuple[int, ...]]  # input name -> config dims (without the batch dim of a batching model)
+    batching: bool = False
+    max_rows: int = DEFAULT_MAX_FRAMES
+    max_side: int = ServingLimits.max_side
+    max_string_bytes: int = ServingLimits.max_string_bytes
+    max_request_bytes: int = ServingLimits.max_request_mb * 2**20
+    max_response_bytes: int = ServingLimits.max_response_mb * 2**20
+
+    @classmethod
+    def from_model_config(cls, config: Mapping[str, Any]) -> RequestLimits:
+        """From the model config JSON Triton hands ``initialize`` (defaults where a parameter is absent)."""
+        params = model_parameters(config)
+        default = ServingLimits()
+        return cls(
+            dims={t["name"]: tuple(int(d) for d in t.get("dims", [])) for t in config.get("input", [])},
+            batching=int(config.get("max_batch_size", 0) or 0) > 0,
+            max_rows=_int_param(params, "max_rows", DEFAULT_MAX_FRAMES, 1),
+            max_side=_int_param(params, "max_side", default.max_side, 1),
+            max_string_bytes=_int_param(params, "max_string_bytes", default.max_string_bytes, 1),
+            max_request_bytes=_int_param(params, "max_request_mb", default.max_request_mb, 1) * 2**20,
+            max_response_bytes=_int_param(params, "max_response_mb", default.max_response_mb, 1) * 2**20,
+        )
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Refuse a request whose inputs exceed the limits (:class:`RequestError`), reading shapes and byte counts
+        only: nothing is copied, decoded or expanded first."""
+        total = 0
+        for name, arr in inputs.items():
+            if arr is None:
+                continue
+            if arr.dtype == object:  # BYTES: check each element's length before anyone decodes it
+                longest = max((len(x) for x in arr.reshape(-1) if isinstance(x, (bytes, str))), default=0)
+                if longest > self.max_string_bytes:
+                    raise RequestError(f"input '{name}' holds an element of {longest:,} bytes; this server takes "
+                                       f"at most {self.max_string_bytes:,}")
+                total += sum(len(x) for x in arr.reshape(-1) if isinstance(x, (bytes, str)))
+            else:
+                total += arr.nbytes
+            dims = self.dims.get(name, ())
+            shape = arr.shape[1:] if self.batching else arr.shape
+            for axis, (n, d) in enumerate(zip(shape, dims)):
+                if d != -1:
+                    continue
+                if axis == 0 and not self.batching:
+                    if n > self.max_rows:
+                        raise RequestError(f"input '{name}' has {n:,} rows (frames or clips); this server takes at "
+                                           f"most {self.max_rows} per request: split the request")
+                elif n > self.max_side:
+                    raise RequestError(f"input '{name}' has size {n:,} along axis {axis}; this server takes at "
+                                       f"most {self.max_side}")
+        if total > self.max_request_bytes:
+            raise RequestError(f"the request's inputs hold {total / 2**20:.1f} MB; this server takes at most "
+                               f"{self.max_request_bytes // 2**20} MB per request")
+
+    def check_outputs(self, outputs: Mapping[str, Any]) -> None:
+        total = sum(np.asarray(v).nbytes for v in outputs.values())
+        if total > self.max_response_bytes:
+            raise RequestError(f"the answer would hold {total / 2**20:.1f} MB; this server sends at most "
+                               f"{self.max_response_bytes // 2**20} MB per request: ask for fewer frames")
+
+
 # --- request parsing ------------------------------------------------------------------------------------------
+
+
+_MAX_ID_BYTES = 4 * SHORT_CHARS  # an ID is at most 64 characters: 256 UTF-8 bytes is more than any can be
 
 
 def parse_video_id(value: Any) -> str:
@@ -143,12 +265,14 @@ def parse_video_id(value: Any) -> str:
         raise RequestError(f"'{VIDEO_ID}' must hold exactly one ID, got {arr.size} elements (shape {list(arr.shape)})")
     item = arr.reshape(-1)[0]
     if isinstance(item, (bytes, bytearray, np.bytes_)):
-        raw = bytes(item)
+        raw = bytes(item[:_MAX_ID_BYTES + 1])  # never decode (nor echo) more than an ID can be
+        if len(raw) > _MAX_ID_BYTES:
+            raise RequestError(f"invalid video ID '{short_text(raw.decode('utf-8', 'replace'))}': too long (IDs are "
+                               "1-64 letters, digits, '_' and '-')")
         try:
             item = raw.decode("utf-8")
         except UnicodeDecodeError:
-            shown = raw[:32]
-            raise RequestError(f"'{VIDEO_ID}' is not valid UTF-8: {shown!r}{'...' if len(raw) > 32 else ''}") from None
+            raise RequestError(f"'{VIDEO_ID}' is not valid UTF-8: {raw[:32]!r}{'...' if len(raw) > 32 else ''}") from None
     elif isinstance(item, np.str_):
         item = str(item)
     if not isinstance(item, str):
@@ -156,7 +280,7 @@ def parse_video_id(value: Any) -> str:
     try:
         return validate_video_id(item)
     except InvalidVideoId as e:
-        raise RequestError(str(e)) from None
+        raise RequestError(str(e).replace(repr(item), repr(short_text(item)))) from None
 
 
 def parse_frame_indices(value: Any, *, max_frames: int = DEFAULT_MAX_FRAMES) -> np.ndarray:
@@ -381,10 +505,11 @@ class OnnxRunner:
 
 
 def respond(pb_utils: Any, requests: list, input_names: Sequence[str], handle: Callable[[dict], dict],
-            model_name: str, warn: Callable[[str], None]) -> list:
+            model_name: str, warn: Callable[[str], None], *, limits: RequestLimits) -> list:
     """The ``execute`` loop of every Python-backend model here: ``handle`` each request's named inputs (numpy) and
     wrap its outputs; a failing request becomes its own error response, so one bad request never takes the model
-    down. ``pb_utils`` is Triton's ``triton_python_backend_utils`` module (importable only inside the server)."""
+    down. ``limits`` are checked before ``handle`` sees the inputs and before the outputs leave. ``pb_utils`` is
+    Triton's ``triton_python_backend_utils`` module (importable only inside the server)."""
     responses = []
     for request in requests:
         try:
@@ -392,7 +517,9 @@ def respond(pb_utils: Any, requests: list, input_names: Sequence[str], handle: C
             for name in input_names:
                 tensor = pb_utils.get_input_tensor_by_name(request, name)
                 inputs[name] = None if tensor is None else tensor.as_numpy()
+            limits.check_inputs(inputs)
             outputs = handle(inputs)
+            limits.check_outputs(outputs)
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))
         except Exception as exc:  # noqa: BLE001 - see docstring

@@ -26,6 +26,7 @@ __all__ = [
     "ModelSpec",
     "OnnxModelSpec",
     "PythonModelSpec",
+    "QueuePolicy",
     "TensorRTOptions",
     "dims_compatible",
 ]
@@ -63,6 +64,21 @@ class DynamicBatching:
             raise ValueError(f"preferred batch sizes must be >= 1, got {list(self.preferred_batch_sizes)}")
         if self.max_queue_delay_microseconds < 0:
             raise ValueError("max_queue_delay_microseconds must be >= 0")
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Triton's ``default_queue_policy``: at most ``max_queue_size`` requests wait for the model (more are rejected
+    at once), and one waiting longer than ``timeout_microseconds`` is rejected (``timeout_action: REJECT``). Written
+    under ``dynamic_batching``, which Triton also accepts on a model without batching (``max_batch_size: 0``)."""
+
+    max_queue_size: int
+    timeout_microseconds: int
+
+    def __post_init__(self) -> None:
+        if self.max_queue_size < 1 or self.timeout_microseconds < 1:
+            raise ValueError("a queue policy needs max_queue_size >= 1 and timeout_microseconds >= 1 (0 would mean "
+                             "no bound)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +128,7 @@ class ModelSpec:
     gpus: tuple[int, ...] = ()
     dynamic_batching: DynamicBatching | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)
+    queue: QueuePolicy | None = None  # None: Triton's default, an unbounded queue without timeout
 
     def __post_init__(self) -> None:
         _check_model_name(self.name)

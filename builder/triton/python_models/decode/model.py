@@ -10,7 +10,7 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from builder.triton.decode import DecodeHandler, DecodeSettings
-from builder.triton.serving import model_parameters, respond, set_instance_threads
+from builder.triton.serving import RequestLimits, model_parameters, respond, set_instance_threads
 from builder.triton.wire import FRAME_INDICES, VIDEO_ID
 
 
@@ -19,6 +19,7 @@ class TritonPythonModel:
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
         config = json.loads(args["model_config"])
+        self.limits = RequestLimits.from_model_config(config)
         settings = DecodeSettings.from_parameters(
             model_parameters(config),
             instance_kind=args.get("model_instance_kind", "CPU"),
@@ -31,7 +32,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return respond(pb_utils, requests, (VIDEO_ID, FRAME_INDICES), self.handler.handle, self.name,
-                       self.logger.log_warn)
+                       self.logger.log_warn, limits=self.limits)
 
     def finalize(self):
         self.handler.close()

@@ -9,13 +9,14 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import OnnxRunner, respond
+from builder.triton.serving import OnnxRunner, RequestLimits, respond
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_name"]
         config = json.loads(args["model_config"])
+        self.limits = RequestLimits.from_model_config(config)
         model_dir = os.path.join(args["model_repository"], args["model_version"])
         self.runner = OnnxRunner.from_model_config(
             config, model_dir,
@@ -24,5 +25,6 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        return respond(pb_utils, requests, self.runner.inputs, self.runner.handle, self.name, pb_utils.Logger.log_warn)
+        return respond(pb_utils, requests, self.runner.inputs, self.runner.handle, self.name, pb_utils.Logger.log_warn,
+                       limits=self.limits)
 

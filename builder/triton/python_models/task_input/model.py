@@ -8,7 +8,7 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import model_parameters, respond, set_instance_threads
+from builder.triton.serving import RequestLimits, model_parameters, respond, set_instance_threads
 from builder.triton.task_serving import TaskInputHandler, TaskInputSettings
 from builder.triton.wire import FRAME_SELECTION, VIDEO_ID
 
@@ -18,6 +18,7 @@ class TritonPythonModel:
         self.name = args["model_name"]
         self.logger = pb_utils.Logger
         config = json.loads(args["model_config"])
+        self.limits = RequestLimits.from_model_config(config)
         settings = TaskInputSettings.from_parameters(
             model_parameters(config),
             instance_kind=args.get("model_instance_kind", "CPU"),
@@ -30,7 +31,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return respond(pb_utils, requests, (VIDEO_ID, FRAME_SELECTION), self.handler.handle, self.name,
-                       self.logger.log_warn)
+                       self.logger.log_warn, limits=self.limits)
 
     def finalize(self):
         self.handler.close()

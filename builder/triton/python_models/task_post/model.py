@@ -8,15 +8,17 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import model_parameters, respond
+from builder.triton.serving import RequestLimits, model_parameters, respond
 from builder.triton.task_serving import post_handler
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_name"]
+        config = json.loads(args["model_config"])
+        self.limits = RequestLimits.from_model_config(config)
         self.handler = post_handler(
-            model_parameters(json.loads(args["model_config"])),
+            model_parameters(config),
             os.path.join(args["model_repository"], args["model_version"]),
             instance_kind=args.get("model_instance_kind", "CPU"),
             device_id=args.get("model_instance_device_id", "0"),
@@ -24,4 +26,4 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return respond(pb_utils, requests, self.handler.inputs, self.handler.handle, self.name,
-                       pb_utils.Logger.log_warn)
+                       pb_utils.Logger.log_warn, limits=self.limits)
