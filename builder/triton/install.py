@@ -13,6 +13,12 @@ ensembles, no onnxruntime/TensorRT backends). It needs:
 
 Elsewhere (the NGC image) pass ``binary=`` / ``$NVP_TRITONSERVER`` (backends default to ``<prefix>/backends``).
 Running the located server: :mod:`builder.triton.server`.
+
+tritonserver takes its admin key only as a flag (``--grpc-restricted-protocol=...:admin-key=<token>``; 2.51 has no
+file or environment form), and every local user can read a process's flags in ``/proc/<pid>/cmdline``.
+:func:`argv_secret_shim` builds a tiny preload library (``_ARGV_SECRET_C``) that puts the token, passed in the
+environment (readable by the same user only), in place of :data:`SECRET_PLACEHOLDER` before tritonserver reads its
+flags, so the command line shows the placeholder.
 """
 from __future__ import annotations
 
@@ -29,8 +35,11 @@ from typing import Sequence
 
 __all__ = [
     "BINARY_ENV",
+    "SECRET_ENV",
+    "SECRET_PLACEHOLDER",
     "TritonInstall",
     "TritonServerError",
+    "argv_secret_shim",
     "locate_perf_analyzer",
     "locate_tritonserver",
     "prepare_python_backend",
@@ -38,6 +47,8 @@ __all__ = [
 ]
 
 BINARY_ENV = "NVP_TRITONSERVER"
+SECRET_ENV = "NVP_TRITONSERVER_ARGV_SECRET"
+SECRET_PLACEHOLDER = "NVP-ARGV-SECRET"  # a valid admin key itself, so a flag holding it always parses
 _STUB = "triton_python_backend_stub"
 
 
@@ -148,6 +159,66 @@ def prepare_python_backend(install: TritonInstall) -> Path:
     if not _same_file(stub, private / _STUB):
         _install_copy(stub, private / _STUB)
     return cache
+
+
+# Preloaded into tritonserver (LD_PRELOAD), compiled with SECRET_ENV and PLACEHOLDER defined. Before main() runs,
+# every argument holding PLACEHOLDER gets the value of $SECRET_ENV in its place: main() (getopt) sees the secret,
+# while the process's argument bytes, which /proc/<pid>/cmdline shows to every local user, keep the placeholder.
+# $SECRET_ENV is then dropped, so the backend stubs do not inherit it. Kept here, not in a .c file, so it ships with
+# the package without package-data.
+_ARGV_SECRET_C = r"""#include <stdlib.h>
+#include <string.h>
+
+static void fill_secret(int argc, char **argv, char **envp) {
+    (void)envp;
+    const char *secret = getenv(SECRET_ENV);
+    if (secret == NULL) return;
+    size_t plen = strlen(PLACEHOLDER), slen = strlen(secret);
+    for (int i = 1; i < argc; i++) {
+        char *at = strstr(argv[i], PLACEHOLDER);
+        if (at == NULL) continue;
+        size_t head = (size_t)(at - argv[i]), tail = strlen(at + plen);
+        char *arg = malloc(head + slen + tail + 1);
+        if (arg == NULL) abort();
+        memcpy(arg, argv[i], head);
+        memcpy(arg + head, secret, slen);
+        memcpy(arg + head + slen, at + plen, tail + 1);
+        argv[i] = arg;  /* a new string in the pointer array main() gets; the bytes /proc reads stay as they were */
+    }
+    unsetenv(SECRET_ENV);
+}
+
+/* glibc calls .init_array entries with (argc, argv, envp), the same argv main() receives */
+__attribute__((section(".init_array"), used)) static void (*fill_secret_entry)(int, char **, char **) = fill_secret;
+"""
+
+
+def argv_secret_shim() -> Path | None:
+    """The preload library that fills :data:`SECRET_PLACEHOLDER` in tritonserver's flags from ``$SECRET_ENV``
+    (see the module docstring), compiled once per source into the cache directory; ``None`` without a C compiler
+    (``$CC``, else ``cc``)."""
+    import hashlib
+    import subprocess
+
+    defines = [f'-DSECRET_ENV="{SECRET_ENV}"', f'-DPLACEHOLDER="{SECRET_PLACEHOLDER}"']
+    digest = hashlib.sha256((_ARGV_SECRET_C + " ".join(defines)).encode()).hexdigest()[:16]
+    lib = _cache_dir() / f"argv-secret-{digest}.so"
+    if lib.is_file():
+        return lib
+    cc = shutil.which(os.environ.get("CC") or "cc")
+    if cc is None:
+        return None
+    lib.parent.mkdir(parents=True, exist_ok=True)
+    tmp = lib.with_name(f".{lib.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        done = subprocess.run([cc, "-shared", "-fPIC", "-O2", *defines, "-o", str(tmp), "-x", "c", "-"],
+                              input=_ARGV_SECRET_C, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise TritonServerError(f"compiling the argv shim failed: {done.stderr.strip()}")
+        os.replace(tmp, lib)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lib
 
 
 def _libpython_dirs() -> list[Path]:

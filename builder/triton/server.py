@@ -4,7 +4,11 @@ front end of ``python -m builder serve``. Where the server comes from and what i
 By default the model-repository, model-config, shared-memory, trace and logging APIs are *restricted*: gRPC calls need
 the header ``triton-grpc-protocol-admin-key: <token>`` and HTTP calls ``admin-key: <token>``, with the token from
 ``$NVP_TRITON_ADMIN_TOKEN`` (a random one when unset, i.e. nobody can call them). Health, metadata, inference and
-statistics stay open. ``--model-control-mode=none``: models cannot be loaded or unloaded at run time.
+statistics stay open. The token reaches tritonserver through its environment, not its command line, which every
+local user can read (:func:`builder.triton.install.argv_secret_shim`; without a C compiler it is a flag, with a
+warning). ``model_control="none"`` (the default): models cannot be loaded or unloaded at run time;
+``"explicit"`` (what ``serve`` uses): every model is loaded at start and the admin can reload one, which is how
+:class:`StubSupervisor` brings back a model whose Python-backend stub died.
 """
 from __future__ import annotations
 
@@ -21,12 +25,14 @@ import time
 from pathlib import Path
 from typing import IO, Any, Sequence
 
-from .install import TritonServerError, locate_tritonserver, prepare_python_backend, server_env
+from .install import (SECRET_ENV, SECRET_PLACEHOLDER, TritonServerError, argv_secret_shim, locate_tritonserver,
+                      prepare_python_backend, server_env)
 
 __all__ = [
     "ADMIN_KEY",
     "ADMIN_TOKEN_ENV",
     "DEFAULT_RESTRICTED",
+    "StubSupervisor",
     "TritonServer",
     "free_port",
     "serve",
@@ -77,6 +83,7 @@ class TritonServer:
         backend_dir: str | Path | None = None,
         restricted: Sequence[str] = DEFAULT_RESTRICTED,
         admin_token: str | None = None,
+        model_control: str = "none",
         log_verbose: int = 0,
         startup_timeout: float = 120.0,
         exit_timeout: int = 30,  # unloading a dozen Python-backend models on a busy 2-core machine takes > 5 s
@@ -94,6 +101,9 @@ class TritonServer:
         self.host = host
         self.install = locate_tritonserver(binary, backend_dir)
         self.restricted = tuple(restricted)
+        if model_control not in ("none", "explicit"):
+            raise ValueError(f"model_control must be 'none' or 'explicit', not {model_control!r}")
+        self.model_control = model_control
         token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or ""
         self.admin_token_generated = not token
         self.admin_token = token or secrets.token_urlsafe(24)
@@ -129,13 +139,15 @@ class TritonServer:
         return {key: self.admin_token}
 
     # --- process ------------------------------------------------------------------------------------------------
-    def command(self, backend_dir: Path | None = None) -> list[str]:
+    def command(self, backend_dir: Path | None = None, *, hide_token: bool = False) -> list[str]:
+        """tritonserver's argv; with ``hide_token`` the admin token is the placeholder the preload shim fills."""
         h = self.host
         cmd = [
             str(self.install.binary),
             f"--model-repository={self.repository}",
             f"--backend-directory={backend_dir or self.install.backend_dir}",
-            "--model-control-mode=none",
+            f"--model-control-mode={self.model_control}",
+            *(["--load-model=*"] if self.model_control == "explicit" else []),
             "--disable-auto-complete-config",  # config.pbtxt is authoritative
             "--strict-readiness=true",
             f"--exit-timeout-secs={self.exit_timeout}",
@@ -151,7 +163,8 @@ class TritonServer:
         else:
             cmd += ["--allow-metrics=true", f"--metrics-address={h}", f"--metrics-port={self.ports['metrics']}"]
         if self.restricted:
-            rule = f"{','.join(self.restricted)}:{ADMIN_KEY}={self.admin_token}"
+            key = SECRET_PLACEHOLDER if hide_token else self.admin_token
+            rule = f"{','.join(self.restricted)}:{ADMIN_KEY}={key}"
             cmd.append(f"--grpc-restricted-protocol={rule}")
             if self.ports["http"] is not None:
                 cmd.append(f"--http-restricted-api={rule}")
@@ -206,12 +219,20 @@ class TritonServer:
                                     "('python -m builder build-repo')")
         backend_dir = prepare_python_backend(self.install)
         env = server_env(self.install)
+        env.pop(ADMIN_TOKEN_ENV, None)  # model.py has no use for it
+        shim = argv_secret_shim() if self.restricted else None
+        if shim is not None:
+            env["LD_PRELOAD"] = f"{shim} {env.get('LD_PRELOAD', '')}".strip()
+            env[SECRET_ENV] = self.admin_token
+        elif self.restricted:
+            print("warning: no C compiler to build the argv shim (set $CC): the admin token is on tritonserver's "
+                  "command line, which every local user can read", file=self.echo or sys.stderr)
         auto = any(p == 0 for p in self.requested_ports.values())
         for attempt in range(3 if auto else 1):
             self._pick_ports()
             self._log.clear()
             self._proc = subprocess.Popen(
-                self.command(backend_dir), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                self.command(backend_dir, hide_token=shim is not None), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if self.die_with_parent else None)
             self._reader = threading.Thread(target=self._read_log, args=(self._proc.stdout,), daemon=True,
@@ -219,6 +240,8 @@ class TritonServer:
             self._reader.start()
             try:
                 self._wait_ready()
+                if shim is not None:
+                    self._check_admin_token()
                 return self
             except TritonServerError:
                 self.stop()
@@ -260,6 +283,26 @@ class TritonServer:
         finally:
             client.close()
 
+    def _check_admin_token(self) -> None:
+        """The token, not the public placeholder, is the key (a preload that fails is only a warning to ld.so)."""
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        probes = {"model-repository": "get_model_repository_index", "logging": "get_log_settings",
+                  "trace": "get_trace_settings", "statistics": "get_inference_statistics",
+                  "shared-memory": "get_system_shared_memory_status", "metadata": "get_server_metadata"}
+        call = next((probes[p] for p in self.restricted if p in probes), None)
+        if call is None:
+            return
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        try:
+            getattr(client, call)(headers=self.admin_headers(), client_timeout=10.0)
+        except InferenceServerException as e:
+            raise self._fail(f"tritonserver does not take the admin token ({e.message()}): the argv shim "
+                             f"({SECRET_ENV} via LD_PRELOAD) did not work") from None
+        finally:
+            client.close()
+
     def stop(self, timeout: float = 45.0) -> int | None:
         """SIGTERM, then SIGKILL (of its whole process group: the backend stubs too) after ``timeout`` s."""
         proc = self._proc
@@ -289,6 +332,192 @@ class TritonServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# --- supervision: a Python-backend stub that dies is noticed and its model loaded again -------------------------
+
+_STUB_BINARY = "triton_python_backend_stub"
+
+
+def _python_stubs(parent: int, repository: Path) -> tuple[dict[int, tuple[str, str]], set[int]]:
+    """The Python-backend stubs that are children of ``parent``: the living ones (pid -> (model, instance), from
+    the stub's argv: ``stub <repo>/<model>/<version>/model.py ... <instance> ...``) and the pids of dead ones that
+    are not yet collected (zombies)."""
+    living: dict[int, tuple[str, str]] = {}
+    dead: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            state, ppid = stat.rpartition(")")[2].split()[:2]  # the name in "(...)" may hold spaces
+            if int(ppid) != parent:
+                continue
+            if state == "Z":
+                dead.add(int(proc.name))
+                continue
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if len(argv) > 8 and Path(os.fsdecode(argv[0])).name == _STUB_BINARY:
+            model = Path(os.fsdecode(argv[1]))
+            if model.is_relative_to(repository):
+                living[int(proc.name)] = (model.relative_to(repository).parts[0], os.fsdecode(argv[8]))
+    return living, dead
+
+
+class StubSupervisor:
+    """Brings back the models of a running :class:`TritonServer` (``model_control="explicit"``) whose Python-backend
+    stub died.
+
+    Triton 2.51's Python backend neither restarts a stub that died (kill -9, an OOM kill) nor reports it: every
+    request to the model fails with "Stub process '<instance>' is not healthy" while health and model readiness stay
+    200 (r24.10 ``python_be.cc``: "TODO: Implement restart"; readiness follows the stub only from r25.12). Triton
+    collects the stubs it stops itself at once, so a stub that stays a zombie child of tritonserver died unasked.
+    Every ``interval`` s the supervisor looks for one (seen twice in a row); it then unloads that model (model-ready
+    turns false, and so do the ensembles that use it), loads it again through the repository API (with the admin
+    token) and loads whatever was ready before and is not now. A failed load is retried with a growing pause; the
+    model stays not-ready meanwhile.
+    What it sees and does goes to ``log``; :attr:`events` keeps it (one dict per death).
+    """
+
+    def __init__(self, server: TritonServer, *, interval: float = 0.5, unload_timeout: float = 2.0,
+                 log: IO[str] | None = None) -> None:
+        if server.model_control != "explicit":
+            raise ValueError("supervising stubs needs a server started with model_control='explicit'")
+        self.server = server
+        self.interval = interval
+        self.unload_timeout = unload_timeout
+        self.log = log or sys.stderr
+        self.events: list[dict[str, Any]] = []
+        self._known: dict[int, tuple[str, str]] = {}  # living stubs seen so far
+        self._handled: set[int] = set()  # zombies already acted on (one stuck unloading stays a zombie)
+        self._zombies: set[int] = set()  # zombie children at the last look
+        self._restore: dict[str, dict[str, Any] | None] = {}  # to load back: model -> its death event, or None
+        self._since: dict[str, float] = {}  # model -> when its stub's death was seen
+        self._next_try = 0.0
+        self._pause = 2.0
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+
+    def _say(self, message: str) -> None:
+        try:
+            print(f"supervisor: {message}", file=self.log, flush=True)
+        except (OSError, ValueError):
+            pass
+
+    def start(self) -> StubSupervisor:
+        if self.server.pid is not None:  # the stubs as they are now, so one that dies before the first look counts
+            self._known.update(_python_stubs(self.server.pid, self.server.repository)[0])
+        self._thread = threading.Thread(target=self._run, daemon=True, name="stub-supervisor")
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Ask the thread to stop; with ``timeout``, wait that long for it (a load in flight ends with the server)."""
+        self._stopping.set()
+        if self._thread is not None and timeout is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(self.interval):
+                if not self.server.is_running:
+                    return
+                try:
+                    self.check()
+                except Exception as e:  # noqa: BLE001 - keep watching; a server going down ends the loop above
+                    if not self._stopping.is_set() and self.server.is_running:
+                        self._say(f"check failed: {e}")
+        finally:
+            if self._client is not None:
+                self._client.close()
+
+    def _index(self) -> dict[str, str]:
+        models = self._client.get_model_repository_index(headers=self.server.admin_headers(), client_timeout=10.0)
+        return {m.name: m.state for m in models.models}
+
+    def check(self) -> list[str]:
+        """One look (the thread calls it every ``interval`` s): unload the models whose stub died, then load back
+        what should be ready; returns the models loaded."""
+        pid = self.server.pid
+        if pid is None:
+            return []
+        if self._client is None:
+            import tritonclient.grpc as grpcclient
+
+            self._client = grpcclient.InferenceServerClient(self.server.grpc_url)
+        living, zombies = _python_stubs(pid, self.server.repository)
+        self._known.update(living)
+        self._handled &= zombies  # a collected zombie frees its pid for reuse
+        # a zombie seen twice: Triton collects the stubs it stops at once, not an interval later
+        confirmed, self._zombies = zombies & self._zombies, zombies
+        dead: dict[str, list[tuple[int, str]]] = {}
+        for z in sorted(confirmed - self._handled):
+            if z in self._known:
+                model, instance = self._known[z]
+                dead.setdefault(model, []).append((z, instance))
+            self._handled.add(z)
+        self._known = {p: v for p, v in self._known.items() if p in living or p in zombies - self._handled}
+        for model, stubs in dead.items():
+            who = ", ".join(f"{instance} (pid {p})" for p, instance in stubs)
+            self._say(f"the Python-backend stub of model '{model}' died: {who}; unloading it, then loading it again")
+            event: dict[str, Any] = {"model": model, "stubs": [{"pid": p, "instance": i} for p, i in stubs]}
+            self.events.append(event)
+            since = time.monotonic()
+            for name, state in self._index().items():
+                if state == "READY" and name != model:
+                    self._restore.setdefault(name, None)  # ensembles using it go unavailable with it
+            self._restore[model] = event
+            self._unload(model)
+            event["unloaded_s"] = round(time.monotonic() - since, 3)
+            self._since[model] = since
+            self._next_try = 0.0
+        return self._load_back() if self._restore and time.monotonic() >= self._next_try else []
+
+    def _unload(self, model: str) -> None:
+        self._client.unload_model(model, headers=self.server.admin_headers(), client_timeout=30.0)
+        deadline = time.monotonic() + self.unload_timeout
+        while self._index().get(model) == "UNLOADING":
+            if time.monotonic() > deadline:
+                # Triton 2.51 never releases the requests that reached the dead stub, so that instance never
+                # finishes unloading: a new one loads beside it; the old one goes when the server stops
+                self._say(f"'{model}': the dead instance is stuck unloading (it holds requests that reached it); "
+                          "loading a new one beside it")
+                return
+            time.sleep(0.1)
+
+    def _load_back(self) -> list[str]:
+        """Load the models whose stub died, then whatever else was ready before and is not now; on a failure, stop
+        and try again after a pause that doubles (up to a minute)."""
+        from tritonclient.utils import InferenceServerException
+
+        loaded = []
+        died_first = sorted(self._restore, key=lambda m: (self._restore[m] is None, m))
+        for model in died_first:
+            event = self._restore[model]
+            # an ensemble is usually back already: Triton loads it again with the model it uses
+            if event is None and self._index().get(model) == "READY":
+                del self._restore[model]
+                continue
+            t0 = time.monotonic()
+            try:
+                self._client.load_model(model, headers=self.server.admin_headers())
+            except InferenceServerException as e:
+                if self._stopping.is_set() or not self.server.is_running:
+                    return loaded
+                self._say(f"loading '{model}' failed, next try in {self._pause:.0f} s: {e.message()}")
+                self._next_try = time.monotonic() + self._pause
+                self._pause = min(2 * self._pause, 60.0)
+                return loaded
+            del self._restore[model]
+            loaded.append(model)
+            if event is not None:
+                event["recovered_s"] = round(time.monotonic() - self._since.pop(model), 3)
+            self._say(f"'{model}' is loaded again ({time.monotonic() - t0:.1f} s)")
+        self._pause = 2.0
+        return loaded
 
 
 # --- serve: the blocking front end of `python -m builder serve` ------------------------------------------------
@@ -331,12 +560,14 @@ def serve(
     in_main = threading.current_thread() is threading.main_thread()  # signal handlers need the main thread
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     server = TritonServer(repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, host=host,
-                          binary=binary, backend_dir=backend_dir, restricted=restricted, log_verbose=log_verbose,
-                          startup_timeout=startup_timeout, echo=sys.stderr)
+                          binary=binary, backend_dir=backend_dir, restricted=restricted, model_control="explicit",
+                          log_verbose=log_verbose, startup_timeout=startup_timeout, echo=sys.stderr)
+    supervisor = StubSupervisor(server, log=sys.stderr)
     t0 = time.monotonic()
     try:
         server.start()
         started = True
+        supervisor.start()
         models = _model_names(repo)
         print(f"Triton {server.install.binary} ready with {len(models)} model(s): {', '.join(models)}", file=out)
         print(f"  gRPC     {server.grpc_url}", file=out)
@@ -349,16 +580,19 @@ def serve(
                    else f"token from ${ADMIN_TOKEN_ENV}")
             print(f"  restricted APIs ({', '.join(restricted)}) need header '{ADMIN_KEY}' "
                   f"(gRPC: 'triton-grpc-protocol-{ADMIN_KEY}'); {how}", file=out)
+        print("  a model whose Python-backend stub dies is unloaded and loaded again (log on stderr)", file=out)
         print("Press Ctrl-C to stop.", file=out, flush=True)
         while not stop.wait(0.5):
             if not server.is_running:
                 raise TritonServerError(f"tritonserver exited unexpectedly with status {server.returncode}",
                                         server.log_tail())
     finally:
+        supervisor.stop()
         server.stop()
+        supervisor.stop(timeout=5)
         for s, handler in previous.items():
             signal.signal(s, handler)
     name = signal.Signals(received[0]).name if received else "stop"
     return {"stopped_by": name, "seconds": round(time.monotonic() - t0, 3), "grpc": server.grpc_url,
             "http": server.http_url, "metrics": server.metrics_url, "models": _model_names(repo),
-            "returncode": server.returncode}
+            "returncode": server.returncode, "stub_deaths": supervisor.events}
