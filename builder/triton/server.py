@@ -3,7 +3,8 @@ front end of ``python -m builder serve``. Where the server comes from and what i
 
 By default the model-repository, model-config, shared-memory, trace and logging APIs are *restricted*: gRPC calls need
 the header ``triton-grpc-protocol-admin-key: <token>`` and HTTP calls ``admin-key: <token>``, with the token from
-``$NVP_TRITON_ADMIN_TOKEN`` (a random one when unset, i.e. nobody can call them). Health, metadata, inference and
+``$NVP_TRITON_ADMIN_TOKEN``, else from the file named by ``$NVP_TRITON_ADMIN_TOKEN_FILE`` (which only its owner may
+read: a Docker secret, say), else a random one (nobody can call them). Health, metadata, inference and
 statistics stay open. The token reaches tritonserver through its environment, not its command line, which every
 local user can read (:func:`builder.triton.install.argv_secret_shim`; without a C compiler it is a flag, with a
 warning). ``model_control="none"`` (the default): models cannot be loaded or unloaded at run time;
@@ -31,6 +32,7 @@ from .install import (SECRET_ENV, SECRET_PLACEHOLDER, TritonServerError, argv_se
 __all__ = [
     "ADMIN_KEY",
     "ADMIN_TOKEN_ENV",
+    "ADMIN_TOKEN_FILE_ENV",
     "DEFAULT_RESTRICTED",
     "StubSupervisor",
     "TritonServer",
@@ -40,6 +42,7 @@ __all__ = [
 
 ADMIN_KEY = "admin-key"
 ADMIN_TOKEN_ENV = "NVP_TRITON_ADMIN_TOKEN"
+ADMIN_TOKEN_FILE_ENV = "NVP_TRITON_ADMIN_TOKEN_FILE"
 DEFAULT_RESTRICTED = ("model-repository", "model-config", "shared-memory", "trace", "logging")
 _PROTOCOLS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository", "statistics",
               "trace", "logging")
@@ -57,6 +60,20 @@ def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it if 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # noqa: BLE001 - best effort, Linux only
         pass
+
+
+def _token_from_file() -> str:
+    """The token in ``$NVP_TRITON_ADMIN_TOKEN_FILE`` ("" when unset); a file others may read is refused."""
+    name = os.environ.get(ADMIN_TOKEN_FILE_ENV)
+    if not name:
+        return ""
+    path = Path(name)
+    try:
+        if path.stat().st_mode & 0o077:
+            raise ValueError(f"the admin token file {path} may be read by other users (chmod 600 it)")
+        return path.read_text().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read the admin token file {path}: {e.strerror}") from None
 
 
 def _client_host(host: str) -> str:
@@ -104,7 +121,7 @@ class TritonServer:
         if model_control not in ("none", "explicit"):
             raise ValueError(f"model_control must be 'none' or 'explicit', not {model_control!r}")
         self.model_control = model_control
-        token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or ""
+        token = admin_token or os.environ.get(ADMIN_TOKEN_ENV) or _token_from_file()
         self.admin_token_generated = not token
         self.admin_token = token or secrets.token_urlsafe(24)
         if not all(c.isalnum() or c in "-_." for c in self.admin_token):
@@ -232,8 +249,8 @@ class TritonServer:
             self._pick_ports()
             self._log.clear()
             self._proc = subprocess.Popen(
-                self.command(backend_dir, hide_token=shim is not None), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                self.command(backend_dir, hide_token=shim is not None), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=_die_with_parent if self.die_with_parent else None)
             self._reader = threading.Thread(target=self._read_log, args=(self._proc.stdout,), daemon=True,
                                             name="tritonserver-log")
@@ -576,8 +593,8 @@ def serve(
         if server.metrics_url:
             print(f"  metrics  {server.metrics_url}", file=out)
         if restricted:
-            how = (f"set ${ADMIN_TOKEN_ENV} to enable them" if server.admin_token_generated
-                   else f"token from ${ADMIN_TOKEN_ENV}")
+            how = ("token as given" if not server.admin_token_generated
+                   else f"set ${ADMIN_TOKEN_ENV} or ${ADMIN_TOKEN_FILE_ENV} to enable them")
             print(f"  restricted APIs ({', '.join(restricted)}) need header '{ADMIN_KEY}' "
                   f"(gRPC: 'triton-grpc-protocol-{ADMIN_KEY}'); {how}", file=out)
         print("  a model whose Python-backend stub dies is unloaded and loaded again (log on stderr)", file=out)

@@ -187,3 +187,19 @@ def test_killed_stub_makes_the_model_not_ready_then_comes_back(serve):
     assert "'decode' is loaded again" in log
     print(f"killed stub: model-ready false after {not_ready_at:.2f} s, answering again after {answered_at:.1f} s; "
           f"errors meanwhile: {sorted(errors)}")
+
+
+def test_admin_token_from_a_file_only_its_owner_reads(tmp_path, monkeypatch):
+    """The Docker-secret form: ``$NVP_TRITON_ADMIN_TOKEN_FILE``; a file other users may read is refused."""
+    from builder.triton.server import ADMIN_TOKEN_FILE_ENV, TritonServer
+
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    secret = tmp_path / "admin_token"
+    secret.write_text("from-a-file\n")
+    monkeypatch.setenv(ADMIN_TOKEN_FILE_ENV, str(secret))
+    secret.chmod(0o644)
+    with pytest.raises(ValueError, match="may be read by other users"):
+        TritonServer(tmp_path)
+    secret.chmod(0o600)
+    server = TritonServer(tmp_path)
+    assert server.admin_token == "from-a-file" and not server.admin_token_generated
