@@ -855,9 +855,9 @@ def printable(text: str) -> str:
 def os_error_line(e: OSError) -> str:
     """One line for an ``OSError``: what failed, on which path, and what to do about it."""
     path = printable(os.fsdecode(e.filename)) if e.filename is not None else None
-    what = e.strerror or type(e).__name__
-    advice = _OS_ADVICE.get(e.errno or 0, "check that path and its disk")
-    return f"{what}{f': {path}' if path else ''} ({advice})"
+    what = e.strerror or str(e) or type(e).__name__
+    advice = _OS_ADVICE.get(e.errno or 0, "check that path and its disk" if path else "")
+    return f"{what}{f': {path}' if path else ''}{f' ({advice})' if advice else ''}"
 
 
 def _plain(command: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], Any]:

@@ -158,8 +158,10 @@ class ServingLimits:
 
     max_side: int = 2048  # any variable dimension after the first (a frame's height or width, a feature map's)
     max_string_bytes: int = 1024  # one BYTES element (a video ID, a frame selection)
-    max_request_mb: int = 64  # every input of one request together
-    max_response_mb: int = 256  # every output of one request together (decode's own max_response_mb too)
+    # every input / output of one request together (decode's own max_response_mb too); a legitimate request can be
+    # large: 64 DETR frames at its 1333x750 input are 770 MB of pixels between the input step and the backbone
+    max_request_mb: int = 1024
+    max_response_mb: int = 1024
     max_queue_size: int = 32  # requests waiting for one model (all its instances); more are rejected at once
     queue_timeout_ms: int = 30_000  # a request waiting longer than this for a model instance is rejected
 

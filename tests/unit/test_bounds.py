@@ -136,7 +136,9 @@ def test_os_errors_are_one_line_with_advice():
                     "--store DIR on another disk)")
     assert "read-only" in os_error_line(OSError(errno.EROFS, "Read-only file system", "/s"))
     assert "chmod" in os_error_line(PermissionError(errno.EACCES, "Permission denied", b"/s/\xff"))
-    assert "\n" not in os_error_line(OSError(errno.EIO, "Input/output error"))
+    assert os_error_line(OSError(errno.EIO, "Input/output error", "/s/x")) == ("Input/output error: /s/x (check that "
+                                                                            "path and its disk)")
+    assert os_error_line(OSError(errno.EADDRINUSE, "Address already in use")) == "Address already in use"
 
 
 def test_paths_that_are_not_utf8_print():
