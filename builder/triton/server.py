@@ -500,8 +500,8 @@ class StubSupervisor:
             if time.monotonic() > deadline:
                 # Triton 2.51 never releases the requests that reached the dead stub, so that instance never
                 # finishes unloading: a new one loads beside it; the old one goes when the server stops
-                self._say(f"'{model}': the dead instance is stuck unloading (it holds requests that reached it); "
-                          "loading a new one beside it")
+                self._say(f"'{model}': the dead instance is not unloaded after {self.unload_timeout:.0f} s (it "
+                          "holds the requests that reached it, if any); loading a new one beside it")
                 return
             time.sleep(0.1)
 

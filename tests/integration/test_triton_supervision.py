@@ -102,8 +102,11 @@ class Serve:
     def stop(self) -> int:
         self.client.close()
         self.proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
         try:
-            return self.proc.wait(90)
+            rc = self.proc.wait(90)
+            print(f"serve stopped in {time.monotonic() - t0:.1f} s")
+            return rc
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
@@ -154,12 +157,15 @@ def test_killed_stub_makes_the_model_not_ready_then_comes_back(serve):
     t0 = time.monotonic()
     not_ready_at = answered_at = None
     errors: set[str] = set()
+    server_ready: set[bool] = set()  # what the server's readiness says while decode is not ready
     while time.monotonic() - t0 < RECOVERY_S:
         assert c.is_server_live()
         assert c.is_model_ready("frame_mean")  # the other models are untouched
         ready = c.is_model_ready("decode")
         if not ready and not_ready_at is None:
             not_ready_at = time.monotonic() - t0
+        if not ready:
+            server_ready.add(c.is_server_ready())
         try:
             frames = infer(c)  # requests keep coming during the outage
         except InferenceServerException as e:
@@ -171,6 +177,7 @@ def test_killed_stub_makes_the_model_not_ready_then_comes_back(serve):
         time.sleep(0.1)
     log = "".join(serve.stderr)
     assert not_ready_at is not None and not_ready_at < 5.0, (not_ready_at, log[-3000:])
+    assert server_ready == {False}  # strict readiness: the server is not ready while one of its models is not
     assert answered_at is not None, f"decode still failing {RECOVERY_S:.0f} s after the kill: {errors}\n{log[-3000:]}"
     np.testing.assert_array_equal(frames, expected)
     assert c.is_model_ready("decode") and serve.stub_pid("decode") != stub
@@ -186,7 +193,7 @@ def test_killed_stub_makes_the_model_not_ready_then_comes_back(serve):
     assert f"the Python-backend stub of model 'decode' died: decode_0_0 (pid {stub})" in log
     assert "'decode' is loaded again" in log
     print(f"killed stub: model-ready false after {not_ready_at:.2f} s, answering again after {answered_at:.1f} s; "
-          f"errors meanwhile: {sorted(errors)}")
+          f"errors meanwhile: {sorted(errors)}; server ready meanwhile: {server_ready}")
 
 
 def test_admin_token_from_a_file_only_its_owner_reads(tmp_path, monkeypatch):
