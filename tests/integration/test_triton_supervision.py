@@ -210,3 +210,18 @@ def test_admin_token_from_a_file_only_its_owner_reads(tmp_path, monkeypatch):
     secret.chmod(0o600)
     server = TritonServer(tmp_path)
     assert server.admin_token == "from-a-file" and not server.admin_token_generated
+
+
+def test_a_shim_that_does_not_load_stops_the_start(tmp_path, monkeypatch):
+    """ld.so only warns about a preload it cannot load; then tritonserver's key would be the public placeholder,
+    so start() checks the token works and refuses to go on."""
+    from builder.triton import server as server_module
+    from builder.triton.install import TritonServerError
+
+    monkeypatch.setattr(server_module, "argv_secret_shim", lambda: tmp_path / "missing.so")
+    (tmp_path / "empty_repository").mkdir()
+    srv = server_module.TritonServer(tmp_path / "empty_repository", http_port=None, metrics_port=None,
+                                     admin_token=TOKEN, startup_timeout=60)
+    with pytest.raises(TritonServerError, match="does not take the admin token"):
+        srv.start()
+    assert not srv.is_running
