@@ -558,8 +558,10 @@ def serve(
     startup_timeout: float = 300.0,
     out: IO[str] | None = None,
 ) -> dict[str, Any]:
-    """Serve ``repository`` until SIGINT/SIGTERM: print the endpoints, block, stop cleanly. The server's log goes
-    to stderr. Returns a summary; raises :class:`TritonServerError` if it cannot start or dies."""
+    """Serve ``repository`` until SIGINT/SIGTERM: print the endpoints, block, stop cleanly. Models are loaded
+    explicitly and a :class:`StubSupervisor` brings back one whose Python-backend stub dies. The server's log and the
+    supervisor's go to stderr. Returns a summary (``stub_deaths``: the supervisor's events); raises
+    :class:`TritonServerError` if it cannot start or dies."""
     out = out or sys.stdout
     repo = Path(repository)
     if not repo.is_dir() or not _model_names(repo):
