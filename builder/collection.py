@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from training.collection import add_videos, fit_collection
+from training.collection import add_videos, collection_epoch_seconds, fit_collection
 from training.config import TrainConfig
 
 from .codec import FORMAT_VERSION
@@ -30,13 +30,14 @@ from .codec.keyframes import DEFAULT_CODEC, DEFAULT_QUALITY, decode_keyframes, e
 from .config import QuantConfig
 from .entry import (COLLECTION, H264_FILE, INR_FILE, KEYFRAMES, MEMBER, FrameRange, INRInfo, Quality, Source,
                     VideoEntry)
-from .inr import DecodedINR, build_inr, decode_inr, encode_inr, inr_config
+from .inr import DecodedINR, build_inr, decode_inr, encode_inr, get_inr_family, inr_config
 from .inr.config import INRConfig
+from .inr.dnerv import DNERV_SIZES, size_by_frames
 from .inr.member import MemberINR
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import read_video
 
-__all__ = ["KEYFRAMES_FILE", "member_ids", "encode_collection", "add_to_collection", "load_member", "delete_entry"]
+__all__ = ["KEYFRAMES_FILE", "member_ids", "plan_collection_size", "encode_collection", "add_to_collection", "load_member", "delete_entry"]
 
 KEYFRAMES_FILE = KEYFRAMES.file()
 ARCH = "dnerv"
@@ -175,6 +176,57 @@ def _store_all(store: VideoStore, collection_id: str, model: torch.nn.Module, qu
     return {"id": collection_id, "kind": COLLECTION, "arch": ARCH, **coll.to_meta(), "members": out}
 
 
+def plan_collection_size(videos: Sequence[torch.Tensor], train: TrainConfig, options: dict[str, Any],
+                         log: Callable[[str], None] | None = None) -> tuple[INRConfig, dict[str, Any]]:
+    """The D-NeRV config for ``videos`` (each ``(N, 3, H, W)``, one size) and its plan, with one epoch timed on
+    ``train.device``. The size: ``options['size']`` if given (a warning when a time budget leaves fewer than the
+    family's ``min_epochs``); else the largest of S .. the size the frame count picks whose epochs fit the budget
+    that many times (probed from S upwards, so a budget nothing fits costs one probe). A budget that does not cover
+    one epoch of the smallest size is refused before any training. ``log`` says the epoch time up front."""
+    log = log or (lambda _: None)
+    total = sum(int(v.shape[0]) for v in videos)
+    h, w = (int(x) for x in videos[0].shape[-2:])
+    need = get_inr_family(ARCH).model.min_epochs
+    budget = train.time_budget
+    sizes = list(DNERV_SIZES)
+    if options.get("size"):
+        candidates = [options["size"]]
+    elif budget is None:
+        candidates = [size_by_frames(total)]
+    else:
+        candidates = sizes[: sizes.index(size_by_frames(total)) + 1]
+    best = None
+    for name in candidates:
+        cfg = inr_config(ARCH, total, h, w, **{**options, "size": name})
+        sec = collection_epoch_seconds(build_inr(cfg), videos, train)
+        if budget is not None and 0.4 * need <= budget / sec < 0.8 * need:
+            # a close call: time it once more and keep the faster (a busy machine only adds time)
+            sec = min(sec, collection_epoch_seconds(build_inr(cfg), videos, train))
+        epochs = train.epochs if budget is None else min(train.epochs, int(budget / sec))
+        if best is None or budget is None or epochs >= 0.8 * need:
+            best = (name, cfg, sec, epochs)
+        if budget is not None and epochs < 0.8 * need:
+            break
+    name, cfg, sec, epochs = best
+    plan = {"size": name, "epoch_seconds": round(sec, 3), "planned_epochs": epochs, "min_epochs": need,
+            "warnings": []}
+    log(f"{ARCH} {name}: about {sec:.1f} s per epoch on {train.device}; "
+        + (f"{epochs} epochs take about {epochs * sec / 60:.1f} min" if budget is None
+           else f"the {budget:g} s budget gives about {epochs} epochs"))
+    if budget is None or epochs >= 0.8 * need:
+        return cfg, plan
+    fix = (f"--time-budget {math.ceil(need * sec)} or more, fewer --frames (or a larger --step), a smaller --size"
+           + ("" if name == sizes[0] else ", a smaller --model-size")
+           + ("" if train.device.startswith("cuda") else " or --device cuda"))
+    if epochs < 1:
+        raise ValueError(f"one epoch of {ARCH} {name} over these {total} frames of {w}x{h} takes about {sec:.0f} s "
+                         f"on {train.device}, more than the {budget:g} s budget; about {need} epochs make a usable "
+                         f"result. Give {fix}")
+    plan["warnings"].append(f"about {epochs} epochs; {ARCH} needs about {need} for a usable result. Give {fix}")
+    log("warning: " + plan["warnings"][-1])
+    return cfg, plan
+
+
 def _join_torchrun(train: TrainConfig) -> tuple[TrainConfig, int, bool]:
     """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group (gloo on CPU, nccl on CUDA, one GPU per
     local rank) unless the caller already did. Returns the train config for this rank, its rank, and whether this
@@ -234,11 +286,12 @@ def encode_collection(
     clips = _read(paths, start, count, step, size, log)
     h, w = clips[0][1].frames.shape[-2:]
     total = sum(c.num_frames for _, c in clips)
-    cfg = inr_config(ARCH, total, int(h), int(w), **{k: v for k, v in (model or {}).items() if v is not None})
+    options = {k: v for k, v in (model or {}).items() if v is not None}
+    train, rank, started = _join_torchrun(train or TrainConfig(recipe=get_inr_family(ARCH).model.recipe))
+    cfg, plan = plan_collection_size([c.frames for _, c in clips], train, options, log if rank == 0 else None)
     dnerv = build_inr(cfg)
-    log(f"{ARCH}: {dnerv.num_params():,} params shared by {len(clips)} videos ({total} frames of {w}x{h}); "
-        f"keyframes {keyframe_codec} quality {keyframe_quality}")
-    train, rank, started = _join_torchrun(train or TrainConfig(recipe=dnerv.recipe))
+    log(f"{ARCH} {plan['size']}: {dnerv.num_params():,} params shared by {len(clips)} videos ({total} frames of "
+        f"{w}x{h}); keyframes {keyframe_codec} quality {keyframe_quality}")
     videos = _new_videos(dnerv, clips, ids, start, step, keyframe_codec, keyframe_quality)
     ckpt_dir = store.root / ".checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +304,7 @@ def encode_collection(
         out = _store_all(store, collection_id, dnerv, quant, train, videos, range(len(videos)), fit, t0, overwrite,
                          log)
         ckpt.unlink(missing_ok=True)
-        return out
+        return {**out, "plan": plan}
     finally:
         if started:
             import torch.distributed as dist

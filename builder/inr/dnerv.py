@@ -46,7 +46,7 @@ from .layers import PositionalEncoding
 from .registry import register_inr
 
 __all__ = ["DNeRV", "DNeRVConfig", "dnerv_config", "ClipBatch", "keyframe_positions", "clip_plan", "DNERV_SIZES",
-           "CLIP_FRAMES"]
+           "CLIP_FRAMES", "size_by_frames"]
 
 CLIP_FRAMES = 8  # the seed's clip length
 
@@ -59,6 +59,11 @@ DNERV_SIZES = {
     "L": (144, 64, 32, 512),
 }
 _SIZE_BY_FRAMES = ((1000, "S"), (10000, "M"), (math.inf, "L"))
+
+
+def size_by_frames(frames: int) -> str:
+    """The default size for a collection of ``frames`` frames in all (before any time-budget shrink)."""
+    return next(name for max_frames, name in _SIZE_BY_FRAMES if frames <= max_frames)
 
 
 def keyframe_positions(num_frames: int, clip: int = CLIP_FRAMES) -> list[int]:
@@ -208,7 +213,7 @@ def dnerv_config(
     ``height x width``. Block 1 keeps ``stem_dim`` channels, each later block divides by its stride (the
     reference's reduction) but never drops below ``lower_width``; explicit widths override the size's."""
     if size is None:
-        size = next(name for max_frames, name in _SIZE_BY_FRAMES if frames <= max_frames)
+        size = size_by_frames(frames)
     if size not in DNERV_SIZES:
         raise ValueError(f"size must be one of {tuple(DNERV_SIZES)}, got {size!r}")
     t_stem, t_enc, t_lower, t_mlp = DNERV_SIZES[size]

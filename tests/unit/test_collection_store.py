@@ -233,3 +233,40 @@ def test_torchrun_two_gloo_processes(tmp_path):
     store = VideoStore(root)
     assert [m.id for m in store.members("dp")] == ["dp-0", "dp-1"]
     assert load_inr(store, "dp-1").model.decode_all().shape == (12, 3, 32, 48)
+
+
+def test_a_budget_short_of_one_epoch_is_refused_before_training(capsys, tmp_path):
+    a = sample_path("carphone")
+    rc, err = run(capsys, "encode-collection", a, a, "--id", "x", "--store", tmp_path, "--time-budget", "0.001",
+                  *TINY[:2], *TINY[4:])  # TINY without its --epochs
+    assert rc == 1 and "more than the 0.001 s budget" in err["error"] and "--time-budget" in err["error"]
+    assert VideoStore(tmp_path).list() == []
+
+
+def test_plan_picks_the_largest_size_whose_epochs_fit_the_budget(monkeypatch):
+    """S .. the size the frame count picks, probed upwards; the epoch times are set here (a unit test of the
+    planning around the probe, which test_a_budget_short_of_one_epoch_is_refused_before_training runs for real)."""
+    import builder.collection as bc
+    from builder.inr.dnerv import DNERV_SIZES
+    from training.config import TrainConfig
+
+    per_size = {"S": 1.0, "M": 4.0, "L": 8.0}
+    probed = []
+
+    def seconds(model, videos, train):
+        name = next(k for k, v in DNERV_SIZES.items() if v[0] == model.config.stem_channels)
+        probed.append(name)
+        return per_size[name]
+
+    monkeypatch.setattr(bc, "collection_epoch_seconds", seconds)
+    videos = [torch.zeros(20_000, 3, 32, 48)]  # enough frames that the frame count picks L (only shapes are read)
+    cfg, plan = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=500), {})
+    assert plan["size"] == "M" and plan["planned_epochs"] == 125 and not plan["warnings"]
+    assert probed == ["S", "M", "L", "L"]  # L fell short by less than 2x: timed twice
+    probed.clear()
+    cfg, plan = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=50), {})
+    assert plan["size"] == "S" and plan["planned_epochs"] == 50 and "--time-budget 100" in plan["warnings"][0]
+    cfg, plan = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=500), {"size": "L"})
+    assert plan["size"] == "L" and plan["planned_epochs"] == 62 and plan["warnings"]
+    with pytest.raises(ValueError, match="more than the 0.5 s budget"):
+        bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=0.5), {})

@@ -14,7 +14,8 @@ from builder.inr import build_inr, decode_inr, encode_inr, get_inr_family, inr_c
 from builder.inr.dnerv import ClipBatch, DNeRV, clip_plan, keyframe_positions
 from builder.samples import sample_path
 from builder.video import read_video
-from training.collection import add_videos, eval_collection, fit_collection
+from training.collection import (WATCH_FRACTION, add_videos, collection_data, eval_collection, fit_collection,
+                                 watched_clips)
 from training.config import TrainConfig
 
 H, W = 32, 48
@@ -198,3 +199,17 @@ def test_ddp_two_gloo_processes(tmp_path):
     assert torch.equal(r0["flat"], r1["flat"])  # identical weights on both ranks
     assert r0["psnr"] == r1["psnr"]  # the sharded evaluation is summed over the ranks
     assert r0["loss"][-1] < r0["loss"][0]
+
+
+def test_the_per_epoch_psnr_pass_watches_an_eighth_of_every_video_past_64_clips():
+    model = build_inr(tiny())
+    videos = [torch.rand(n, 3, H, W) for n in (8, 600, 41)]  # 1, 75 and 6 clips
+    data = collection_data(model, videos)
+    watch = watched_clips(data)
+    per_video = torch.bincount(data.video[watch], minlength=3).tolist()
+    assert per_video == [1, 10, 1]  # ceil(75 / 8); at least one each
+    assert len(set(watch.tolist())) == len(watch) and WATCH_FRACTION == 1 / 8
+    spread = watch[1:11] - watch[1]
+    assert spread[-1] == 74  # from the video's first clip to its last
+    small = collection_data(model, videos[:1] + videos[2:])
+    assert watched_clips(small).tolist() == list(range(7))  # 7 clips: all watched
