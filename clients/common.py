@@ -140,6 +140,9 @@ def _server_message(exc: Exception, url: str) -> str:
         return f"cannot reach Triton at {url} (is the server running? start it with 'python -m builder serve')"
     if status.endswith("DEADLINE_EXCEEDED"):
         return f"Triton at {url} did not answer in time"
+    if status.endswith("UNAVAILABLE") and ("maximum queue size" in message or "timeout expired" in message):
+        # the model's bounded queue (docs/SERVING.md) refused the request: load, not a bad request
+        return f"Triton at {url} is busy ({message}); retry later"
     return message or status or "unknown server error"
 
 

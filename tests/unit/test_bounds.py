@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from tritonclient.utils import InferenceServerException
+
 from builder.api import EncodeInProgress, encoding_lock
 from builder.cli import os_error_line, printable
 from builder.store import VideoStore
@@ -24,6 +26,7 @@ from builder.triton.serving import (
     short_text,
 )
 from builder.triton.specs import PythonModelSpec, QueuePolicy
+from clients.common import _server_message
 
 
 def limits_of(spec: PythonModelSpec) -> RequestLimits:
@@ -157,3 +160,11 @@ def test_one_encode_per_id(tmp_path):
             pass
     with encoding_lock(store, "a"):  # released on exit
         pass
+
+
+def test_clients_read_a_full_queue_as_load():
+    full = InferenceServerException("[request id: <id_unknown>] Exceeds maximum queue size", "StatusCode.UNAVAILABLE")
+    assert _server_message(full, "localhost:8001") == ("Triton at localhost:8001 is busy (Exceeds maximum queue size); "
+                                                       "retry later")
+    bad = InferenceServerException("input 'frame_indices' has 40 rows", "StatusCode.INVALID_ARGUMENT")
+    assert _server_message(bad, "localhost:8001") == "input 'frame_indices' has 40 rows"
