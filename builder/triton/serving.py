@@ -215,21 +215,10 @@ class RequestLimits:
     def check_inputs(self, inputs: Mapping[str, Any]) -> None:
         """Refuse a request whose inputs exceed the limits (:class:`RequestError`), reading shapes and byte counts
         only: nothing is copied, decoded or expanded first."""
-        total = 0
-        for name, arr in inputs.items():
-            if arr is None:
-                continue
-            if arr.dtype == object:  # BYTES: check each element's length before anyone decodes it
-                longest = max((len(x) for x in arr.reshape(-1) if isinstance(x, (bytes, str))), default=0)
-                if longest > self.max_string_bytes:
-                    raise RequestError(f"input '{name}' holds an element of {longest:,} bytes; this server takes "
-                                       f"at most {self.max_string_bytes:,}")
-                total += sum(len(x) for x in arr.reshape(-1) if isinstance(x, (bytes, str)))
-            else:
-                total += arr.nbytes
-            dims = self.dims.get(name, ())
+        given = {name: arr for name, arr in inputs.items() if arr is not None}
+        for name, arr in given.items():  # shapes first: no element is looked at in a tensor of too many rows
             shape = arr.shape[1:] if self.batching else arr.shape
-            for axis, (n, d) in enumerate(zip(shape, dims)):
+            for axis, (n, d) in enumerate(zip(shape, self.dims.get(name, ()))):
                 if d != -1:
                     continue
                 if axis == 0 and not self.batching:
@@ -239,6 +228,16 @@ class RequestLimits:
                 elif n > self.max_side:
                     raise RequestError(f"input '{name}' has size {n:,} along axis {axis}; this server takes at "
                                        f"most {self.max_side}")
+        total = 0
+        for name, arr in given.items():
+            if arr.dtype != object:
+                total += arr.nbytes
+                continue
+            sizes = [len(x) for x in arr.reshape(-1) if isinstance(x, (bytes, str))]  # BYTES, before any decoding
+            if max(sizes, default=0) > self.max_string_bytes:
+                raise RequestError(f"input '{name}' holds an element of {max(sizes):,} bytes; this server takes "
+                                   f"at most {self.max_string_bytes:,}")
+            total += sum(sizes)
         if total > self.max_request_bytes:
             raise RequestError(f"the request's inputs hold {total / 2**20:.1f} MB; this server takes at most "
                                f"{self.max_request_bytes // 2**20} MB per request")
