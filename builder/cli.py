@@ -208,9 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_frame_arguments(ec, "resize every clip to WxH (default: the first clip's size; other sizes are resized "
                              "to it)")
     _add_training_arguments(ec, unit="clips of 8 frames")
-    g = ec.add_argument_group("model and keyframes")
+    g = ec.add_argument_group(
+        "rate, model and keyframes",
+        "By default the shared decoder is the largest D-NeRV whose stored bytes, with the coded keyframes, fit a "
+        "target: --bytes, --bpp, or else the source files' own bytes for the encoded frames (each kept within "
+        "0.1-0.5 bpp). One epoch is timed first; a default target shrinks until the time budget leaves D-NeRV's 100 "
+        "epochs, and a budget short of one epoch is refused. --model-size or width flags choose the size instead.")
+    g.add_argument("--bpp", type=_positive_float, metavar="B",
+                   help="rate target in bits per pixel of all encoded frames, keyframes and decoder together")
+    g.add_argument("--bytes", type=_positive_int, dest="max_bytes", metavar="N", help="rate target in bytes")
     g.add_argument("--model-size", choices=("S", "M", "L"), dest="model_size",
-                   help="D-NeRV size (default: by the collection's total frames, as NeRV's Table 1)")
+                   help="a fixed D-NeRV size instead of rate sizing (S/M/L: stem 64/96/144 channels)")
     g.add_argument("--stem-dim", type=_positive_int, help="first decoder width (overrides the size's)")
     g.add_argument("--enc-dim", type=_positive_int, help="content encoder width")
     g.add_argument("--lower-width", type=_positive_int, help="floor on decoder block channels")
@@ -494,6 +502,8 @@ def _cmd_encode_collection(args: argparse.Namespace):
             raise ValueError("--add resizes the new videos to the collection's size; drop --size")
         if args.resume:
             raise ValueError("--resume continues a new collection's fit, not --add")
+        if args.bpp is not None or args.max_bytes is not None:
+            raise ValueError("--add keeps the collection's decoder (and so its size); drop --bpp / --bytes")
         r = add_to_collection(args.add, args.video_id, store=store, names=args.names, start=args.start,
                               count=args.count, step=args.step, train=dataclasses.replace(train, warmup=0.0),
                               keyframe_codec=args.keyframe_codec, keyframe_quality=args.keyframe_quality,
@@ -511,7 +521,8 @@ def _cmd_encode_collection(args: argparse.Namespace):
         kf = {k: v for k, v in (("keyframe_codec", args.keyframe_codec),
                                 ("keyframe_quality", args.keyframe_quality)) if v is not None}
         r = encode_collection(args.videos, args.video_id, store=store, names=args.names, start=args.start,
-                              count=args.count, step=args.step, size=args.size, model=model, train=train,
+                              count=args.count, step=args.step, size=args.size, model=model, bpp=args.bpp,
+                              max_bytes=args.max_bytes, train=train,
                               overwrite=args.force, resume=args.resume, progress=not args.no_progress, log=log, **kf)
         if "rank" in r:  # a data-parallel worker under torchrun: rank 0 stored the collection
             return f"rank {r['rank']}: {r['epochs']} epochs, PSNR {r['psnr']:.2f} dB (rank 0 stores)", r

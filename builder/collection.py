@@ -32,12 +32,13 @@ from .entry import (COLLECTION, H264_FILE, INR_FILE, KEYFRAMES, MEMBER, FrameRan
                     VideoEntry)
 from .inr import DecodedINR, build_inr, decode_inr, encode_inr, get_inr_family, inr_config
 from .inr.config import INRConfig
-from .inr.dnerv import DNERV_SIZES, size_by_frames
+from .inr.dnerv import keyframe_positions
+from .inr.rate import RateTarget, Sizing, default_target, plan_size
 from .inr.member import MemberINR
 from .store import EntryExists, VideoStore, validate_video_id
 from .video import read_video
 
-__all__ = ["KEYFRAMES_FILE", "member_ids", "plan_collection_size", "encode_collection", "add_to_collection", "load_member", "delete_entry"]
+__all__ = ["KEYFRAMES_FILE", "member_ids", "collection_target", "plan_collection_size", "encode_collection", "add_to_collection", "load_member", "delete_entry"]
 
 KEYFRAMES_FILE = KEYFRAMES.file()
 ARCH = "dnerv"
@@ -92,17 +93,16 @@ def _read(paths: Sequence[str | Path], start: int, count: int | None, step: int,
     return out
 
 
-def _code_keys(model: torch.nn.Module, frames: torch.Tensor, codec: str, quality: int
-               ) -> tuple[bytes, dict[str, Any], torch.Tensor]:
-    coded = encode_keyframes(frames[model.keyframe_positions(frames.shape[0])], codec, quality)
+def _code_keys(frames: torch.Tensor, codec: str, quality: int) -> tuple[bytes, dict[str, Any], torch.Tensor]:
+    coded = encode_keyframes(frames[keyframe_positions(frames.shape[0])], codec, quality)
     return coded.blob, {"codec": codec, "quality": quality, "bytes": coded.num_bytes,
                         "count": int(coded.frames.shape[0])}, coded.frames
 
 
-def _new_videos(model, clips, ids, start, step, codec, quality) -> list[_Video]:
+def _new_videos(clips, ids, start, step, codec, quality) -> list[_Video]:
     out = []
     for vid, (p, clip) in zip(ids, clips):
-        blob, meta, keys = _code_keys(model, clip.frames, codec, quality)
+        blob, meta, keys = _code_keys(clip.frames, codec, quality)
         t = clip.num_frames
         out.append(_Video(vid, clip.frames, Source(str(p.resolve()), clip.info.codec, clip.info.width,
                                                     clip.info.height),
@@ -176,55 +176,68 @@ def _store_all(store: VideoStore, collection_id: str, model: torch.nn.Module, qu
     return {"id": collection_id, "kind": COLLECTION, "arch": ARCH, **coll.to_meta(), "members": out}
 
 
-def plan_collection_size(videos: Sequence[torch.Tensor], train: TrainConfig, options: dict[str, Any],
-                         log: Callable[[str], None] | None = None) -> tuple[INRConfig, dict[str, Any]]:
-    """The D-NeRV config for ``videos`` (each ``(N, 3, H, W)``, one size) and its plan, with one epoch timed on
-    ``train.device``. The size: ``options['size']`` if given (a warning when a time budget leaves fewer than the
-    family's ``min_epochs``); else the largest of S .. the size the frame count picks whose epochs fit the budget
-    that many times (probed from S upwards, so a budget nothing fits costs one probe). A budget that does not cover
-    one epoch of the smallest size is refused before any training. ``log`` says the epoch time up front."""
+def collection_target(clips: Sequence[tuple[Path, Any]], height: int, width: int, bpp: float | None = None,
+                      max_bytes: int | None = None) -> RateTarget:
+    """The collection's byte target (keyframes and decoder together): ``max_bytes``, else ``bpp`` over all its
+    frames, else the sum of each source file's own bytes for its frames (``default_target``: each kept within
+    0.1-0.5 bpp)."""
+    total = sum(c.num_frames for _, c in clips)
+    if bpp is not None and max_bytes is not None:
+        raise ValueError("give one rate target: --bpp or --bytes, not both")
+    if max_bytes is not None:
+        return RateTarget(max_bytes, f"--bytes {max_bytes}", True)
+    if bpp is not None:
+        return RateTarget.from_bpp(bpp, total, height, width)
+    own = sum(default_target(p, c.info.frames, c.num_frames, height, width).bytes for p, c in clips)
+    return RateTarget(own, "default: the source files' bytes for these frames, each within 0.1-0.5 bpp", False)
+
+
+def plan_collection_size(videos: Sequence[torch.Tensor], train: TrainConfig, options: dict[str, Any], *,
+                         target: RateTarget, key_bytes: int = 0, quant: QuantConfig = QuantConfig(),
+                         log: Callable[[str], None] | None = None) -> tuple[INRConfig, Sizing]:
+    """The D-NeRV config for ``videos`` (each ``(N, 3, H, W)``, one size) and its sizing, one epoch timed on
+    ``train.device`` and said through ``log`` before any training. Rate sizing (``builder.inr.rate.plan_size``,
+    as ``encode`` does): the largest D-NeRV whose coded bytes fit ``target`` less the ``key_bytes`` the coded
+    keyframes take, shrunk (a default target) until ``train.time_budget`` leaves the family's ``min_epochs``.
+    Sizes in ``options`` (``size``, ``stem_dim``, ...) choose it instead. A budget that does not cover one epoch
+    is refused before training."""
+    from .api import _sizing_line
+
     log = log or (lambda _: None)
+    family = get_inr_family(ARCH)
     total = sum(int(v.shape[0]) for v in videos)
     h, w = (int(x) for x in videos[0].shape[-2:])
-    need = get_inr_family(ARCH).model.min_epochs
-    budget = train.time_budget
-    sizes = list(DNERV_SIZES)
-    if options.get("size"):
-        candidates = [options["size"]]
-    elif budget is None:
-        candidates = [size_by_frames(total)]
-    else:
-        candidates = sizes[: sizes.index(size_by_frames(total)) + 1]
-    best = None
-    for name in candidates:
-        cfg = inr_config(ARCH, total, h, w, **{**options, "size": name})
-        sec = collection_epoch_seconds(build_inr(cfg), videos, train)
-        if budget is not None and 0.4 * need <= budget / sec < 0.8 * need:
-            # a close call: time it once more and keep the faster (a busy machine only adds time)
-            sec = min(sec, collection_epoch_seconds(build_inr(cfg), videos, train))
+    budget, need = train.time_budget, family.model.min_epochs
+
+    def epoch_time(config: INRConfig, quick: bool = False) -> float:
+        return collection_epoch_seconds(build_inr(config), videos, train, min_seconds=0.3 if quick else 1.0)
+
+    if any(k not in family.rate_options for k in options):
+        cfg = inr_config(ARCH, total, h, w, **options)
+        sec = epoch_time(cfg, quick=budget is None)
         epochs = train.epochs if budget is None else min(train.epochs, int(budget / sec))
-        if best is None or budget is None or epochs >= 0.8 * need:
-            best = (name, cfg, sec, epochs)
+        sizing = Sizing("explicit", params=cfg.stored_params, epoch_seconds=round(sec, 4), planned_epochs=epochs,
+                        min_epochs=need)
         if budget is not None and epochs < 0.8 * need:
-            break
-    name, cfg, sec, epochs = best
-    plan = {"size": name, "epoch_seconds": round(sec, 3), "planned_epochs": epochs, "min_epochs": need,
-            "warnings": []}
-    log(f"{ARCH} {name}: about {sec:.1f} s per epoch on {train.device}; "
-        + (f"{epochs} epochs take about {epochs * sec / 60:.1f} min" if budget is None
-           else f"the {budget:g} s budget gives about {epochs} epochs"))
-    if budget is None or epochs >= 0.8 * need:
-        return cfg, plan
-    fix = (f"--time-budget {math.ceil(need * sec)} or more, fewer --frames (or a larger --step), a smaller --size"
-           + ("" if name == sizes[0] else ", a smaller --model-size")
-           + ("" if train.device.startswith("cuda") else " or --device cuda"))
-    if epochs < 1:
-        raise ValueError(f"one epoch of {ARCH} {name} over these {total} frames of {w}x{h} takes about {sec:.0f} s "
-                         f"on {train.device}, more than the {budget:g} s budget; about {need} epochs make a usable "
-                         f"result. Give {fix}")
-    plan["warnings"].append(f"about {epochs} epochs; {ARCH} needs about {need} for a usable result. Give {fix}")
-    log("warning: " + plan["warnings"][-1])
-    return cfg, plan
+            sizing.warnings.append(f"{budget:g} s of training gives about {epochs} epochs at {sec:.2f} s each; "
+                                   f"{ARCH} needs about {need} for a usable result. Give --time-budget "
+                                   f"{math.ceil(need * sec)} or more, or a smaller model")
+            log("warning: " + sizing.warnings[-1])
+    else:
+        if target.explicit and target.bytes <= key_bytes:
+            raise ValueError(f"the coded keyframes alone take {key_bytes:,} bytes, more than the target "
+                             f"({target.origin}): raise it, or lower --keyframe-quality")
+        decoder = RateTarget(max(target.bytes - key_bytes, 1),
+                             f"{target.origin}; {target.bytes:,} bytes less {key_bytes:,} of keyframes", target.explicit)
+        cfg, sizing = plan_size(ARCH, (total, h, w), quant, train, decoder, options, log, epoch_time=epoch_time)
+    if budget is not None and sizing.planned_epochs is not None and sizing.planned_epochs < 1:
+        raise ValueError(f"one epoch of this {ARCH} ({sizing.params:,} params) over {total} frames of {w}x{h} takes "
+                         f"about {sizing.epoch_seconds:.0f} s on {train.device}, more than the {budget:g} s budget; "
+                         f"about {need} epochs make a usable result. Give --time-budget "
+                         f"{math.ceil(need * sizing.epoch_seconds)} or more, fewer --frames (or a larger --step), a "
+                         "smaller --size" + ("" if train.device.startswith("cuda") else " or --device cuda"))
+    log(_sizing_line(ARCH, sizing, train))
+    return cfg, sizing
 
 
 def _join_torchrun(train: TrainConfig) -> tuple[TrainConfig, int, bool]:
@@ -259,6 +272,8 @@ def encode_collection(
     step: int = 1,
     size: tuple[int, int] | None = None,
     model: dict[str, Any] | None = None,
+    bpp: float | None = None,
+    max_bytes: int | None = None,
     train: TrainConfig | None = None,
     quant: QuantConfig = QuantConfig(),
     keyframe_codec: str = DEFAULT_CODEC,
@@ -270,7 +285,9 @@ def encode_collection(
 ) -> dict[str, Any]:
     """Fit one shared D-NeRV to the clips of ``paths`` (resized to ``size``, else to the first clip's size) and
     store it as collection ``collection_id`` with one member per clip (IDs: :func:`member_ids`). The decoder is
-    trained conditioned on the keyframes as the keyframe codec decodes them. Returns the collection's meta with a
+    trained conditioned on the keyframes as the keyframe codec decodes them. Its size: :func:`plan_collection_size`
+    (rate sizing at ``max_bytes`` / ``bpp`` / the sources' own bytes, keyframes included, unless ``model`` gives
+    sizes). Returns the collection's meta with a
     ``members`` list (each member's PSNR, MS-SSIM, bpp, bytes, H.264 twin)."""
     log = log or (lambda _: None)
     validate_video_id(collection_id)
@@ -287,12 +304,15 @@ def encode_collection(
     h, w = clips[0][1].frames.shape[-2:]
     total = sum(c.num_frames for _, c in clips)
     options = {k: v for k, v in (model or {}).items() if v is not None}
+    target = collection_target(clips, int(h), int(w), bpp, max_bytes)
     train, rank, started = _join_torchrun(train or TrainConfig(recipe=get_inr_family(ARCH).model.recipe))
-    cfg, plan = plan_collection_size([c.frames for _, c in clips], train, options, log if rank == 0 else None)
+    videos = _new_videos(clips, ids, start, step, keyframe_codec, keyframe_quality)
+    key_bytes = sum(v.keyframes_meta["bytes"] for v in videos)
+    log(f"{len(clips)} videos, {total} frames of {w}x{h}; keyframes {keyframe_codec} quality {keyframe_quality}: "
+        f"{key_bytes:,} bytes")
+    cfg, sizing = plan_collection_size([v.frames for v in videos], train, options, target=target,
+                                       key_bytes=key_bytes, quant=quant, log=log if rank == 0 else None)
     dnerv = build_inr(cfg)
-    log(f"{ARCH} {plan['size']}: {dnerv.num_params():,} params shared by {len(clips)} videos ({total} frames of "
-        f"{w}x{h}); keyframes {keyframe_codec} quality {keyframe_quality}")
-    videos = _new_videos(dnerv, clips, ids, start, step, keyframe_codec, keyframe_quality)
     ckpt_dir = store.root / ".checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / f"{collection_id}.pt"
@@ -304,7 +324,7 @@ def encode_collection(
         out = _store_all(store, collection_id, dnerv, quant, train, videos, range(len(videos)), fit, t0, overwrite,
                          log)
         ckpt.unlink(missing_ok=True)
-        return {**out, "plan": plan}
+        return {**out, "sizing": dataclasses.asdict(sizing)}
     finally:
         if started:
             import torch.distributed as dist
@@ -378,7 +398,7 @@ def add_to_collection(
     quality = keyframe_quality if keyframe_quality is not None else old[0].keyframes_meta.get("quality",
                                                                                                 DEFAULT_QUALITY)
     clips = _read(paths, start, count, step, (coll.width, coll.height), log)
-    new = _new_videos(full, clips, ids, start, step, codec, quality)
+    new = _new_videos(clips, ids, start, step, codec, quality)
     before = {m.id: m.quality.psnr for m in members}
     res = add_videos(full, [v.frames for v in old], [v.frames for v in new], train,
                      old_keyframes=[v.decoded_keys for v in old], new_keyframes=[v.decoded_keys for v in new],

@@ -41,12 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import INR
-from .config import BlockInfo, INRConfig, choose_layout, conv_flops, conv_params
+from .config import BlockInfo, INRConfig, choose_layout, conv_flops, conv_params, widest
 from .layers import PositionalEncoding
 from .registry import register_inr
 
 __all__ = ["DNeRV", "DNeRVConfig", "dnerv_config", "ClipBatch", "keyframe_positions", "clip_plan", "DNERV_SIZES",
-           "CLIP_FRAMES", "size_by_frames"]
+           "CLIP_FRAMES", "size_by_frames", "dnerv_for_params"]
 
 CLIP_FRAMES = 8  # the seed's clip length
 
@@ -378,7 +378,16 @@ class RGBHead(nn.Module):
 
 # --- the model -------------------------------------------------------------------------------------------------
 
-@register_inr("dnerv", config=DNeRVConfig, sizing=dnerv_config, shared=True)
+def dnerv_for_params(frames: int, height: int, width: int, max_params: int, *, num_blocks: int | None = None,
+                     saf: bool = True, gtmlp: bool = True, flow: bool = True) -> DNeRVConfig | None:
+    """The largest D-NeRV of one shape that fits ``max_params`` (rate sizing): width ``w`` gives stem ``4w``,
+    content encoder ``2w``, block floor ``w`` and MLP ``8w``, the proportions of size S (``w`` = 16)."""
+    return widest(lambda w: dnerv_config(frames, height, width, stem_dim=4 * w, enc_dim=2 * w, lower_width=w,
+                                         mlp_dim=8 * w, num_blocks=num_blocks, saf=saf, gtmlp=gtmlp, flow=flow),
+                  max_params, lo=2, hi=256)
+
+
+@register_inr("dnerv", config=DNeRVConfig, sizing=dnerv_config, for_params=dnerv_for_params, shared=True)
 class DNeRV(INR):
     """A decoder shared by a collection; a clip is decoded from its frames' times, its two keyframes and distances.
 

@@ -193,12 +193,21 @@ def default_target(source: str | Path, source_frames: int | None, frames: int, h
     return RateTarget(clamped, f"default: the source file's bytes for these {frames} frames{note}", False)
 
 
-def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainConfig, target: RateTarget,
-              options: dict[str, Any], log: Callable[[str], None] = lambda _: None) -> tuple[INRConfig, Sizing]:
+def plan_size(arch: str, frames: torch.Tensor | tuple[int, int, int], quant: QuantConfig, train: TrainConfig,
+              target: RateTarget, options: dict[str, Any], log: Callable[[str], None] = lambda _: None,
+              epoch_time: Callable[..., float] | None = None) -> tuple[INRConfig, Sizing]:
     """Size ``arch`` for ``frames`` ``(T, 3, H, W)`` at ``target`` and time one epoch on ``train.device``; with
     ``train.time_budget``, make sure the budget leaves the family's ``min_epochs`` (shrinking a default target,
-    warning about an explicit one, with the budget that would)."""
-    t, _, h, w = frames.shape
+    warning about an explicit one, with the budget that would). ``epoch_time(config, quick=False)`` times one
+    epoch (default: :func:`training.epoch_seconds` on ``frames``); with it ``frames`` may be the shape
+    ``(T, H, W)`` alone (a collection: its frames in all)."""
+    if isinstance(frames, torch.Tensor):
+        t, _, h, w = frames.shape
+    else:
+        t, h, w = frames
+    if epoch_time is None:
+        def epoch_time(config: INRConfig, quick: bool = False) -> float:
+            return epoch_seconds(build_inr(config), frames, train, min_seconds=0.3 if quick else 1.0)
     family = get_inr_family(arch)
     need = family.model.min_epochs
     try:
@@ -214,16 +223,16 @@ def plan_size(arch: str, frames: torch.Tensor, quant: QuantConfig, train: TrainC
                     min_epochs=need)
     if train.time_budget is None:
         # no budget: a short probe all the same, so that encode can say up front how long the epochs will take
-        sizing.epoch_seconds = round(epoch_seconds(build_inr(config), frames, train, min_seconds=0.3), 4)
+        sizing.epoch_seconds = round(epoch_time(config, quick=True), 4)
         sizing.planned_epochs = train.epochs
         return config, sizing
     cur_bytes, floor = target.bytes, None
     for _ in range(4):
-        sec = epoch_seconds(build_inr(config), frames, train)
+        sec = epoch_time(config)
         if train.time_budget / sec < 0.8 * need:
             # a shrink or a warning rests on this probe: time it once more and keep the faster, since a busy machine
             # only adds time (one slow probe shrank gradio b.mp4's model 2x, docs/BENCHMARKS.md)
-            sec = min(sec, epoch_seconds(build_inr(config), frames, train))
+            sec = min(sec, epoch_time(config))
         epochs = int(train.time_budget / sec)
         sizing.epoch_seconds, sizing.planned_epochs = round(sec, 4), min(epochs, train.epochs)
         if epochs >= 0.8 * need or target.explicit:

@@ -243,30 +243,29 @@ def test_a_budget_short_of_one_epoch_is_refused_before_training(capsys, tmp_path
     assert VideoStore(tmp_path).list() == []
 
 
-def test_plan_picks_the_largest_size_whose_epochs_fit_the_budget(monkeypatch):
-    """S .. the size the frame count picks, probed upwards; the epoch times are set here (a unit test of the
-    planning around the probe, which test_a_budget_short_of_one_epoch_is_refused_before_training runs for real)."""
+def test_rate_sizing_fits_the_target_less_the_keyframes_and_the_time_budget(monkeypatch):
+    """plan_collection_size sizes D-NeRV as encode sizes a NeRV (builder.inr.rate.plan_size); the epoch times are
+    set here (a unit test of the planning around the probe, which the test above runs for real)."""
     import builder.collection as bc
-    from builder.inr.dnerv import DNERV_SIZES
+    from builder.inr.rate import RateTarget, coded_bytes_estimate
     from training.config import TrainConfig
 
-    per_size = {"S": 1.0, "M": 4.0, "L": 8.0}
-    probed = []
-
-    def seconds(model, videos, train):
-        name = next(k for k, v in DNERV_SIZES.items() if v[0] == model.config.stem_channels)
-        probed.append(name)
-        return per_size[name]
-
-    monkeypatch.setattr(bc, "collection_epoch_seconds", seconds)
-    videos = [torch.zeros(20_000, 3, 32, 48)]  # enough frames that the frame count picks L (only shapes are read)
-    cfg, plan = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=500), {})
-    assert plan["size"] == "M" and plan["planned_epochs"] == 125 and not plan["warnings"]
-    assert probed == ["S", "M", "L", "L"]  # L fell short by less than 2x: timed twice
-    probed.clear()
-    cfg, plan = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=50), {})
-    assert plan["size"] == "S" and plan["planned_epochs"] == 50 and "--time-budget 100" in plan["warnings"][0]
-    cfg, plan = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=500), {"size": "L"})
-    assert plan["size"] == "L" and plan["planned_epochs"] == 62 and plan["warnings"]
-    with pytest.raises(ValueError, match="more than the 0.5 s budget"):
-        bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=0.5), {})
+    monkeypatch.setattr(bc, "collection_epoch_seconds", lambda model, videos, train, min_seconds=1.0:
+                        model.num_params() / 1e4)  # 1 s per 10k parameters
+    videos = [torch.zeros(40, 3, 32, 48), torch.zeros(24, 3, 32, 48)]
+    target = RateTarget(60_000, "test", False)
+    cfg, sizing = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=1e6), {}, target=target,
+                                          key_bytes=10_000)
+    assert sizing.rule == "rate" and sizing.target_bytes == 50_000 and not sizing.shrunk_from_bytes
+    assert 0.6 * 50_000 < coded_bytes_estimate(cfg, bc.QuantConfig()) <= 50_000
+    assert cfg.frames == 8 and cfg.out_height == 32  # a D-NeRV config: 8-frame clips
+    small, shrunk = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=200), {}, target=target,
+                                            key_bytes=10_000)
+    assert shrunk.shrunk_from_bytes == 50_000 and small.stored_params < cfg.stored_params
+    with pytest.raises(ValueError, match="keyframes alone take 70,000 bytes"):
+        bc.plan_collection_size(videos, TrainConfig(recipe="dnerv"), {}, target=RateTarget(60_000, "--bytes", True),
+                                key_bytes=70_000)
+    fixed, s = bc.plan_collection_size(videos, TrainConfig(recipe="dnerv", time_budget=500), {"size": "S"},
+                                       target=target)
+    assert s.rule == "explicit" and fixed.stem_channels == 64  # here S has 562k params: 56 s an epoch
+    assert s.planned_epochs == 8 and "--time-budget 5621" in s.warnings[0]
