@@ -204,8 +204,8 @@ class TaskInputHandler:
         self.adapters = StoreCache(settings.store_root, settings.cache_size, load=self._load_adapters,
                                    version=self._adapters_version)
         self.codec = StoreCache(settings.store_root, settings.cache_size, load=self._codec_source)
-        # verified H.264 copies, one file per checksum: PyAV decodes bytes that were checked, never the store path
-        self._h264_dir = tempfile.TemporaryDirectory(prefix="nvp-h264-")
+        # codec: verified H.264 copies, one file per checksum: PyAV decodes bytes that were checked, never the store's
+        self._h264_dir = tempfile.TemporaryDirectory(prefix="nvp-h264-") if settings.mode == "codec" else None
         # import the decoder/adapter stack at model load, not on the first request
         from ..nvp import path, storage  # noqa: F401
 
@@ -330,7 +330,8 @@ class TaskInputHandler:
     def close(self) -> None:
         for cache in (self.inrs, self.adapters, self.codec):
             cache.clear()
-        self._h264_dir.cleanup()
+        if self._h264_dir is not None:
+            self._h264_dir.cleanup()
 
 
 def post_handler(params: Mapping[str, str], model_dir: str | Path, *, instance_kind: str = "CPU",
