@@ -195,12 +195,15 @@ def default_target(source: str | Path, source_frames: int | None, frames: int, h
 
 def plan_size(arch: str, frames: torch.Tensor | tuple[int, int, int], quant: QuantConfig, train: TrainConfig,
               target: RateTarget, options: dict[str, Any], log: Callable[[str], None] = lambda _: None,
-              epoch_time: Callable[..., float] | None = None) -> tuple[INRConfig, Sizing]:
+              epoch_time: Callable[..., float] | None = None, shrink_gain: float | None = None
+              ) -> tuple[INRConfig, Sizing]:
     """Size ``arch`` for ``frames`` ``(T, 3, H, W)`` at ``target`` and time one epoch on ``train.device``; with
     ``train.time_budget``, make sure the budget leaves the family's ``min_epochs`` (shrinking a default target,
     warning about an explicit one, with the budget that would). ``epoch_time(config, quick=False)`` times one
     epoch (default: :func:`training.epoch_seconds` on ``frames``); with it ``frames`` may be the shape
-    ``(T, H, W)`` alone (a collection: its frames in all)."""
+    ``(T, H, W)`` alone (a collection: its frames in all). With ``shrink_gain``, a shrink whose epoch does not take
+    at most that share of the larger model's is undone (a family whose cost barely falls with its width: the
+    quality loss would buy nothing)."""
     if isinstance(frames, torch.Tensor):
         t, _, h, w = frames.shape
     else:
@@ -226,13 +229,16 @@ def plan_size(arch: str, frames: torch.Tensor | tuple[int, int, int], quant: Qua
         sizing.epoch_seconds = round(epoch_time(config, quick=True), 4)
         sizing.planned_epochs = train.epochs
         return config, sizing
-    cur_bytes, floor = target.bytes, None
+    cur_bytes, floor, before = target.bytes, None, None
     for _ in range(4):
         sec = epoch_time(config)
         if train.time_budget / sec < 0.8 * need:
             # a shrink or a warning rests on this probe: time it once more and keep the faster, since a busy machine
             # only adds time (one slow probe shrank gradio b.mp4's model 2x, docs/BENCHMARKS.md)
             sec = min(sec, epoch_time(config))
+        if before is not None and shrink_gain is not None and sec > shrink_gain * before[2]:
+            config, sizing, sec = before
+            break
         epochs = int(train.time_budget / sec)
         sizing.epoch_seconds, sizing.planned_epochs = round(sec, 4), min(epochs, train.epochs)
         if epochs >= 0.8 * need or target.explicit:
@@ -244,10 +250,11 @@ def plan_size(arch: str, frames: torch.Tensor | tuple[int, int, int], quant: Qua
         new, new_est = size_for_bytes(arch, t, h, w, smaller, quant, **options)
         if new == config:
             break
-        sizing.shrunk_from_bytes = sizing.shrunk_from_bytes or target.bytes
+        before = (config, sizing, sec)
         config, est, cur_bytes = new, new_est, smaller
         sizing = replace(sizing, target_bytes=smaller, target_bpp=round(smaller * 8 / (t * h * w), 6),
-                         predicted_bytes=est, params=config.stored_params)
+                         predicted_bytes=est, params=config.stored_params,
+                         shrunk_from_bytes=sizing.shrunk_from_bytes or target.bytes)
     # the epoch counts are rough (one 32-frame clip each): warn only when clearly short of them
     if sizing.planned_epochs is not None and sizing.planned_epochs < 0.8 * need:
         budget = math.ceil(need * sizing.epoch_seconds)
