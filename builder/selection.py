@@ -75,6 +75,14 @@ def parse_frame_list(text: str, *, max_frames: int = MAX_FRAMES) -> list[int]:
     return out
 
 
+def _count(text: str | None, max_frames: int) -> int | None:
+    if text is None:
+        return None
+    if int(text) > max_frames:
+        raise SelectionError(f"too many frames: {int(text)} asked, at most {max_frames} per request")
+    return int(text)
+
+
 def _percent(text: str | None) -> float | None:
     if text is None:
         return None
@@ -96,14 +104,15 @@ class Selection:
 
     @classmethod
     def parse(cls, text: str, *, max_frames: int = MAX_FRAMES) -> Selection:
-        """Parse ``text`` (case and surrounding blanks ignored); ``max_frames`` bounds an explicit list."""
+        """Parse ``text`` (case and surrounding blanks ignored); ``max_frames`` bounds an explicit list and a
+        count (``uniform:N``, ``consecutive:N``), before anything is expanded."""
         t = str(text).strip().lower()
         if t == "auto":
             return cls("auto")
         if m := re.fullmatch(r"uniform(?::(\d{1,6})|:(\d{1,3}(?:\.\d{1,3})?)%)?", t):
-            return cls("uniform", None if m[1] is None else int(m[1]), percent=_percent(m[2]))
+            return cls("uniform", _count(m[1], max_frames), percent=_percent(m[2]))
         if m := re.fullmatch(r"consecutive(?::(\d{1,6})|:(\d{1,3}(?:\.\d{1,3})?)%)?(?:@(\d{1,9}))?", t):
-            return cls("consecutive", None if m[1] is None else int(m[1]), None if m[3] is None else int(m[3]),
+            return cls("consecutive", _count(m[1], max_frames), None if m[3] is None else int(m[3]),
                        percent=_percent(m[2]))
         return cls("list", indices=tuple(parse_frame_list(t, max_frames=max_frames)))
 

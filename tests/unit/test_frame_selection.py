@@ -36,6 +36,8 @@ def test_parse_and_canonical_text(text, parsed, canonical):
     ("1;rm -rf /", "invalid frame list"),
     ("5-2", "end is before the start"),
     ("0-99", "at most 16"),
+    ("consecutive:999999", "at most 16"),  # refused from the text: nothing expanded
+    ("uniform:17", "at most 16"),
 ])
 def test_malformed_selections_are_refused_before_any_video(text, message):
     with pytest.raises(SelectionError, match=message):
