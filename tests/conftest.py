@@ -32,3 +32,24 @@ def make_mean_onnx(path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
+
+
+TINY_DNERV = ["--size", "48x32", "--epochs", "2", "--stem-dim", "16", "--enc-dim", "8", "--lower-width", "8",
+              "--mlp-dim", "32", "--blocks", "3", "--no-progress"]
+
+
+def tiny_collection(root: Path, frames: int):
+    """A stored 2-member D-NeRV collection 'col' (carphone and bikes, ``frames`` each at 48x32, tiny widths, 2
+    epochs) made through the CLI; returns its ``VideoStore``."""
+    import contextlib
+    import io
+
+    from builder.cli import main
+    from builder.samples import sample_path
+    from builder.store import VideoStore
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["encode-collection", str(sample_path("carphone")), str(sample_path("bikes")), "--id", "col",
+                   "--store", str(root), "--frames", str(frames), *TINY_DNERV])
+    assert rc == 0
+    return VideoStore(root)

@@ -3,38 +3,26 @@ through onnxruntime, dynamic batch) and fed by the lookup step; the ONNX feature
 load_inr's MemberINR gives. Tiny D-NeRV on two real clips, seconds."""
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
 from builder.api import load_inr
-from builder.cli import main
 from builder.collection import KEYFRAMES_FILE
 from builder.codec.keyframes import decode_keyframes
 from builder.inr import decode_inr
 from builder.entry import INR_FILE
-from builder.samples import sample_path
-from builder.store import VideoStore
 from builder.triton.collection_prefix import (PREFIX_INPUTS, PREFIX_OUTPUT, clip_inputs, export_prefix,
                                               gather_frames)
+from conftest import tiny_collection
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-TINY = ["--frames", "20", "--size", "48x32", "--epochs", "2", "--stem-dim", "16", "--enc-dim", "8",
-        "--lower-width", "8", "--mlp-dim", "32", "--blocks", "3", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = main(["encode-collection", str(sample_path("carphone")), str(sample_path("bikes")), "--id", "col",
-                   "--store", str(root), *TINY])
-    assert rc == 0
-    return VideoStore(root)
+    return tiny_collection(tmp_path_factory.mktemp("store"), frames=20)
 
 
 @pytest.mark.parametrize("exit_block", [1, 2])

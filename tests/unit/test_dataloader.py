@@ -2,33 +2,21 @@
 the INR in batches, from the H.264 twin, as INR features, or as an action backbone's input. Tiny D-NeRV, seconds."""
 from __future__ import annotations
 
-import contextlib
-import io
-
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from builder.api import load_inr, read_h264
 from builder.backbones import get_backbone
-from builder.cli import main
 from builder.dataloader import VideoClips
-from builder.samples import sample_path
-from builder.store import VideoStore
+from conftest import tiny_collection
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-TINY = ["--frames", "40", "--size", "48x32", "--epochs", "2", "--stem-dim", "16", "--enc-dim", "8",
-        "--lower-width", "8", "--mlp-dim", "32", "--blocks", "3", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("store")
-    with contextlib.redirect_stdout(io.StringIO()):
-        rc = main(["encode-collection", str(sample_path("carphone")), str(sample_path("bikes")), "--id", "col",
-                   "--store", str(root), *TINY])
-    assert rc == 0
-    return VideoStore(root)
+    return tiny_collection(tmp_path_factory.mktemp("store"), frames=40)
 
 
 def test_batches_of_clips_decode_as_the_inr_does(store):
