@@ -359,6 +359,9 @@ def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"tasks to serve ({', '.join(TASKS)}); each gets an NVP ensemble named after it plus "
                              "<task>_fulldecode and <task>_codec baselines (default: every task some stored video was "
                              "adapted for; none -> only the decode model)")
+    parser.add_argument("--collection", action="append", default=[], dest="collections", metavar="COLLECTION",
+                        help="also serve this D-NeRV collection's members through its shared decoder exported to "
+                             "ONNX: the ensemble COLLECTION_decode (video_id, frame_indices -> frames); repeatable")
     parser.add_argument("--layer", type=_key_value, action="append", default=[], metavar="TASK=LAYER",
                         help="injection layer of a task's tail (default: the layer most videos chose in adapt)")
     parser.add_argument("--weights", type=_key_value, action="append", default=[], metavar="TASK=FILE",
@@ -801,7 +804,8 @@ def _repo_config(args: argparse.Namespace) -> RepoConfig:
     store = Path(args.store or default_store_root())
     tasks = args.tasks if args.tasks is not None else adapted_tasks(VideoStore(store))
     weights = {**({t: "random" for t in tasks} if args.random_weights else {}), **dict(args.weights)}
-    return RepoConfig(store=store, tasks=tuple(tasks), out=args.out, target=args.target, layers=dict(args.layer),
+    return RepoConfig(store=store, tasks=tuple(tasks), collections=tuple(args.collections), out=args.out,
+                      target=args.target, layers=dict(args.layer),
                       weights=weights, baselines=not args.no_baselines, top_k=args.top_k,
                       score_threshold=args.score_threshold, max_frames=args.max_frames,
                       queue_delay_us=args.queue_delay_us, instances=args.instances, cache_size=args.cache_size,

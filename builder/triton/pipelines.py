@@ -79,6 +79,8 @@ class RepoConfig:
     tensorrt: bool = True  # ngc: the TensorRT execution accelerator (FP16) on the ONNX models
     parity_tol: float = 1e-3  # max |onnxruntime - torch| relative to the output's scale
     limits: ServingLimits = ServingLimits()  # what one request may cost every reachable model (docs/SERVING.md)
+    # D-NeRV collections served by a static ONNX decoder: <collection>_decode (lookup -> decoder -> gather)
+    collections: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", Path(self.store).expanduser())
@@ -234,6 +236,7 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
     with tempfile.TemporaryDirectory(prefix="nvp-build-") as tmp:
         for name in tqdm(cfg.tasks, desc="build-repo", disable=not progress):
             summary["tasks"][name] = _add_task(repo, cfg, store, name, Path(tmp))
+        summary["collections"] = {c: _add_collection(repo, cfg, store, c, Path(tmp)) for c in cfg.collections}
         out = repo.build(clean=True)
     summary["models"] = sorted(repo.models)
     (out / "nvp_repository.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
@@ -375,6 +378,61 @@ def _add_path(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, mode: str, 
                                       **passed}, {o.name: o.name for o in post_outs}),
     ], [vid_t, sel_t], post_outs)
     return ensemble
+
+
+def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, tmp: Path
+                    ) -> dict[str, Any]:
+    """``<collection>_decode``: member ID + frame indices -> RGB frames, through the collection's shared D-NeRV
+    exported once to ONNX (``collection_prefix``): ``_lookup`` (Python: the clips' times, keyframes and distances)
+    -> ``_decoder`` (ONNX, batched across requests for any of its members) -> ``_gather`` (the frames asked)."""
+    from ..entry import COLLECTION, INR_FILE
+    from ..inr import decode_inr
+    from .collection_prefix import (CLIP_DIST, CLIP_KEYS, CLIP_POS, CLIP_RGB, CLIP_ROW, CLIP_T, PREFIX_INPUTS,
+                                    PREFIX_OUTPUT, export_prefix)
+    from .wire import FRAMES
+
+    entry = store.video(collection)
+    if entry.kind != COLLECTION:
+        raise ValueError(f"'{collection}' is a {entry.kind}, not a collection: --collection names a collection ID "
+                         "(python -m builder list)")
+    model = decode_inr(store.get(collection, INR_FILE)).model
+    c = model.config
+    path = tmp / f"{collection}_decoder.onnx"
+    parity = export_prefix(model, None, path, cfg.parity_tol)
+    local = cfg.target == "local"
+    kind = "KIND_CPU" if local else "KIND_GPU"
+    T, H, W = c.frames, c.out_height, c.out_width
+    clip_specs = [_spec(CLIP_T, "TYPE_FP32", [-1, T]), _spec(CLIP_KEYS, "TYPE_FP32", [-1, 3, 2, H, W]),
+                  _spec(CLIP_DIST, "TYPE_FP32", [-1, T])]
+    place = [_spec(CLIP_ROW, "TYPE_INT64", [-1]), _spec(CLIP_POS, "TYPE_INT64", [-1])]
+    vid_t, idx_t = _spec(VIDEO_ID, "TYPE_STRING", [1]), _spec(FRAME_INDICES, "TYPE_INT64", [-1])
+    params = {"store_root": str(cfg.store.resolve()) if local else str(cfg.store), "collection": collection,
+              "decoder_sha256": entry.files[INR_FILE].sha256, "cache_size": str(cfg.cache_size),
+              "max_frames": str(cfg.max_frames), **cfg.limit_parameters()}
+    repo.add_python(f"{collection}_lookup", _PYTHON_MODELS / "collection_lookup" / "model.py", [vid_t, idx_t],
+                    [*clip_specs, *place], parameters=params, instances=cfg.instances, kind=kind, queue=cfg.queue)
+    rgb = _spec(CLIP_RGB, "TYPE_FP32", [-1, 3, T, H, W])
+    # each clip is one row; requests for different members stack (their tensors share every dim but the first)
+    repo.add_onnx(f"{collection}_decoder", path,
+                  [_spec(n, s.dtype, s.shape[1:]) for n, s in zip(PREFIX_INPUTS, clip_specs)],
+                  [_spec(PREFIX_OUTPUT, "TYPE_FP32", [3, T, H, W])], max_batch_size=cfg.max_frames,  # a clip per frame
+                  instances=cfg.instances, kind=kind,
+                  dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
+                  runtime="python" if local else "onnxruntime", tensorrt=not local and cfg.tensorrt,
+                  parameters=cfg.limit_parameters() if local else {}, queue=cfg.queue)
+    frames = _spec(FRAMES, "TYPE_FP32", [-1, 3, H, W])
+    repo.add_python(f"{collection}_gather", _PYTHON_MODELS / "collection_gather" / "model.py", [rgb, *place],
+                    [frames], parameters=cfg.limit_parameters(), instances=cfg.instances, kind=kind, queue=cfg.queue)
+    repo.add_ensemble(f"{collection}_decode", [
+        EnsembleStep(f"{collection}_lookup", {VIDEO_ID: VIDEO_ID, FRAME_INDICES: FRAME_INDICES},
+                     {n: n for n in (CLIP_T, CLIP_KEYS, CLIP_DIST, CLIP_ROW, CLIP_POS)}),
+        EnsembleStep(f"{collection}_decoder", dict(zip(PREFIX_INPUTS, (CLIP_T, CLIP_KEYS, CLIP_DIST))),
+                     {PREFIX_OUTPUT: CLIP_RGB}),
+        EnsembleStep(f"{collection}_gather", {CLIP_RGB: CLIP_RGB, CLIP_ROW: CLIP_ROW, CLIP_POS: CLIP_POS},
+                     {FRAMES: FRAMES}),
+    ], [vid_t, idx_t], [frames])
+    return {"ensemble": f"{collection}_decode", "parity": parity, "clip_frames": T, "size": [W, H],
+            "members": [m.id for m in store.members(collection)]}
 
 
 def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name: str, tmp: Path) -> dict[str, Any]:
