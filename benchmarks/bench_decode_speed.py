@@ -13,6 +13,10 @@ Measured in one run, the rows interleaved, --repeats times (the median is report
   loader   clips/s of ``builder.dataloader.VideoClips`` (32-frame clips, DataLoader batch 4) over the D-NeRV
            members, from the INR vs from their H.264 twins (the codec decodes each clip from the file's start:
            the twins are one GOP)
+  served   one tritonserver (``build-repo --collection dn``), perf_analyzer over gRPC, requests of 8 consecutive
+           frames cycling through the videos: the collection's ONNX decoder ensemble ``dn_decode`` vs the ``decode``
+           model (Python backend, per-video decoders) on the same members, and ``decode`` on the NeRV and HNeRV
+           videos (--no-served skips it)
 """
 from __future__ import annotations
 
@@ -52,6 +56,33 @@ def build(store: VideoStore, frames: int, size: tuple[int, int]) -> dict[str, li
     return ids
 
 
+def served(store: VideoStore, ids: dict[str, list[str]], tmp: Path, concurrency: list[int]) -> dict[str, dict]:
+    """perf_analyzer frames/s of the served decoders (see the module docstring), one server."""
+    from builder.triton.pipelines import RepoConfig, build_repository
+    from builder.triton.server import TritonServer
+    from builder.triton.wire import FRAME_INDICES, VIDEO_ID
+    from clients.perf import run_perf
+
+    out = tmp / "model_repository"
+    build_repository(RepoConfig(store=store.root, collections=("dn",), out=out), progress=False)
+    rows = {}
+    with TritonServer(out, restricted=(), startup_timeout=600, http_port=None, metrics_port=None) as srv:
+        for label, model, videos in (("D-NeRV, ONNX collection ensemble", "dn_decode", ids["D-NeRV"]),
+                                     ("D-NeRV, decode model", "decode", ids["D-NeRV"]),
+                                     ("NeRV, decode model", "decode", ids["NeRV"]),
+                                     ("HNeRV, decode model", "decode", ids["HNeRV"])):
+            data = tmp / f"{model}-{label[:5]}.json"
+            n = store.video(videos[0]).frames.count
+            data.write_text(json.dumps({"data": [{VIDEO_ID: [v], FRAME_INDICES: {"content": list(range(s, s + 8)),
+                                                                                "shape": [8]}}
+                                                 for s in range(0, n - 7, 8) for v in videos]}))
+            for r in run_perf(srv.grpc_url, model, data, tmp / f"{model}.csv", concurrency, 3000):
+                rows[f"served {label} c{r['concurrency']}"] = {"frames_per_s": round(8 * r["infer_per_s"], 1),
+                                                               "p50_ms": round(r["p50_ms"], 1)}
+                print(f"{label} c{r['concurrency']}: {8 * r['infer_per_s']:.1f} frames/s", flush=True)
+    return rows
+
+
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -65,6 +96,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--out", type=Path, default=Path("bench_out/decode_speed.json"))
+    ap.add_argument("--no-served", dest="served", action="store_false", help="skip the Triton stage")
+    ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 4], help="served: perf_analyzer sweep")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,9 +115,9 @@ def main() -> None:
                 times.setdefault(f"decode H.264 ({fam} bytes)", []).append(
                     sum(timed(lambda v=v: read_h264(store, v, range(frames[v]))) for v in vs))
             for source in ("inr", "h264"):
-                ds = VideoClips(store, ids["D-NeRV"], clip=32, source=source)
+                ds = VideoClips(store, ids["D-NeRV"], clip=min(32, args.frames), source=source)
                 times.setdefault(f"loader {source}", []).append(timed(lambda: list(DataLoader(ds, batch_size=4))))
-        n_clips = len(VideoClips(store, ids["D-NeRV"], clip=32))
+        n_clips = len(VideoClips(store, ids["D-NeRV"], clip=min(32, args.frames)))
         rows = {}
         for key, ts in times.items():
             t = statistics.median(ts)
@@ -96,6 +129,8 @@ def main() -> None:
                 rows[key] = {"frames_per_s": round(n / t, 1), "seconds": round(t, 3), "frames": n, "bytes": b}
             else:
                 rows[key] = {"clips_per_s": round(n_clips / t, 2), "seconds": round(t, 3), "clips": n_clips}
+        if args.served:
+            rows.update(served(store, ids, Path(tmp), args.concurrency))
         info = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), "
                            f"torch {torch.__version__}", "frames": args.frames, "size": list(args.size),
                 "repeats": args.repeats, "rows": rows}
@@ -110,6 +145,9 @@ def main() -> None:
     a, h = rows["loader inr"], rows["loader h264"]
     print(f"| loader D-NeRV | {a['clips_per_s']} clips/s | {a['clips_per_s'] / h['clips_per_s']:.2f}x "
           f"(H.264 {h['clips_per_s']} clips/s) |")
+    for key, r in rows.items():
+        if key.startswith("served"):
+            print(f"| {key} | {r['frames_per_s']} frames/s | p50 {r['p50_ms']} ms |")
 
 
 if __name__ == "__main__":

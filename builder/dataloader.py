@@ -97,12 +97,13 @@ class VideoClips(Dataset):
         return model.features(idx, self.exit_block)
 
     def _model(self, vid: str) -> Any:
-        if vid not in self._cache:
-            self._cache[vid] = load_inr(self.store, vid, device=self.device).model.eval()
+        version = self.store.inr_digest(vid)  # a re-encoded video is loaded again, never decoded from the old INR
+        if vid not in self._cache or self._cache[vid][0] != version:
+            self._cache[vid] = (version, load_inr(self.store, vid, device=self.device).model.eval())
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(vid)
-        return self._cache[vid]
+        return self._cache[vid][1]
 
     def _transform(self, x: Tensor) -> Any:
         if self.backbone is None:

@@ -52,9 +52,9 @@ def _fail_count(client: Any, model: str) -> tuple[int, int]:
     return int(stats.get("success", {}).get("count", 0)), int(stats.get("fail", {}).get("count", 0))
 
 
-def run_perf(url: str, task: str, path: str, data_file: Path, out_csv: Path, concurrency: Sequence[int],
+def run_perf(url: str, model: str, data_file: Path, out_csv: Path, concurrency: Sequence[int],
              window_ms: int, timeout: float = 3600) -> list[dict[str, float]]:
-    """perf_analyzer (gRPC) on one ensemble, one run per concurrency level (a failing level names itself). Each
+    """perf_analyzer (gRPC) on one model (an ensemble), one run per concurrency level (a failing level names itself). Each
     level is the mean of 3 windows of ``window_ms``: stability is not required (these machines are noisy; a
     stability rule would only turn noise into failures), so the spread shows in the p99 column instead."""
     from builder.triton.install import locate_perf_analyzer
@@ -63,13 +63,13 @@ def run_perf(url: str, task: str, path: str, data_file: Path, out_csv: Path, con
     rows: list[dict[str, float]] = []
     for c in sorted(set(concurrency)):
         level_csv = out_csv.with_suffix(f".c{c}.csv")
-        cmd = [str(exe), "-m", ensemble_name(task, path), "-u", url, "-i", "grpc", "--input-data", str(data_file),
+        cmd = [str(exe), "-m", model, "-u", url, "-i", "grpc", "--input-data", str(data_file),
                "--concurrency-range", str(c), "--measurement-interval", str(window_ms), "-f", str(level_csv),
                "--stability-percentage", "999", "--max-trials", "3"]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0 or not level_csv.is_file():
             tail = " ".join((p.stderr or p.stdout).split())[-400:]
-            raise RuntimeError(f"perf_analyzer failed for {ensemble_name(task, path)} at concurrency {c}: {tail}")
+            raise RuntimeError(f"perf_analyzer failed for {model} at concurrency {c}: {tail}")
         rows += parse_perf_csv(level_csv)
     return rows
 
@@ -182,8 +182,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 frames = len(ask_task(client, url, task, videos[0], args.frames, "nvp", [FRAME_INDICES])
                              [FRAME_INDICES])
                 for path in PATHS:
-                    rows = run_perf(url, task, path, data, Path(tmp) / f"{task}-{path}.csv", args.concurrency,
-                                    args.window_ms)
+                    rows = run_perf(url, ensemble_name(task, path), data, Path(tmp) / f"{task}-{path}.csv",
+                                    args.concurrency, args.window_ms)
                     results += [{"task": task, "path": path, "model": ensemble_name(task, path), "frames": frames,
                                  "frames_per_s": r["infer_per_s"] * frames, **r} for r in rows]
                     print(f"{ensemble_name(task, path)}: " + ", ".join(f"c{r['concurrency']} {r['infer_per_s']:.2f}/s"
@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                 for path in PATHS if args.hold_seconds > 0 else ():
                     before = _fail_count(client, ensemble_name(task, path))
                     t0 = time.monotonic()
-                    rows = run_perf(url, task, path, data, Path(tmp) / f"{task}-{path}-hold.csv",
+                    rows = run_perf(url, ensemble_name(task, path), data, Path(tmp) / f"{task}-{path}-hold.csv",
                                     [args.hold_concurrency], max(1000, args.hold_seconds * 1000 // 3))
                     after = _fail_count(client, ensemble_name(task, path))
                     hold.append({"task": task, "path": path, "concurrency": args.hold_concurrency,

@@ -73,7 +73,7 @@ def built(store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(built):
     # unrestricted: perf_analyzer reads the model configuration (restriction itself is tested with 'decode')
-    srv = TritonServer(built[0].out, restricted=(), startup_timeout=240, exit_timeout=60)
+    srv = TritonServer(built[0].out, restricted=(), startup_timeout=600, exit_timeout=60)
     with srv:
         yield srv
     # a clean exit: every model unloaded in time (the log names any that was not)

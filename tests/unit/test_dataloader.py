@@ -67,3 +67,23 @@ def test_bad_requests_are_refused(store):
         VideoClips(store, ["col-0"], task="i3d_r50", exit_block=1)
     with pytest.raises(Exception, match="nope"):
         VideoClips(store, ["nope"])
+
+
+def test_a_re_encoded_video_is_never_decoded_from_the_old_inr(store):
+    from builder.entry import INR_FILE
+    from builder.inr import decode_inr, encode_inr
+
+    ds = VideoClips(store, ["col-0"], clip=8)
+    before = ds[0]["clip"]
+    old = store.get("col", INR_FILE)
+    model = decode_inr(old).model
+    with torch.no_grad():
+        model.head.conv2.bias.add_(0.2)  # another decoder for the same collection
+    store.add_file("col", INR_FILE, encode_inr(model))
+    try:
+        after = ds[0]["clip"]
+        with torch.no_grad():
+            want = load_inr(store, "col-0").model(list(range(8)))
+        assert not torch.allclose(after, before) and torch.allclose(after, want, atol=1e-6)
+    finally:
+        store.add_file("col", INR_FILE, old)
