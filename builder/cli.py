@@ -270,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_cmd_adapt)
     a.add_argument("video_id", metavar="ID")
     a.add_argument("--exits", type=_positive_int, nargs="+", metavar="K", help="exit blocks to try (default all)")
-    a.add_argument("--layers", nargs="+", metavar="LAYER", help="injection layers to try (default: the "
-                   "backbone's curated split points)")
+    a.add_argument("--layers", nargs="+", metavar="LAYER", help="injection layers to try (default: the layer a "
+                   "repository built from this store serves the task from, so a running server answers the video; "
+                   "else the backbone's curated split points)")
     a.add_argument("--top-k", type=_positive_int, default=10, help="pairs kept after CKA ranking (default 10)")
     a.add_argument("--min-agreement", type=float, default=0.95,
                    help="accuracy budget: choose the fastest measured pair whose frame-level and video-level top-1 "

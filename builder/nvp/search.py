@@ -36,7 +36,7 @@ from ..store import EntryChanged, VideoStore
 from ..tasks import Scorer, Task, get_task
 from .measure import codec_measurement, measure_path, nvp_gflops
 from .path import AdapterSet, DerivedMask, NVPPath, inr_features
-from .storage import adapter_file, nvp_files, pairing_file, save_adapter
+from .storage import adapter_file, nvp_files, pairing_file, save_adapter, served_layer
 
 __all__ = ["Candidate", "TrainingData", "Fit", "PairMeasurement", "Selection", "adapt_video", "training_data",
            "rank_pairs", "fit_pair", "measure_pair", "select_pairs", "pareto_front", "select_pair",
@@ -340,7 +340,9 @@ def adapt_video(
     frame (action tasks: every 32-frame window at stride 8 inside them), unless their features would not fit in
     :data:`FEATURE_BUDGET` bytes; then as many as fit, evenly spread. Layers whose tail is only pooling and the
     classifier are not tried unless named in ``layers``: such a "pair" is the classifier's input re-learned, not an
-    adapter.
+    adapter. With ``layers`` None and a repository built from this store serving the task (``build-repo`` records
+    its layer: :func:`~builder.nvp.storage.served_layer`), only that layer is tried, so the running server answers
+    the video (``summary["served_layer"]``).
 
     ``train.joint``: then fine-tune the INR with the chosen pair's adapter (:func:`_joint`); the re-quantised INR
     replaces the stored one, and every adapter trained on the old one is dropped. ``summary["joint"]`` holds PSNR,
@@ -361,7 +363,10 @@ def adapt_video(
     train_idx = task.train_frames(n, train_frames)
     task.samples(train_idx, max_samples)  # too few (consecutive) training frames fail before any work
     exits = list(exits or range(1, inr.num_blocks + 1))
-    if layers is None:
+    served = served_layer(store, task.name) if layers is None else None
+    if served is not None:  # a repository serves this task from that layer: a video adapted elsewhere is refused
+        splits = {served: bb.split(served, model=model)}
+    elif layers is None:
         splits = {l: bb.split(l, model=model) for l in bb.split_points()}
         splits = {l: sm for l, sm in splits.items() if not classifier_only(sm.tail)}
     else:
@@ -394,7 +399,7 @@ def adapt_video(
         "video_accuracy": chosen.get("video_accuracy", chosen["accuracy"]), "ms_per_frame": chosen["ms_per_frame"],
         "gflops": chosen["gflops"], "met_budget": sel.met_budget, "min_agreement": min_agreement,
         "max_adapter_share": max_adapter_share,
-        "adapter_kind": chosen["adapter_kind"], "stored_exits": list(sel.per_exit),
+        "adapter_kind": chosen["adapter_kind"], "stored_exits": list(sel.per_exit), "served_layer": served,
         "pareto_front": sel.front,
         "codec": None if codec is None else codec.to_dict(),
         "faster_than_codec": None if codec is None else chosen["ms_per_frame"] < codec.ms_per_frame,

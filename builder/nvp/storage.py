@@ -12,7 +12,7 @@ from ..entry import ADAPTER, INR_BINDING, PAIRING, VideoEntry, adapter_file, che
 from ..store import VideoStore
 from .path import AdapterSet
 
-__all__ = ["adapter_file", "pairing_file", "stored_exits", "nvp_files", "save_adapter", "load_adapter",
+__all__ = ["SERVED_DIR", "record_served_layers", "served_layer", "adapter_file", "pairing_file", "stored_exits", "nvp_files", "save_adapter", "load_adapter",
            "load_pairing"]
 
 
@@ -54,3 +54,28 @@ def load_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, *
 def load_pairing(store: VideoStore, video_id: str, task: str) -> dict[str, Any]:
     """``adapt``'s pairing JSON for ``task``; ``KeyError`` (the store's ``MissingFile``) when never adapted."""
     return json.loads(store.get(video_id, pairing_file(task)))
+
+
+# build-repo records each task's injection layer here, so that adapt fits a video added later at the layer a
+# running server's tail starts from (hot-add: the new video is answered without rebuilding the repository)
+SERVED_DIR = ".served"
+
+
+def record_served_layers(store: VideoStore, layers: dict[str, str]) -> None:
+    """Record ``task -> injection layer`` of a repository built from ``store`` (the last build wins)."""
+    import os
+
+    d = store.root / SERVED_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    for task, layer in layers.items():
+        tmp = d / f".{task}.json.tmp"
+        tmp.write_text(json.dumps({"task": task, "layer": layer}), encoding="utf-8")
+        os.replace(tmp, d / f"{task}.json")  # atomic: a reader sees the old record or the new one
+
+
+def served_layer(store: VideoStore, task: str) -> str | None:
+    """The injection layer the last ``build-repo`` serves ``task`` from, or None."""
+    try:
+        return str(json.loads((store.root / SERVED_DIR / f"{task}.json").read_text(encoding="utf-8"))["layer"])
+    except (OSError, ValueError, KeyError):
+        return None

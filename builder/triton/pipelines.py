@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones import Backbone, SplitModel, get_backbone
-from ..nvp.storage import load_pairing, pairing_file
+from ..nvp.storage import load_pairing, pairing_file, record_served_layers
 from ..store import VideoStore
 from ..tasks import TASKS, Task, TaskKind, class_names, get_task
 from ..tensor_spec import TensorSpec
@@ -238,6 +238,8 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
             summary["tasks"][name] = _add_task(repo, cfg, store, name, Path(tmp))
         summary["collections"] = {c: _add_collection(repo, cfg, store, c, Path(tmp)) for c in cfg.collections}
         out = repo.build(clean=True)
+    # adapt fits videos added later at these layers, so a running server answers them (hot-add)
+    record_served_layers(store, {t: s["layer"] for t, s in summary["tasks"].items()})
     summary["models"] = sorted(repo.models)
     (out / "nvp_repository.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary

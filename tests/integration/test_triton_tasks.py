@@ -313,3 +313,18 @@ def test_perf_sweep_reports_every_path_and_no_failures(server, tmp_path, capsys)
     assert obj["failed"] == 0 and all(h["ok"] > 0 for h in obj["hold"])
     assert (tmp_path / "perf" / "perf.png").stat().st_size > 1000
     assert "NVP / path" in (tmp_path / "perf" / "perf.md").read_text()
+
+
+def test_a_video_encoded_and_adapted_while_serving_is_answered(store, client):
+    """Hot-add: build-repo recorded effnet_lite0's served layer (blocks.5) in the store; a new video adapted with
+    no --layers is fitted there alone, and the running server answers it through the NVP ensemble."""
+    from builder.nvp.storage import served_layer
+
+    assert served_layer(store, "effnet_lite0") == "blocks.5"
+    encode(store, "late", clip="bikes")
+    r = adapt_video(store, "late", "effnet_lite0", exits=[2], top_k=1, train=AdapterTrainConfig(epochs=2, init="ls"),
+                    max_samples=8, progress=False)
+    assert r["served_layer"] == "blocks.5" and r["layer"] == "blocks.5"
+    assert {row["layer"] for row in r["ranking"]} == {"blocks.5"}  # no other layer was even tried
+    got = ask(client, "effnet_lite0", "late", "0-3")
+    assert got["frame_indices"].tolist() == [0, 1, 2, 3] and got["frame_labels"].shape[0] == 4
