@@ -356,31 +356,32 @@ class TritonServer:
 _STUB_BINARY = "triton_python_backend_stub"
 
 
-def _python_stubs(parent: int, repository: Path) -> tuple[dict[int, tuple[str, str]], set[int]]:
-    """The Python-backend stubs that are children of ``parent``: the living ones (pid -> (model, instance), from
-    the stub's argv: ``stub <repo>/<model>/<version>/model.py ... <instance> ...``) and the pids of dead ones that
-    are not yet collected (zombies)."""
-    living: dict[int, tuple[str, str]] = {}
-    dead: set[int] = set()
+def _python_stubs(server_pid: int, repository: Path) -> tuple[dict[int, tuple[str, str, int]], set[int], set[int]]:
+    """One look at /proc: the living Python-backend stubs of the tritonserver ``server_pid`` (pid -> (model,
+    instance, parent pid), from the stub's argv: ``stub <repo>/<model>/<version>/model.py <shm> <size> <size>
+    <server pid> <lib dir> <ipc handle> <instance> ...``), the zombies (dead, not yet collected) and every pid seen
+    (one that is exiting has no argv left and is no zombie yet)."""
+    living: dict[int, tuple[str, str, int]] = {}
+    zombies: set[int] = set()
+    present: set[int] = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
+        pid = int(proc.name)
         try:
-            stat = (proc / "stat").read_text()
-            state, ppid = stat.rpartition(")")[2].split()[:2]  # the name in "(...)" may hold spaces
-            if int(ppid) != parent:
-                continue
+            state, ppid = (proc / "stat").read_text().rpartition(")")[2].split()[:2]  # the "(name)" may hold spaces
+            present.add(pid)
             if state == "Z":
-                dead.add(int(proc.name))
+                zombies.add(pid)
                 continue
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):  # gone meanwhile
             continue
-        if len(argv) > 8 and Path(os.fsdecode(argv[0])).name == _STUB_BINARY:
+        if len(argv) > 8 and Path(os.fsdecode(argv[0])).name == _STUB_BINARY and argv[5] == str(server_pid).encode():
             model = Path(os.fsdecode(argv[1]))
             if model.is_relative_to(repository):
-                living[int(proc.name)] = (model.relative_to(repository).parts[0], os.fsdecode(argv[8]))
-    return living, dead
+                living[pid] = (model.relative_to(repository).parts[0], os.fsdecode(argv[8]), int(ppid))
+    return living, zombies, present
 
 
 class StubSupervisor:
@@ -389,13 +390,14 @@ class StubSupervisor:
 
     Triton 2.51's Python backend neither restarts a stub that died (kill -9, an OOM kill) nor reports it: every
     request to the model fails with "Stub process '<instance>' is not healthy" while health and model readiness stay
-    200 (r24.10 ``python_be.cc``: "TODO: Implement restart"; readiness follows the stub only from r25.12). Triton
-    collects the stubs it stops itself at once, so a stub that stays a zombie child of tritonserver died unasked.
-    Every ``interval`` s the supervisor looks for one (seen twice in a row); it then unloads that model (model-ready
-    turns false, and so do the ensembles that use it), loads it again through the repository API (with the admin
-    token) and loads whatever was ready before and is not now. A failed load is retried with a growing pause; the
-    model stays not-ready meanwhile.
-    What it sees and does goes to ``log``; :attr:`events` keeps it (one dict per death).
+    200 (r24.10 ``python_be.cc``: "TODO: Implement restart"; readiness follows the stub only from r25.12). Every
+    ``interval`` s the supervisor looks at the stubs (found by their argv, which names the server and the model). One
+    that turned zombie died unasked: Triton collects the stubs it stops at once, so a zombie seen twice in a row is a
+    death (as is a stub that vanished while not tritonserver's own child, which Triton cannot have collected). It
+    then unloads that model (model-ready turns false, and so do the ensembles that use it and the server's
+    readiness), loads it again through the repository API (with the admin token) and loads whatever was ready
+    before and is not now. A failed load is retried with a growing pause; the model stays not-ready meanwhile. What
+    it sees and does goes to ``log``; :attr:`events` keeps it (one dict per death).
     """
 
     def __init__(self, server: TritonServer, *, interval: float = 0.5, unload_timeout: float = 2.0,
@@ -407,9 +409,9 @@ class StubSupervisor:
         self.unload_timeout = unload_timeout
         self.log = log or sys.stderr
         self.events: list[dict[str, Any]] = []
-        self._known: dict[int, tuple[str, str]] = {}  # living stubs seen so far
+        self._known: dict[int, tuple[str, str, int]] = {}  # stubs seen alive: pid -> (model, instance, parent)
         self._handled: set[int] = set()  # zombies already acted on (one stuck unloading stays a zombie)
-        self._zombies: set[int] = set()  # zombie children at the last look
+        self._zombies: set[int] = set()  # zombies at the last look
         self._restore: dict[str, dict[str, Any] | None] = {}  # to load back: model -> its death event, or None
         self._since: dict[str, float] = {}  # model -> when its stub's death was seen
         self._next_try = 0.0
@@ -427,6 +429,8 @@ class StubSupervisor:
     def start(self) -> StubSupervisor:
         if self.server.pid is not None:  # the stubs as they are now, so one that dies before the first look counts
             self._known.update(_python_stubs(self.server.pid, self.server.repository)[0])
+            stubs = ", ".join(f"{instance} (pid {p})" for p, (_, instance, _) in sorted(self._known.items()))
+            self._say(f"watching {len(self._known)} Python-backend stub(s): {stubs or 'none'}")
         self._thread = threading.Thread(target=self._run, daemon=True, name="stub-supervisor")
         self._thread.start()
         return self
@@ -465,18 +469,20 @@ class StubSupervisor:
             import tritonclient.grpc as grpcclient
 
             self._client = grpcclient.InferenceServerClient(self.server.grpc_url)
-        living, zombies = _python_stubs(pid, self.server.repository)
+        living, zombies, present = _python_stubs(pid, self.server.repository)
         self._known.update(living)
         self._handled &= zombies  # a collected zombie frees its pid for reuse
         # a zombie seen twice: Triton collects the stubs it stops at once, not an interval later
         confirmed, self._zombies = zombies & self._zombies, zombies
+        gone = {p for p, (_, _, ppid) in self._known.items() if p not in present and ppid != pid}
         dead: dict[str, list[tuple[int, str]]] = {}
-        for z in sorted(confirmed - self._handled):
+        for z in sorted((confirmed - self._handled) | gone):
             if z in self._known:
-                model, instance = self._known[z]
+                model, instance, _ = self._known[z]
                 dead.setdefault(model, []).append((z, instance))
-            self._handled.add(z)
-        self._known = {p: v for p, v in self._known.items() if p in living or p in zombies - self._handled}
+            if z in zombies:
+                self._handled.add(z)
+        self._known = {p: v for p, v in self._known.items() if p in present and p not in self._handled}
         for model, stubs in dead.items():
             who = ", ".join(f"{instance} (pid {p})" for p, instance in stubs)
             self._say(f"the Python-backend stub of model '{model}' died: {who}; unloading it, then loading it again")

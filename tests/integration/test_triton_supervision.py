@@ -90,6 +90,11 @@ class Serve:
         out = subprocess.run(["pgrep", "-P", str(pid), "-f", pattern], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
+    def processes(self) -> str:
+        """tritonserver's children, for a failure message."""
+        return subprocess.run(["ps", "-o", "pid,ppid,stat,args", "--ppid", str(self.tritonserver_pid)],
+                              capture_output=True, text=True).stdout
+
     @property
     def tritonserver_pid(self) -> int:
         (pid,) = self.children(self.proc.pid, "tritonserver")
@@ -176,7 +181,8 @@ def test_killed_stub_makes_the_model_not_ready_then_comes_back(serve):
                 break
         time.sleep(0.1)
     log = "".join(serve.stderr)
-    assert not_ready_at is not None and not_ready_at < 5.0, (not_ready_at, log[-3000:])
+    supervisor_log = "".join(line for line in serve.stderr if line.startswith("supervisor:"))
+    assert not_ready_at is not None and not_ready_at < 5.0, (not_ready_at, stub, serve.processes(), supervisor_log)
     assert server_ready == {False}  # strict readiness: the server is not ready while one of its models is not
     assert answered_at is not None, f"decode still failing {RECOVERY_S:.0f} s after the kill: {errors}\n{log[-3000:]}"
     np.testing.assert_array_equal(frames, expected)
@@ -192,6 +198,7 @@ def test_killed_stub_makes_the_model_not_ready_then_comes_back(serve):
                       "Request for unknown model: 'decode' has no available versions"}, errors
     assert f"the Python-backend stub of model 'decode' died: decode_0_0 (pid {stub})" in log
     assert "'decode' is loaded again" in log
+    assert "supervisor: watching 2 Python-backend stub(s)" in log
     print(f"killed stub: model-ready false after {not_ready_at:.2f} s, answering again after {answered_at:.1f} s; "
           f"errors meanwhile: {sorted(errors)}; server ready meanwhile: {server_ready}")
 
