@@ -289,7 +289,7 @@ class TritonServer:
                     raise self._fail(f"tritonserver exited with status {rc} while starting "
                                      f"(repository {self.repository})")
                 try:
-                    if client.is_server_ready(headers=headers, client_timeout=2.0):
+                    if client.is_server_ready(headers=headers, client_timeout=2.0) and self._all_loaded(client):
                         return
                 except InferenceServerException:
                     pass
@@ -299,6 +299,14 @@ class TritonServer:
                 time.sleep(0.2)
         finally:
             client.close()
+
+    def _all_loaded(self, client: Any) -> bool:
+        """With explicit model control the server can say ready while models it was told to load are still
+        loading (seen under load: a stub not yet started after "ready"); then every model must be READY too."""
+        if self.model_control != "explicit":
+            return True
+        models = client.get_model_repository_index(headers=self.admin_headers(), client_timeout=5.0).models
+        return bool(models) and all(m.state == "READY" for m in models)
 
     def _check_admin_token(self) -> None:
         """The token, not the public placeholder, is the key (a preload that fails is only a warning to ld.so)."""

@@ -75,16 +75,14 @@ class Serve:
         self.client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
 
     def wait_ready(self, timeout: float = 180.0) -> None:
+        """Until serve says it is ready (it prints "Press Ctrl-C" once every model is loaded and supervised)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "".join(self.stderr[-40:])
-            try:
-                if self.client.is_server_ready(client_timeout=2.0):
-                    return
-            except InferenceServerException:
-                pass
-            time.sleep(0.5)
-        raise AssertionError("serve not ready in time:\n" + "".join(self.stderr[-40:]))
+        for line in iter(self.proc.stdout.readline, ""):
+            if line.startswith("Press Ctrl-C"):
+                assert self.client.is_server_ready()
+                return
+            assert time.monotonic() < deadline, "serve not ready in time:\n" + "".join(self.stderr[-40:])
+        raise AssertionError("serve exited:\n" + "".join(self.stderr[-40:]))
 
     def children(self, pid: int, pattern: str) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(pid), "-f", pattern], capture_output=True, text=True).stdout
