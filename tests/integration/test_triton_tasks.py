@@ -321,10 +321,10 @@ def test_a_video_encoded_and_adapted_while_serving_is_answered(store, client):
     from builder.nvp.storage import served_layer
 
     assert served_layer(store, "effnet_lite0") == "blocks.5"
-    encode(store, "late", clip="bikes")
-    r = adapt_video(store, "late", "effnet_lite0", exits=[2], top_k=1, train=AdapterTrainConfig(epochs=2, init="ls"),
-                    max_samples=8, progress=False)
+    encode(store, "hot-add", clip="bikes")
+    r = adapt_video(store, "hot-add", "effnet_lite0", exits=[2], top_k=1,
+                    train=AdapterTrainConfig(epochs=2, init="ls"), max_samples=8, progress=False)
     assert r["served_layer"] == "blocks.5" and r["layer"] == "blocks.5"
     assert {row["layer"] for row in r["ranking"]} == {"blocks.5"}  # no other layer was even tried
-    got = ask(client, "effnet_lite0", "late", "0-3")
+    got = ask(client, "effnet_lite0", "hot-add", "0-3")
     assert got["frame_indices"].tolist() == [0, 1, 2, 3] and got["frame_labels"].shape[0] == 4
