@@ -99,6 +99,12 @@ def _stopping(args: argparse.Namespace) -> tuple[int, float | None]:
     return epochs, args.time_budget
 
 
+def _add_rate_arguments(group: argparse._ArgumentGroup, what: str) -> None:
+    """``--bpp`` / ``--bytes``: the rate target (encode, encode-collection)."""
+    group.add_argument("--bpp", type=_positive_float, metavar="B", help=f"rate target in bits per pixel {what}")
+    group.add_argument("--bytes", type=_positive_int, dest="max_bytes", metavar="N", help="rate target in bytes")
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser, unit: str = "frames") -> argparse._ArgumentGroup:
     """The stopping rules, optimiser, device, resume and progress flags (encode, encode-collection)."""
     g = parser.add_argument_group("training (stops at whichever rule fires first)")
@@ -154,9 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-budget, one epoch is timed first; a default target shrinks until the budget leaves the epochs the "
         "family needs (HNeRV 30, NeRV 100), an explicit one is kept with a warning. Size flags (--stem-dim, ...) "
         "or --table1 choose the size instead.")
-    g.add_argument("--bpp", type=_positive_float, metavar="B",
-                   help="rate target in bits per pixel of the encoded frames (the stored INR lands within 15 %%)")
-    g.add_argument("--bytes", type=_positive_int, dest="max_bytes", metavar="N", help="rate target in bytes")
+    _add_rate_arguments(g, "of the encoded frames (the stored INR lands within 15 %%)")
     g.add_argument("--table1", action="store_true",
                    help="size from the seed's Table 1 by frame count (NeRV paper sizes, meant for GPU training)")
     g.add_argument("--stem-dim", type=_positive_int, help="channels of the initial feature map (NeRV fc_dim)")
@@ -214,9 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "target: --bytes, --bpp, or else the source files' own bytes for the encoded frames (each kept within "
         "0.1-0.5 bpp). One epoch is timed first; a default target shrinks until the time budget leaves D-NeRV's 100 "
         "epochs, and a budget short of one epoch is refused. --model-size or width flags choose the size instead.")
-    g.add_argument("--bpp", type=_positive_float, metavar="B",
-                   help="rate target in bits per pixel of all encoded frames, keyframes and decoder together")
-    g.add_argument("--bytes", type=_positive_int, dest="max_bytes", metavar="N", help="rate target in bytes")
+    _add_rate_arguments(g, "of all encoded frames, keyframes and decoder together")
     g.add_argument("--model-size", choices=("S", "M", "L"), dest="model_size",
                    help="a fixed D-NeRV size instead of rate sizing (S/M/L: stem 64/96/144 channels)")
     g.add_argument("--stem-dim", type=_positive_int, help="first decoder width (overrides the size's)")

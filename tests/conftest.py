@@ -34,6 +34,27 @@ def make_mean_onnx(path: Path) -> Path:
     return path
 
 
+def decode_mean_repository(store_root: Path, tmp: Path) -> Path:
+    """A built repository over ``store_root``: the ``decode`` model, ``frame_mean`` (an ONNX graph run with
+    onnxruntime in the Python backend) and their ensemble ``decode_mean`` (video_id, frame_indices -> channel_mean)."""
+    from builder.tensor_spec import TensorSpec
+    from builder.triton.decode import decode_model_kwargs
+    from builder.triton.repository import RepositoryBuilder
+    from builder.triton.specs import EnsembleStep
+
+    mean_t = TensorSpec("channel_mean", "TYPE_FP32", (-1, 3))
+    repo = RepositoryBuilder(tmp / "model_repository")
+    repo.add_python(**decode_model_kwargs(store_root, "local", cache_size=2))
+    repo.add_onnx("frame_mean", make_mean_onnx(tmp / "mean.onnx"),
+                  [TensorSpec("frames", "TYPE_FP32", (-1, 3, -1, -1))], [mean_t], runtime="python")
+    video_t, indices_t = repo.models["decode"].inputs
+    repo.add_ensemble("decode_mean", [
+        EnsembleStep("decode", {"video_id": "video_id", "frame_indices": "frame_indices"}, {"frames": "frames"}),
+        EnsembleStep("frame_mean", {"frames": "frames"}, {"channel_mean": "channel_mean"}),
+    ], [video_t, indices_t], [mean_t])
+    return repo.build()
+
+
 TINY_DNERV = ["--size", "48x32", "--epochs", "2", "--stem-dim", "16", "--enc-dim", "8", "--lower-width", "8",
               "--mlp-dim", "32", "--blocks", "3", "--no-progress"]
 

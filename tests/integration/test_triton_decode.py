@@ -20,19 +20,15 @@ from builder.api import INR_FILE, encode_video, load_inr
 from training.config import TrainConfig
 from builder.samples import sample_path
 from builder.store import VideoStore
-from builder.tensor_spec import TensorSpec
 from builder.triton.decode import decode_model_kwargs
 from builder.triton.install import TritonServerError
 from builder.triton.repository import RepositoryBuilder
 from builder.triton.server import TritonServer
-from builder.triton.specs import EnsembleStep
 from clients.__main__ import main as client_main
-from conftest import make_mean_onnx
+from conftest import decode_mean_repository
 
 pytestmark = pytest.mark.integration
 CLIP = sample_path("carphone")
-MEAN_T = TensorSpec("channel_mean", "TYPE_FP32", (-1, 3))
-FRAMES_T = TensorSpec("frames", "TYPE_FP32", (-1, 3, -1, -1))
 
 
 def encode(store: VideoStore, video_id: str) -> dict:
@@ -57,15 +53,7 @@ def store(tmp_path_factory) -> VideoStore:
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("repo")
-    repo = RepositoryBuilder(tmp / "model_repository")
-    repo.add_python(**decode_model_kwargs(store.root, "local", cache_size=2))
-    repo.add_onnx("frame_mean", make_mean_onnx(tmp / "mean.onnx"), [FRAMES_T], [MEAN_T], runtime="python")
-    video_t, indices_t = repo.models["decode"].inputs
-    repo.add_ensemble("decode_mean", [
-        EnsembleStep("decode", {"video_id": "video_id", "frame_indices": "frame_indices"}, {"frames": "frames"}),
-        EnsembleStep("frame_mean", {"frames": "frames"}, {"channel_mean": "channel_mean"}),
-    ], [video_t, indices_t], [MEAN_T])
-    srv = TritonServer(repo.build(), admin_token="test-token", startup_timeout=90)
+    srv = TritonServer(decode_mean_repository(store.root, tmp), admin_token="test-token", startup_timeout=90)
     with srv:
         yield srv
     assert srv.returncode == 0, srv.log_tail()

@@ -24,19 +24,13 @@ from tritonclient.utils import InferenceServerException
 from builder.api import encode_video
 from builder.samples import sample_path
 from builder.store import VideoStore
-from builder.tensor_spec import TensorSpec
-from builder.triton.decode import decode_model_kwargs
-from builder.triton.repository import RepositoryBuilder
 from builder.triton.install import SECRET_PLACEHOLDER
 from builder.triton.server import ADMIN_TOKEN_ENV, free_port
-from builder.triton.specs import EnsembleStep
-from conftest import make_mean_onnx
+from conftest import decode_mean_repository
 from training.config import TrainConfig
 
 pytestmark = pytest.mark.integration
 TOKEN = "supervision-test-token-5f1c"
-MEAN_T = TensorSpec("channel_mean", "TYPE_FP32", (-1, 3))
-FRAMES_T = TensorSpec("frames", "TYPE_FP32", (-1, 3, -1, -1))
 RECOVERY_S = 45.0  # the issue says ~30 s; 10-26 s measured here on 2 shared cores, the rest is room for a busier one
 
 
@@ -47,15 +41,7 @@ def repository(tmp_path_factory) -> Path:
     encode_video(sample_path("carphone"), "car", store=store, arch="nerv", count=4, step=4, size=(64, 48),
                  model={"stem_dim": 8, "lower_width": 8, "mlp_dim": 32}, train=TrainConfig(epochs=1),
                  progress=False)
-    repo = RepositoryBuilder(tmp / "model_repository")
-    repo.add_python(**decode_model_kwargs(store.root, "local", cache_size=2))
-    repo.add_onnx("frame_mean", make_mean_onnx(tmp / "mean.onnx"), [FRAMES_T], [MEAN_T], runtime="python")
-    video_t, indices_t = repo.models["decode"].inputs
-    repo.add_ensemble("decode_mean", [
-        EnsembleStep("decode", {"video_id": "video_id", "frame_indices": "frame_indices"}, {"frames": "frames"}),
-        EnsembleStep("frame_mean", {"frames": "frames"}, {"channel_mean": "channel_mean"}),
-    ], [video_t, indices_t], [MEAN_T])
-    return repo.build()
+    return decode_mean_repository(store.root, tmp)
 
 
 class Serve:
