@@ -402,8 +402,8 @@ class StubSupervisor:
     ``interval`` s the supervisor looks at the stubs (found by their argv, which names the server and the model). One
     that turned zombie died unasked: Triton collects the stubs it stops at once, so a zombie seen twice in a row is a
     death (as is a stub that vanished while not tritonserver's own child, which Triton cannot have collected). It
-    then unloads that model (model-ready turns false, and so do the ensembles that use it and the server's
-    readiness), loads it again through the repository API (with the admin token) and loads whatever was ready
+    then unloads that model (model-ready turns false, and so do the ensembles that use it; the server's readiness
+    need not: an unloaded model does not count), loads it again through the repository API (with the admin token) and loads whatever was ready
     before and is not now. A failed load is retried with a growing pause; the model stays not-ready meanwhile. What
     it sees and does goes to ``log``; :attr:`events` keeps it (one dict per death).
     """

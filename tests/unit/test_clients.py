@@ -60,3 +60,16 @@ def test_clients_use_the_served_names():
     assert decode.MODEL == "decode"
     assert {"labels", "scores", "frame_indices"} <= set(classify.OUTPUTS)
     assert {"boxes", "box_frames"} <= set(detect.OUTPUTS) and "captions" in caption.OUTPUTS
+
+
+def test_ready_repository_lists_the_models_a_health_check_expects(tmp_path):
+    from clients.common import ClientError
+    from clients.ready import expected_models
+
+    for name in ("decode", "classify_nvp"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.pbtxt").write_text("")
+    (tmp_path / "notes").mkdir()  # no config: not a model
+    assert expected_models(tmp_path) == ["classify_nvp", "decode"]
+    with pytest.raises(ClientError, match="not a model repository folder"):
+        expected_models(tmp_path / "missing")
