@@ -32,7 +32,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	@mkdir -p $(DEMO_OUT)
+	@# a fresh store each time: a repository built by an earlier run would pin adapt to the layer it serves
+	rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT)
 	$(eval DEMO_VIDEO := $(shell $(BIN)/python -c "from builder.samples import sample_path; print(sample_path('$(DEMO_CLIP)'))"))
 	@# default sizing: the largest model that fits the source file's own bytes for these frames (0.1-0.5 bpp)
 	$(NVP) encode $(DEMO_VIDEO) --id $(N) --arch nerv $(DEMO_FRAMES) --time-budget 90 --store $(DEMO_STORE) --force

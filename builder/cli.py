@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layers", nargs="+", metavar="LAYER", help="injection layers to try (default: the layer a "
                    "repository built from this store serves the task from, so a running server answers the video; "
                    "else the backbone's curated split points)")
-    a.add_argument("--top-k", type=_positive_int, default=10, help="pairs kept after CKA ranking (default 10)")
+    a.add_argument("--top-k", type=_positive_int, default=10, help="pairs trained and measured: each injection layer's best pair by CKA first, then "
+                        "the next best pairs (default 10)")
     a.add_argument("--min-agreement", type=float, default=0.95,
                    help="accuracy budget: choose the fastest measured pair whose frame-level and video-level top-1 "
                         "agreement with the raw frames both reach it (default 0.95; else the most accurate pair)")
@@ -711,15 +712,18 @@ def _cmd_cost(args: argparse.Namespace):
 
 
 _ADAPT_HELP = """Pair the video's INR exit blocks with the task backbone's injection layers: rank all pairs by linear CKA
-(debiased; only a pre-filter), train an adapter for the top-K pairs (INR and backbone frozen; loss 1.0 MSE +
-0.2 (1 - cos) + 0.1 SmoothL1, optionally + KL through the frozen tail) on every frame of the video, then measure
-each one on the task's protocol frames: its accuracy against the raw frames and wall-clock ms per frame. Accuracy
-is the task's metric: top-1 agreement, frame- and video-level (classification, action), mAP with the raw-frame
-detections as ground truth (detr_r50), CLIP text score / 100 against the raw-frame captions (blip). The chosen
-pair is the fastest one meeting --min-agreement, on the Pareto front of agreement vs ms per frame; the front, every
-measurement and the codec path's (stored H.264 copy) go into the pairing JSON stored with the video, with one
-adapter per exit block. Prints the chosen exit block, injection layer and adapter size. With --joint the INR is
-fine-tuned with the chosen adapter and stored again (see the joint options)."""
+(debiased; only a pre-filter), train an adapter for --top-K of them (each layer's best pair first, then the next
+by rank; INR and backbone frozen; the default recipe fits least squares, then trains on 1.0 MSE + 0.2 (1 - cos) +
+0.1 SmoothL1 plus KL to the raw frames' answers through the frozen tail) on the training frames (default a quarter
+of the frames: the backbone runs only on those at ingest), then measure each one on up to 16 frames outside them:
+its accuracy against the raw frames and wall-clock ms per frame. Accuracy is the task's metric: top-1 agreement,
+frame- and video-level (classification, action), mAP with the raw-frame detections as ground truth (detr_r50),
+CLIP text score / 100 against the raw-frame captions (blip). The chosen pair is the fastest one meeting
+--min-agreement, on the Pareto front of agreement vs ms per frame; the front, every measurement and the codec
+path's (stored H.264 copy) go into the pairing JSON stored with the video, with one adapter per exit block. Prints
+the chosen exit block, injection layer and adapter size. With --joint the INR is fine-tuned with the chosen
+adapter and stored again (see the joint options). When a repository built from this store serves the task, only
+its layer is tried (a running server then answers the video); --layers chooses freely (then build-repo again)."""
 
 _EVAL_HELP = """Seed protocols: 8 uniformly spaced frames per video (classification: top-1 agreement with the raw frames'
 predictions; detection: mAP against the raw frames' detections; captioning: CLIP text score of the captions

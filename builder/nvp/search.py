@@ -39,7 +39,7 @@ from .path import AdapterSet, DerivedMask, NVPPath, inr_features
 from .storage import adapter_file, nvp_files, pairing_file, save_adapter, served_layer
 
 __all__ = ["Candidate", "TrainingData", "Fit", "PairMeasurement", "Selection", "adapt_video", "training_data",
-           "rank_pairs", "fit_pair", "measure_pair", "select_pairs", "pareto_front", "select_pair",
+           "rank_pairs", "shortlist", "fit_pair", "measure_pair", "select_pairs", "pareto_front", "select_pair",
            "FEATURE_BUDGET", "adapter_recipe", "classifier_only", "validation_frames"]
 
 FEATURE_BUDGET = 2 << 30  # bytes of INR features + backbone targets adapt may hold for training (all exits, layers)
@@ -205,6 +205,19 @@ def rank_pairs(data: TrainingData, exits: Sequence[int], layers: Sequence[str]) 
     return cands
 
 
+def shortlist(ranking: Sequence[Candidate], top_k: int) -> list[Candidate]:
+    """The ``top_k`` pairs to train and measure: first each injection layer's best-ranked pair (layers in the order
+    of their best pair), then the rest by rank. CKA alone favours early layers (their features look most like any
+    image's), and measured out of sample those often lose to deep injections (docs/BENCHMARKS.md): every layer
+    gets measured once before any layer twice."""
+    firsts: dict[str, Candidate] = {}
+    for c in ranking:
+        firsts.setdefault(c.layer, c)
+    head = list(firsts.values())[:top_k]
+    rest = [c for c in ranking if all(c is not h for h in head)]
+    return head + rest[:max(0, top_k - len(head))]
+
+
 def _adapter_kind(task: Task, target: Tensor, override: str | None) -> str:
     """The task's seed adapter (the 1x1 conv where the cut's tensor has the rank of a CNN stage, e.g. in a
     transformer pipeline), or ``override`` (a capacity ablation) where the seed's is the 1x1 conv."""
@@ -325,8 +338,8 @@ def adapt_video(
     progress: bool = True,
     repeats: int = 3,
 ) -> dict[str, Any]:
-    """Rank (exit block, injection layer) pairs by debiased CKA (a pre-filter only), train adapters for the top
-    ``top_k``, and measure each one on the protocol frames: agreement with the raw frames' answers and wall-clock
+    """Rank (exit block, injection layer) pairs by debiased CKA (a pre-filter only), train adapters for ``top_k``
+    of them (:func:`shortlist`: each layer's best pair first, then the next by rank), and measure each one on the protocol frames: agreement with the raw frames' answers and wall-clock
     ms per frame (median of ``repeats``). The chosen pair is the fastest one whose frame-level and video-level
     agreement both reach ``min_agreement``, i.e. the fastest point of the Pareto front (quality = video-level, then
     frame-level agreement, vs ms per frame) of the pairs meeting the budget; when none does, the most accurate
@@ -365,6 +378,8 @@ def adapt_video(
     exits = list(exits or range(1, inr.num_blocks + 1))
     served = served_layer(store, task.name) if layers is None else None
     if served is not None:  # a repository serves this task from that layer: a video adapted elsewhere is refused
+        print(f"adapt: trying only {served}, the layer a repository built from this store serves {task.name} from "
+              "(--layers LAYER ... chooses freely; then run build-repo again)", file=sys.stderr)
         splits = {served: bb.split(served, model=model)}
     elif layers is None:
         splits = {l: bb.split(l, model=model) for l in bb.split_points()}
@@ -385,7 +400,7 @@ def adapt_video(
     backbone_params = bb.num_params(model)
     measured = [measure_pair(task, fit_pair(task, c, data, splits[c.layer], train), inr, splits[c.layer], data,
                              eval_idx, raw_out, scorer, backbone_params, repeats)
-                for c in tqdm(ranking[:top_k], desc=f"adapt {task.name}", file=sys.stderr, disable=not progress)]
+                for c in tqdm(shortlist(ranking, top_k), desc=f"adapt {task.name}", file=sys.stderr, disable=not progress)]
     sel = select_pairs(measured, min_agreement, max_adapter_share)
     for k, m in sel.per_exit.items():
         save_adapter(store, video_id, task.name, k, m.fit.candidate.layer, m.fit.adapters,

@@ -75,3 +75,17 @@ def test_ms_per_frame_is_a_positive_median():
     assert len(calls) == 4 and ms >= 0  # one warm-up + three timed
     with pytest.raises(ValueError):
         ms_per_frame(lambda: None, frames=0)
+
+
+def test_shortlist_measures_every_layer_once_before_any_layer_twice():
+    from builder.nvp.search import Candidate, shortlist
+
+    # CKA's order: early layers first, the deep one last (as measured on real clips)
+    ranking = [Candidate(1, "bn1", 0.96, 0.96), Candidate(2, "bn1", 0.95, 0.95), Candidate(1, "blocks.0", 0.94, 0.94),
+               Candidate(2, "blocks.0", 0.93, 0.93), Candidate(1, "blocks.6", 0.80, 0.80),
+               Candidate(2, "blocks.6", 0.79, 0.79)]
+    pick = [(c.exit_block, c.layer) for c in shortlist(ranking, 4)]
+    assert pick == [(1, "bn1"), (1, "blocks.0"), (1, "blocks.6"), (2, "bn1")]
+    assert [(c.exit_block, c.layer) for c in shortlist(ranking, 2)] == [(1, "bn1"), (1, "blocks.0")]
+    everything = [(c.exit_block, c.layer) for c in shortlist(ranking, 99)]
+    assert everything == [(1, "bn1"), (1, "blocks.0"), (1, "blocks.6"), (2, "bn1"), (2, "blocks.0"), (2, "blocks.6")]
