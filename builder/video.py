@@ -32,6 +32,7 @@ __all__ = [
     "probe",
     "read_video",
     "read_frames",
+    "rgb_array",
     "parse_size",
     "write_video",
     "write_pngs",
@@ -215,7 +216,7 @@ def read_video(
                 if size is not None and size != (frame.width, frame.height):
                     kw = {"width": size[0], "height": size[1],
                           "interpolation": _interpolation((frame.width, frame.height), size)}
-                arrays.append(frame.reformat(format="rgb24", **kw).to_ndarray())
+                arrays.append(rgb_array(frame, **kw))
                 if wanted is not None and len(arrays) >= wanted:
                     break
         except (av.error.FFmpegError, OSError) as err:
@@ -255,7 +256,7 @@ def read_frames(path: PathLike, indices: list[int] | tuple[int, ...]) -> torch.T
             for index, frame in enumerate(container.decode(stream)):
                 decoded = index + 1
                 if index in wanted:
-                    got[index] = frame.to_ndarray(format="rgb24")
+                    got[index] = rgb_array(frame)
                 if index >= last:
                     break
         except (av.error.FFmpegError, OSError) as err:
@@ -264,6 +265,19 @@ def read_frames(path: PathLike, indices: list[int] | tuple[int, ...]) -> torch.T
         raise VideoDecodeError(p, f"frame {last} requested but the clip has {decoded} frames")
     arr = np.stack([got[i] for i in indices])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+
+# swscale's fast 4:2:0 -> RGB path rounds with a bias: an H.264 round trip at crf 0 shifted every channel by -1.0
+# to -1.4 levels of 255 (and flipped EfficientNet's answer on carphone); with full chroma interpolation and
+# accurate rounding the shift is under 0.15 level (0.4 ms -> 4.3 ms per 720p frame). RGB -> 4:2:0 is unbiased.
+_TO_RGB_FLAGS = Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
+
+
+def rgb_array(frame: av.VideoFrame, width: int | None = None, height: int | None = None,
+              interpolation: Interpolation = Interpolation.BILINEAR) -> np.ndarray:
+    """A decoded frame as ``(H, W, 3)`` uint8 RGB, resized to ``width`` x ``height`` when given."""
+    return frame.reformat(format="rgb24", width=width, height=height,
+                          interpolation=interpolation | _TO_RGB_FLAGS).to_ndarray()
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..video import to_uint8
+from ..video import rgb_array, to_uint8
 
 __all__ = ["KEYFRAME_CODECS", "DEFAULT_CODEC", "DEFAULT_QUALITY", "CodedKeyframes", "encode_keyframes",
            "decode_keyframes", "encode_keyframes_under", "available_codecs"]
@@ -118,7 +118,7 @@ def _decode_video(payload: bytes, k: int, h: int, w: int) -> np.ndarray:
     import av
 
     with av.open(io.BytesIO(payload)) as src:
-        frames = [f.to_ndarray(format="rgb24")[:h, :w] for f in src.decode(video=0)]
+        frames = [rgb_array(f)[:h, :w] for f in src.decode(video=0)]
     if len(frames) != k:
         raise ValueError(f"keyframe stream holds {len(frames)} frames, expected {k}")
     return np.stack(frames)
