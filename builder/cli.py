@@ -355,6 +355,16 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _task_group(text: str):
+    """``--multi NAME=TASK1,TASK2``: a typed task group, checked here (unknown tasks, mixed frame protocols)."""
+    from .triton.multi import TaskGroup
+
+    try:
+        return TaskGroup.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``build-repo``; the store comes from the common ``--store`` (or the default)."""
     from .tasks import TASKS
@@ -368,6 +378,12 @@ def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
                              "ONNX: the ensemble COLLECTION_decode (video_id, frame_indices -> frames); repeatable")
     parser.add_argument("--layer", type=_key_value, action="append", default=[], metavar="TASK=LAYER",
                         help="injection layer of a task's tail (default: the layer most videos chose in adapt)")
+    parser.add_argument("--multi", type=_task_group, action="append", default=[], dest="groups",
+                        metavar="NAME=TASK1,TASK2",
+                        help="also serve the ensemble NAME, which answers all these tasks in one request from one "
+                             "INR prefix (each video's exit block where every task has an adapter for its layer), "
+                             "outputs named TASK.OUTPUT; its tasks are built too; tasks of one frame protocol "
+                             "only (action and 2-D tasks in separate groups); repeatable (docs/SERVING.md)")
     parser.add_argument("--weights", type=_key_value, action="append", default=[], metavar="TASK=FILE",
                         help="backbone weights file of a task (default: the family's file, see docs/BACKBONES.md); "
                              "TASK=random: seeded random weights, as 'adapt --random-weights' uses")
@@ -810,8 +826,10 @@ def _repo_config(args: argparse.Namespace) -> RepoConfig:
 
     store = Path(args.store or default_store_root())
     tasks = args.tasks if args.tasks is not None else adapted_tasks(VideoStore(store))
+    tasks = list(dict.fromkeys([*tasks, *(t for g in args.groups for t in g.tasks)]))  # a group runs its tasks' models
     weights = {**({t: "random" for t in tasks} if args.random_weights else {}), **dict(args.weights)}
-    return RepoConfig(store=store, tasks=tuple(tasks), collections=tuple(args.collections), out=args.out,
+    return RepoConfig(store=store, tasks=tuple(tasks), collections=tuple(args.collections), groups=tuple(args.groups),
+                      out=args.out,
                       target=args.target, layers=dict(args.layer),
                       weights=weights, baselines=not args.no_baselines, top_k=args.top_k,
                       score_threshold=args.score_threshold, max_frames=args.max_frames,
@@ -838,6 +856,10 @@ def _cmd_build_repo(args: argparse.Namespace):
     if not summary["tasks"]:
         lines.append("  no task ensembles: no stored video has adapters yet (python -m builder adapt ID --task "
                      "effnet_lite0), so only 'decode' is served")
+    for name, g in summary.get("groups", {}).items():
+        served = ", ".join(f"{v} (exit {k})" for v, k in g["videos"].items()) or "none yet"
+        lines.append(f"  {name}: {' + '.join(g['tasks'])} from one INR prefix; videos {served}")
+        lines += [f"    not answered: {v}: {why}" for v, why in g["refused"].items()]
     return "\n".join(lines), {"repository": str(cfg.out), "target": cfg.target, "store": str(cfg.store), **summary}
 
 

@@ -13,7 +13,7 @@ from builder.triton.wire import FRAME_INDICES, FRAME_LABELS, FRAME_SCORES, LABEL
 
 from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
-__all__ = ["COMMANDS", "add_arguments", "classify", "run"]
+__all__ = ["COMMANDS", "add_arguments", "answer", "classify", "describe", "run"]
 
 OUTPUTS = (LABELS, SCORES, FRAME_LABELS, FRAME_SCORES, FRAME_INDICES)
 COMMANDS = task_commands("labels", "top-k labels of a video")
@@ -26,10 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def classify(client: Any, url: str, task: str, video_id: str, frames: str = "auto", path: str = "nvp",
              timeout: float | None = None) -> dict[str, Any]:
     """One request to a task ensemble; the answer as plain Python (labels decoded)."""
-    out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout)
+    return answer(ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout), path,
+                  ensemble_name(task, path))
+
+
+def answer(out: dict[str, Any], path: str, model: str) -> dict[str, Any]:
+    """:data:`OUTPUTS` (and ``seconds``) of one answer as plain Python (labels decoded)."""
     labels = [b.decode("utf-8") for b in out[LABELS]]
     return {
-        "path": path, "model": ensemble_name(task, path), "top1": labels[0], "score": float(out[SCORES][0]),
+        "path": path, "model": model, "top1": labels[0], "score": float(out[SCORES][0]),
         "labels": labels, "scores": [round(float(s), 6) for s in out[SCORES]],
         "frames": [int(i) for i in out[FRAME_INDICES]],
         "frame_labels": [b.decode("utf-8") for b in out[FRAME_LABELS]],
@@ -38,12 +43,16 @@ def classify(client: Any, url: str, task: str, video_id: str, frames: str = "aut
     }
 
 
+def describe(a: dict[str, Any]) -> tuple[str, list[str]]:
+    return ":", [f"  {i + 1}. {label:<30} {score:.3f}" for i, (label, score) in enumerate(zip(a["labels"],
+                                                                                                 a["scores"]))]
+
+
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     answers = ask_paths(args, lambda c, p: classify(c, args.url, args.task, args.video, args.frames, p,
                                                     args.timeout))
-    text, obj = report(args, answers, lambda a: (":", [f"  {i + 1}. {label:<30} {score:.3f}" for i, (label, score)
-                                                       in enumerate(zip(a["labels"], a["scores"]))]),
-                       top1=next(iter(answers.values()))["top1"], score=next(iter(answers.values()))["score"])
+    first = next(iter(answers.values()))
+    text, obj = report(args, answers, describe, top1=first["top1"], score=first["score"])
     if len(answers) > 1:
         agree = sum(a["top1"] == answers["codec"]["top1"] for a in answers.values()) - 1
         text += f"\ntop-1 of nvp/fulldecode agreeing with codec: {agree}/{len(answers) - 1}"

@@ -20,9 +20,12 @@ __all__ = [
     "DEFAULT_URL",
     "ClientError",
     "add_common_arguments",
+    "add_selection_arguments",
     "add_video_arguments",
+    "ask",
     "ask_paths",
     "ask_task",
+    "describe_answer",
     "report",
     "connect",
     "infer",
@@ -32,8 +35,9 @@ __all__ = [
 ]
 
 DEFAULT_URL = os.environ.get("NVP_TRITON_URL", "localhost:8001")
-_SELECTION_HELP = (f"frames to read: {GRAMMAR}; auto is the task's protocol: 8 uniformly spaced frames, or 32 "
-                   "consecutive for action tasks (default auto)")
+# argparse %-formats help strings: the grammar's "P%" must be escaped or every task's --help fails
+_SELECTION_HELP = (f"frames to read: {GRAMMAR.replace('%', '%%')}; auto is the task's protocol: 8 uniformly spaced "
+                   "frames, or 32 consecutive for action tasks (default auto)")
 
 
 class ClientError(RuntimeError):
@@ -65,10 +69,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
 
-def add_video_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--video``, ``--frames`` and ``--path`` of every task command, then the common ones."""
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--video`` and ``--frames``: what every task request names."""
     parser.add_argument("--video", required=True, metavar="ID", help="video ID in the server's store")
     parser.add_argument("--frames", type=parse_selection, default="auto", metavar="SELECTION", help=_SELECTION_HELP)
+
+
+def add_video_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--video``, ``--frames`` and ``--path`` of every task command, then the common ones."""
+    add_selection_arguments(parser)
     parser.add_argument("--path", choices=(*PATHS, "all"), default="nvp",
                         help="nvp (default), fulldecode or codec ensemble; all: the three side by side")
     add_common_arguments(parser)
@@ -86,9 +95,16 @@ def task_commands(answer: str, what: str) -> dict[str, str]:
 def ask_task(client: Any, url: str, task: str, video_id: str, frames: str, path: str, outputs: Sequence[str],
              timeout: float | None = None) -> dict[str, Any]:
     """One request to a task ensemble (``video_id`` + ``frame_selection``): the named outputs, plus ``seconds``."""
+    return ask(client, url, ensemble_name(task, path), video_id, frames, outputs, timeout)
+
+
+def ask(client: Any, url: str, model: str, video_id: str, frames: str, outputs: Sequence[str],
+        timeout: float | None = None) -> dict[str, Any]:
+    """One request to an ensemble that takes ``video_id`` + ``frame_selection`` (a task's, or a task group's):
+    the named outputs, plus ``seconds``."""
     t0 = time.perf_counter()
     out: dict[str, Any] = infer(
-        client, url, ensemble_name(task, path),
+        client, url, model,
         [(VIDEO_ID, np.array([video_id.encode("utf-8")], dtype=np.object_), "BYTES"),
          (FRAME_SELECTION, np.array([frames.encode("utf-8")], dtype=np.object_), "BYTES")],
         outputs, timeout=timeout)
@@ -109,16 +125,19 @@ def report(args: argparse.Namespace, answers: dict[str, dict[str, Any]],
            describe: Callable[[dict[str, Any]], tuple[str, list[str]]], **summary: Any) -> tuple[str, dict[str, Any]]:
     """A task command's output: per path a header (model, frames, time, then ``describe``'s first item) and
     ``describe``'s lines; the JSON object holds ``summary``, then the one answer or every path's."""
-    lines = []
-    for a in answers.values():
-        head, body = describe(a)
-        lines.append(f"{args.task} [{a['model']}] on '{args.video}', {len(a['frames'])} frame(s), "
-                     f"{1000 * a['seconds']:.0f} ms{head}")
-        lines += body
+    lines = [line for a in answers.values() for line in describe_answer(args.task, args.video, a, describe)]
     first = next(iter(answers.values()))
     obj = {"task": args.task, "video": args.video, "url": args.url, **summary,
            **({"paths": answers} if len(answers) > 1 else first)}
     return "\n".join(lines), obj
+
+
+def describe_answer(task: str, video: str, a: dict[str, Any],
+                    describe: Callable[[dict[str, Any]], tuple[str, list[str]]]) -> list[str]:
+    """One answer as text: a header (task, model, frames, time, then ``describe``'s first item) and its lines."""
+    head, body = describe(a)
+    return [f"{task} [{a['model']}] on '{video}', {len(a['frames'])} frame(s), {1000 * a['seconds']:.0f} ms{head}",
+            *body]
 
 
 def connect(url: str) -> Any:

@@ -15,7 +15,7 @@ from builder.triton.wire import BOX_FRAMES, BOXES, FRAME_INDICES, LABELS, SCORES
 
 from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
-__all__ = ["COMMANDS", "add_arguments", "detect", "run"]
+__all__ = ["COMMANDS", "add_arguments", "answer", "describe", "detect", "run"]
 
 OUTPUTS = (BOXES, LABELS, SCORES, BOX_FRAMES, FRAME_INDICES)
 COMMANDS = task_commands("boxes", "boxes with labels in a video's frames")
@@ -30,16 +30,21 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def detect(client: Any, url: str, task: str, video_id: str, frames: str = "auto", path: str = "nvp",
            timeout: float | None = None) -> dict[str, Any]:
     """One request; the detections as plain Python, ordered by frame then score."""
-    out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout)
+    return answer(ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout), path,
+                  ensemble_name(task, path))
+
+
+def answer(out: dict[str, Any], path: str, model: str) -> dict[str, Any]:
+    """:data:`OUTPUTS` (and ``seconds``) of one answer as plain Python, ordered by frame then score."""
     boxes = [{"frame": int(f), "label": label.decode("utf-8"), "score": round(float(s), 6),
               "box": [round(float(v), 2) for v in b]}
              for f, label, s, b in zip(out[BOX_FRAMES], out[LABELS], out[SCORES], out[BOXES])]
-    return {"path": path, "model": ensemble_name(task, path), "frames": [int(i) for i in out[FRAME_INDICES]],
+    return {"path": path, "model": model, "frames": [int(i) for i in out[FRAME_INDICES]],
             "detections": boxes, "counts": dict(Counter(b["label"] for b in boxes).most_common()),
             "seconds": out["seconds"]}
 
 
-def _describe(a: dict[str, Any], max_lines: int) -> tuple[str, list[str]]:
+def describe(a: dict[str, Any], max_lines: int = 20) -> tuple[str, list[str]]:
     counts = ", ".join(f"{n} {label}" for label, n in a["counts"].items()) or "nothing above the threshold"
     lines = [f"  frame {d['frame']:>5}  {d['label']:<20} {d['score']:.3f}  [{', '.join(f'{v:.0f}' for v in d['box'])}]"
              for d in a["detections"][:max_lines]]
@@ -50,4 +55,4 @@ def _describe(a: dict[str, Any], max_lines: int) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     answers = ask_paths(args, lambda c, p: detect(c, args.url, args.task, args.video, args.frames, p, args.timeout))
-    return report(args, answers, lambda a: _describe(a, args.max_lines))
+    return report(args, answers, lambda a: describe(a, args.max_lines))

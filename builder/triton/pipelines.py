@@ -11,10 +11,12 @@ For each task (see :mod:`builder.triton.task_serving` for the request tensors)::
     <task>_fulldecode  <task>_fulldecode_input -> <task>_backbone -> <task>_post
     <task>_codec       <task>_codec_input -> <task>_backbone -> <task>_post
 
-plus ``decode`` (full RGB frames). The post step answers as the task's kind says (``builder.tasks``: its
-``answers``, ``post_parameters`` and ``post_handler``): top-k labels with scores (classification, action), boxes
-with labels in the video's pixels (detection: DETR), captions (captioning: BLIP's text decoder runs there, with
-torch; its generate loop has no ONNX form worth serving). The ONNX models give the kind's ``model_outputs`` (logits;
+plus ``decode`` (full RGB frames), and per task group (``groups``, ``build-repo --multi NAME=T1,T2``) the
+ensemble ``NAME``: ``NAME_input`` (the INR prefix once, each task's adapter) -> each task's own ``<task>_tail`` ->
+``<task>_post`` in parallel branches (:mod:`builder.triton.multi`). The post step answers as the task's kind says
+(``builder.tasks``: its ``answers``, ``post_parameters`` and ``post_handler``): top-k labels with scores
+(classification, action), boxes with labels in the video's pixels (detection: DETR), captions (captioning: BLIP's
+text decoder runs there, with torch; its generate loop has no ONNX form worth serving). The ONNX models give the kind's ``model_outputs`` (logits;
 DETR's logits and boxes; BLIP's image embeddings).
 
 Backbone tails are exported to ONNX *at the split* (``Backbone.split(layer)``'s
@@ -41,18 +43,19 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones import Backbone, SplitModel, get_backbone
-from ..nvp.storage import load_pairing, pairing_file, record_served_layers
+from ..nvp.storage import load_adapter, load_pairing, pairing_file, record_served_layers, stored_exits
 from ..store import VideoStore
 from ..tasks import TASKS, Task, TaskKind, class_names, get_task
 from ..tensor_spec import TensorSpec
 from .decode import decode_model_kwargs
+from .multi import TaskGroup, group_feature_names, shared_exit
 from .repository import TARGETS, RepositoryBuilder
-from .serving import ServingLimits
+from .serving import RequestError, ServingLimits
 from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, QueuePolicy
 from .task_serving import FRAME_SIZE, SELECTED, input_names, tail_name
-from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID
+from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID, task_output
 
-__all__ = ["RepoConfig", "adapted_tasks", "build_repository", "export_onnx", "serving_layer"]
+__all__ = ["RepoConfig", "TaskGroup", "adapted_tasks", "build_repository", "export_onnx", "serving_layer"]
 
 _PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 
@@ -81,6 +84,8 @@ class RepoConfig:
     limits: ServingLimits = ServingLimits()  # what one request may cost every reachable model (docs/SERVING.md)
     # D-NeRV collections served by a static ONNX decoder: <collection>_decode (lookup -> decoder -> gather)
     collections: tuple[str, ...] = ()
+    # multi-task ensembles: each answers its tasks from one INR prefix (builder.triton.multi)
+    groups: tuple[TaskGroup, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "store", Path(self.store).expanduser())
@@ -105,6 +110,16 @@ class RepoConfig:
             raise ValueError("top_k, max_frames, instances and cache_size must be >= 1; queue_delay_us >= 0")
         if not 0 <= self.score_threshold < 1:
             raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
+        object.__setattr__(self, "groups", tuple(self.groups))
+        names = [g.name for g in self.groups]
+        for g in self.groups:
+            missing = [t for t in g.tasks if t not in self.tasks]
+            if missing:
+                raise ValueError(f"--multi {g.name} needs task(s) {missing} built too (its branches run their "
+                                 "tail and post models): add them to --tasks")
+            if names.count(g.name) > 1 or g.name in self.tasks or g.name == "decode":
+                raise ValueError(f"--multi {g.name}: the name is taken (by another group, a task or 'decode'); "
+                                 "choose another")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -215,6 +230,11 @@ def _spec(name: str, dtype: Any, shape: Sequence[int]) -> TensorSpec:
     return TensorSpec(name, dtype, tuple(int(d) for d in shape))
 
 
+def _request() -> list[TensorSpec]:
+    """What a client sends every task ensemble (and a group's): a video ID and a frame selection."""
+    return [_spec(VIDEO_ID, "TYPE_STRING", [1]), _spec(FRAME_SELECTION, "TYPE_STRING", [1])]
+
+
 def _tensor_spec(name: str, t: Tensor, dynamic: Sequence[int] = (0,), batched: bool = True) -> TensorSpec:
     """``t``'s spec with its ``dynamic`` dims as -1; without its batch dim when ``batched`` (the model batches)."""
     shape = [-1 if d in dynamic else n for d, n in enumerate(t.shape)]
@@ -237,6 +257,7 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
         for name in tqdm(cfg.tasks, desc="build-repo", disable=not progress):
             summary["tasks"][name] = _add_task(repo, cfg, store, name, Path(tmp))
         summary["collections"] = {c: _add_collection(repo, cfg, store, c, Path(tmp)) for c in cfg.collections}
+        summary["groups"] = {g.name: _add_group(repo, cfg, store, g, summary["tasks"]) for g in cfg.groups}
         out = repo.build(clean=True)
     # adapt fits videos added later at these layers, so a running server answers them (hot-add)
     record_served_layers(store, {t: s["layer"] for t, s in summary["tasks"].items()})
@@ -276,6 +297,11 @@ class _Export:
             return (self.feats, input_names(mode, len(self.feats)),
                     [self.bb.dynamic_dims(self.layer, i, f.ndim) for i, f in enumerate(self.feats)])
         return self.pixels, input_names(mode, len(self.pixels)), [self.bb.dynamic_input_dims] * len(self.pixels)
+
+    def input_specs(self, mode: str) -> list[TensorSpec]:
+        """Specs of what the ``mode`` input step hands on (unbatched: the rows are frames)."""
+        outs, names, dyn = self.tensors(mode)
+        return [_tensor_spec(n, o, d, batched=False) for n, o, d in zip(names, outs, dyn)]
 
     def frame_size(self) -> list[TensorSpec]:
         """The video's (height, width), passed from the input step to the post step where the kind needs it."""
@@ -356,18 +382,11 @@ def _add_post(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, tmp: Path) 
 def _add_path(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, mode: str, post_outs: list[TensorSpec]) -> str:
     """The ``mode`` input step and its ensemble (input -> tail or backbone -> post); returns the ensemble's name."""
     name = ex.task.name
-    outs, names, dyn = ex.tensors(mode)
-    vid_t = _spec(VIDEO_ID, "TYPE_STRING", [1])
-    sel_t = _spec(FRAME_SELECTION, "TYPE_STRING", [1])
-    params = {"store_root": str(cfg.store) if cfg.target == "ngc" else str(cfg.store.resolve()), "task": name,
-              "mode": mode, "layer": ex.layer if mode == "nvp" else "",
-              "preprocess": json.dumps(ex.bb.preprocess_settings()), "cache_size": str(cfg.cache_size),
-              "max_frames": str(cfg.max_frames), **cfg.limit_parameters()}
-    repo.add_python(f"{name}_{mode}_input", _PYTHON_MODELS / "task_input" / "model.py", [vid_t, sel_t],
-                    [*(_tensor_spec(n, o, d, batched=False) for n, o, d in zip(names, outs, dyn)),
-                     _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()],
-                    parameters=params, instances=cfg.instances, kind="KIND_GPU" if cfg.target == "ngc" else "KIND_CPU",
-                    queue=cfg.queue)
+    names = ex.tensors(mode)[1]
+    params = {"task": name, "mode": mode, "layer": ex.layer if mode == "nvp" else "",
+              "preprocess": json.dumps(ex.bb.preprocess_settings())}
+    _add_input(repo, cfg, f"{name}_{mode}_input", params,
+               [*ex.input_specs(mode), _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()])
     passed = {s.name: s.name for s in ex.frame_size()}
     model_outs = ex.kind.model_outputs
     ensemble = name if mode == "nvp" else f"{name}_{mode}"
@@ -378,8 +397,64 @@ def _add_path(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, mode: str, 
                      {o: tail_name(o) for o in model_outs}),
         EnsembleStep(f"{name}_post", {**{tail_name(o): tail_name(o) for o in model_outs}, SELECTED: SELECTED,
                                       **passed}, {o.name: o.name for o in post_outs}),
-    ], [vid_t, sel_t], post_outs)
+    ], _request(), post_outs)
     return ensemble
+
+
+def _add_input(repo: RepositoryBuilder, cfg: RepoConfig, model: str, params: dict[str, str],
+               outputs: Sequence[TensorSpec]) -> None:
+    """An input step (``python_models/task_input``: one task's path, or a task group's prefix): video ID + frame
+    selection in, ``outputs`` out; ``params`` say which."""
+    params = {"store_root": str(cfg.store) if cfg.target == "ngc" else str(cfg.store.resolve()),
+              "cache_size": str(cfg.cache_size), "max_frames": str(cfg.max_frames), **params,
+              **cfg.limit_parameters()}
+    repo.add_python(model, _PYTHON_MODELS / "task_input" / "model.py", _request(), outputs, parameters=params,
+                    instances=cfg.instances, kind="KIND_GPU" if cfg.target == "ngc" else "KIND_CPU", queue=cfg.queue)
+
+
+def _add_group(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, group: TaskGroup,
+               tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The ensemble ``<group>``: ``<group>_input`` (the INR prefix once, each task's adapter) -> per task, in
+    parallel, the task's own ``<task>_tail`` -> ``<task>_post`` (already added: their specs are read from the
+    repository, not rebuilt), every answer under ``<task>.<output>``. Returns its summary, with the stored videos
+    it answers and, for the others, why not (the error a request would get)."""
+    models = repo.models
+    layers = {t: str(tasks[t]["layer"]) for t in group.tasks}
+    feats: list[TensorSpec] = []
+    size: list[TensorSpec] = []
+    steps, outs = [], []
+    for t in group.tasks:
+        tail, post = models[f"{t}_tail"], models[f"{t}_post"]
+        own = [o for o in models[f"{t}_nvp_input"].outputs if o.name != FRAME_INDICES]
+        size = size or [o for o in own if o.name == FRAME_SIZE]
+        cut = group_feature_names(t, [o.name for o in own if o.name != FRAME_SIZE])
+        feats += [_spec(cut[o.name], o.dtype, o.shape) for o in own if o.name in cut]
+        raw = {tail_name(o.name): task_output(t, tail_name(o.name)) for o in tail.outputs}
+        steps.append(EnsembleStep(tail.name, cut, {o.name: raw[tail_name(o.name)] for o in tail.outputs}))
+        fed = {**raw, SELECTED: SELECTED, FRAME_SIZE: FRAME_SIZE}
+        steps.append(EnsembleStep(post.name, {i.name: fed[i.name] for i in post.inputs},
+                                  {o.name: task_output(t, o.name) for o in post.outputs}))
+        outs += [_spec(task_output(t, o.name), o.dtype, o.shape) for o in post.outputs]
+    _add_input(repo, cfg, f"{group.name}_input", {"group": group.name, "tasks": json.dumps(layers)},
+               [*feats, _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *size])
+    first = EnsembleStep(f"{group.name}_input", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
+                         {**{f.name: f.name for f in feats}, FRAME_INDICES: SELECTED, **{s.name: s.name for s in size}})
+    repo.add_ensemble(group.name, [first, *steps], _request(), outs)
+    served, refused = {}, {}
+    adapted = sorted({v for t in group.tasks for v in (*tasks[t]["videos"], *tasks[t]["other_layer"])})
+    for video in adapted:
+        try:
+            pairings = {t: load_pairing(store, video, t) for t in group.tasks}
+            metas = {t: {k: load_adapter(store, video, t, k)[1] for k in stored_exits(store.video(video), t)}
+                     for t in group.tasks}
+            served[video] = shared_exit(video, group.name, layers, pairings, metas)
+        except KeyError:  # no pairing for one of the tasks
+            refused[video] = "not adapted for " + ", ".join(t for t in group.tasks if video not in
+                                                            (*tasks[t]["videos"], *tasks[t]["other_layer"]))
+        except RequestError as e:
+            refused[video] = str(e)
+    return {"ensemble": group.name, "tasks": list(group.tasks), "layers": layers,
+            "videos": served, "refused": refused}
 
 
 def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, tmp: Path

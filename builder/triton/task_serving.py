@@ -55,14 +55,19 @@ __all__ = [
     "FRAME_SIZE",
     "LOGITS",
     "SELECTED",
+    "StoredAdapters",
     "TaskInputHandler",
     "TaskInputSettings",
     "TAIL_LOGITS",
+    "answer_arrays",
     "choose_adapter",
+    "input_handler",
     "input_names",
+    "input_parameters",
     "parse_selection",
     "post_handler",
     "select_frames",
+    "served_frames",
     "tail_name",
 ]
 
@@ -145,6 +150,19 @@ def choose_adapter(pairing: Mapping[str, Any], adapters: Mapping[int, Mapping[st
     return max(fits)[2]
 
 
+def input_parameters(params: Mapping[str, str], instance_kind: str, device_id: str | int) -> dict[str, Any]:
+    """The settings every input model (one task's, or a task group's) reads from its config parameters."""
+    root = params.get("store_root", "").strip()
+    if not root:
+        raise ValueError("model parameter 'store_root' (the video store directory) is required")
+    return dict(store_root=Path(root).expanduser(),
+                cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
+                max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
+                batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
+                device=model_device(params, instance_kind, device_id),
+                num_threads=_int_param(params, "num_threads", 0, 0))
+
+
 @dataclass(frozen=True)
 class TaskInputSettings:
     """What an input model reads from its config parameters."""
@@ -165,9 +183,7 @@ class TaskInputSettings:
                         device_id: str | int = 0) -> TaskInputSettings:
         from ..tasks import get_task
 
-        root = params.get("store_root", "").strip()
-        if not root:
-            raise ValueError("model parameter 'store_root' (the video store directory) is required")
+        common = input_parameters(params, instance_kind, device_id)
         mode = params.get("mode", "")
         if mode not in PATHS:
             raise ValueError(f"model parameter 'mode' must be one of {PATHS}, got {mode!r}")
@@ -178,12 +194,94 @@ class TaskInputSettings:
         preprocess = json.loads(params.get("preprocess", "{}") or "{}")
         if not isinstance(preprocess, dict):
             raise ValueError(f"model parameter 'preprocess' must be a JSON object, got {preprocess!r}")
-        return cls(store_root=Path(root).expanduser(), task=task, mode=mode, layer=layer, preprocess=preprocess,
-                   cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
-                   max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
-                   batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
-                   device=model_device(params, instance_kind, device_id),
-                   num_threads=_int_param(params, "num_threads", 0, 0))
+        return cls(task=task, mode=mode, layer=layer, preprocess=preprocess, **common)
+
+
+def input_handler(params: Mapping[str, str], *, instance_kind: str = "CPU", device_id: str | int = 0,
+                  log: Callable[[str], None] | None = None) -> Any:
+    """The handler of an input model from its config parameters: a task group's (``group``, ``build-repo
+    --multi``: :mod:`builder.triton.multi`) or one task's path."""
+    if params.get("group"):
+        from .multi import GroupInputHandler, GroupInputSettings
+
+        return GroupInputHandler(GroupInputSettings.from_parameters(params, instance_kind=instance_kind,
+                                                                    device_id=device_id), log=log)
+    return TaskInputHandler(TaskInputSettings.from_parameters(params, instance_kind=instance_kind,
+                                                              device_id=device_id), log=log)
+
+
+class StoredAdapters:
+    """Every stored adapter of one task, per video: ``get(video_id) -> (pairing, {exit block: (AdapterSet,
+    meta)})``, cached by the pairing, the task's adapter files and the INR (a new INR never meets adapters cached
+    for the old); :meth:`bound` hands one out only with the INR it was trained on."""
+
+    def __init__(self, store_root: Path, task: Any, cache_size: int, device: str) -> None:
+        self.task, self.device = task, device
+        self.cache = StoreCache(store_root, cache_size, load=self._load, version=self._version)
+
+    def _version(self, store: Any, video_id: str, name: str) -> str:
+        from ..entry import ADAPTER, parse_file
+
+        files = store.entry(video_id)["files"]
+        own = sorted(n for n in files if (f := parse_file(n)) is not None and f.role == ADAPTER
+                     and f.keys["task"] == self.task.name)
+        return "/".join([store.inr_digest(video_id), StoreCache.file_version(store, video_id, name),
+                         *(f"{n}:{files[n].get('sha256')}" for n in own)])
+
+    def _load(self, store: Any, video_id: str, name: str) -> tuple[dict[str, Any], dict[int, tuple[Any, dict]]]:
+        from ..nvp.storage import load_adapter, stored_exits
+
+        pairing = json.loads(store.get(video_id, name))
+        # every stored adapter of the task is small: load each once, choose per request
+        stored = {}
+        for k in stored_exits(store.video(video_id), self.task.name):
+            adapters, meta = load_adapter(store, video_id, self.task.name, k)
+            stored[k] = (adapters.to(self.device), meta)
+        return pairing, stored
+
+    def get(self, video_id: str) -> tuple[dict[str, Any], dict[int, tuple[Any, dict]]]:
+        from ..nvp.storage import pairing_file
+
+        name = self.task.name
+        return self.cache.get(video_id, pairing_file(name),
+                              missing=f"video '{video_id}' has no {name} adapters; run 'python -m builder adapt "
+                                      f"{video_id} --task {name}'")
+
+    def bound(self, stored: Mapping[int, tuple[Any, dict]], exit_block: int, inr_version: str,
+              video_id: str) -> Any:
+        """The adapter of ``exit_block``, refused unless it was trained on the INR of ``inr_version``."""
+        from ..entry import INR_BINDING, StaleAdapter, check_binding
+
+        adapters, meta = stored[exit_block]
+        try:
+            check_binding(meta.get(INR_BINDING), inr_version, video_id, self.task.name)
+        except StaleAdapter as e:
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: {e}") from None
+        return adapters
+
+
+def served_frames(inrs: StoreCache, video_id: str, selection: str, task: Any, max_frames: int
+                  ) -> tuple[str, Any, np.ndarray, tuple[int, int]]:
+    """``(INR version, INR, frame indices, (height, width))`` of one request: the video's decoder from the cache
+    and the selection resolved against its frames with ``task``'s protocol."""
+    version, decoded = inrs.versioned(video_id)
+    model = decoded.model
+    idx = select_frames(selection, int(model.config.frames), task, video_id, max_frames=max_frames)
+    return version, model, idx, (model.config.out_height, model.config.out_width)
+
+
+def answer_arrays(named: Mapping[str, Any], video_id: str, what: str) -> dict[str, np.ndarray]:
+    """Tensors an input step hands on, as contiguous numpy (floats as float32); non-finite values refused."""
+    result = {}
+    for name, value in named.items():
+        if value.is_floating_point():  # DETR's cut also carries a boolean padding mask: kept as it is
+            value = value.float()
+        arr = value.cpu().numpy()
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise VideoUnavailableError(f"video '{video_id}' cannot be served: its {what} produced non-finite "
+                                        "values")
+        result[name] = np.ascontiguousarray(arr)
+    return result
 
 
 class TaskInputHandler:
@@ -201,39 +299,17 @@ class TaskInputHandler:
         self.backbone = get_backbone(self.task.backbone)
         self.backbone.apply_preprocess_settings(settings.preprocess)
         self.inrs = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
-        self.adapters = StoreCache(settings.store_root, settings.cache_size, load=self._load_adapters,
-                                   version=self._adapters_version)
+        self.adapters = StoredAdapters(settings.store_root, self.task, settings.cache_size, settings.device)
         self.codec = StoreCache(settings.store_root, settings.cache_size, load=self._codec_source)
         # codec: verified H.264 copies, one file per checksum: PyAV decodes bytes that were checked, never the store's
         self._h264_dir = tempfile.TemporaryDirectory(prefix="nvp-h264-") if settings.mode == "codec" else None
         # import the decoder/adapter stack at model load, not on the first request
         from ..nvp import path, storage  # noqa: F401
 
+    def describe(self) -> str:
+        return f"{self.settings.task} {self.settings.mode} input"
+
     # --- loaders (run under the caches' error mapping) ---
-
-    def _adapters_version(self, store: Any, video_id: str, name: str) -> str:
-        """The task's pairing and adapter files, and the INR: a new INR never meets adapters cached for the old."""
-        from ..entry import ADAPTER, parse_file
-
-        files = store.entry(video_id)["files"]
-        own = sorted(n for n in files if (f := parse_file(n)) is not None and f.role == ADAPTER
-                     and f.keys["task"] == self.task.name)
-        return "/".join([store.inr_digest(video_id), StoreCache.file_version(store, video_id, name),
-                         *(f"{n}:{files[n].get('sha256')}" for n in own)])
-
-    def _load_adapters(self, store: Any, video_id: str, name: str) -> tuple[int, Any, str | None]:
-        """The served exit block, its adapters and the INR checksum they are bound to."""
-        from ..entry import INR_BINDING
-        from ..nvp.storage import load_adapter, stored_exits
-
-        pairing = json.loads(store.get(video_id, name))
-        # every stored adapter of the task is small: load each once, keep the one for the served layer
-        stored = {k: load_adapter(store, video_id, self.task.name, k)
-                  for k in stored_exits(store.video(video_id), self.task.name)}
-        k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, self.settings.layer, video_id,
-                           self.task.name)
-        adapters, meta = stored[k]
-        return k, adapters.to(self.settings.device), meta.get(INR_BINDING)
 
     def _codec_source(self, store: Any, video_id: str, name: str) -> tuple[Path, dict[str, Any]]:
         import hashlib
@@ -257,9 +333,7 @@ class TaskInputHandler:
         import torch
 
         from ..api import H264_FILE
-        from ..entry import StaleAdapter, check_binding
         from ..nvp.path import inr_features
-        from ..nvp.storage import pairing_file
 
         s = self.settings
         video_id = parse_video_id(inputs.get(VIDEO_ID))
@@ -276,35 +350,20 @@ class TaskInputHandler:
                 outs = self._preprocess(frames)
                 size = (meta["height"], meta["width"])
             else:
-                inr_version, decoded = self.inrs.versioned(video_id)
-                model = decoded.model
-                size = (model.config.out_height, model.config.out_width)
-                idx = select_frames(selection, int(model.config.frames), self.task, video_id,
-                                    max_frames=s.max_frames)
+                inr_version, model, idx, size = served_frames(self.inrs, video_id, selection, self.task,
+                                                              s.max_frames)
                 if s.mode == "nvp":
-                    k, adapters, bound = self.adapters.get(
-                        video_id, pairing_file(self.task.name),
-                        missing=f"video '{video_id}' has no {self.task.name} adapters; run 'python -m builder "
-                                f"adapt {video_id} --task {self.task.name}'")
-                    try:
-                        check_binding(bound, inr_version, video_id, self.task.name)
-                    except StaleAdapter as e:
-                        raise VideoUnavailableError(f"video '{video_id}' cannot be served: {e}") from None
+                    pairing, stored = self.adapters.get(video_id)
+                    k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, s.layer, video_id,
+                                       self.task.name)
+                    adapters = self.adapters.bound(stored, k, inr_version, video_id)
                     outs = adapters(inr_features(model, idx.tolist(), k, video))
                 else:
                     device = next(model.parameters()).device
                     frames = torch.cat([model(torch.from_numpy(idx[i:i + s.batch_size]).to(device))
                                         for i in range(0, len(idx), s.batch_size)])
                     outs = self._preprocess(frames.clamp(0, 1))
-        result = {}
-        for name, value in zip(input_names(s.mode, len(outs)), outs):
-            if value.is_floating_point():  # DETR's cut also carries a boolean padding mask: kept as it is
-                value = value.float()
-            arr = value.cpu().numpy()
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                raise VideoUnavailableError(f"video '{video_id}' cannot be served: its {s.mode} path produced "
-                                            "non-finite values")
-            result[name] = np.ascontiguousarray(arr)
+        result = answer_arrays(dict(zip(input_names(s.mode, len(outs)), outs)), video_id, f"{s.mode} path")
         result[FRAME_INDICES] = idx
         if self.task.kind.frame_size:
             result[FRAME_SIZE] = np.asarray(size, dtype=np.int64)
@@ -328,7 +387,7 @@ class TaskInputHandler:
                                         f"({_one_line(str(e)).replace(str(path), '<store>')})") from None
 
     def close(self) -> None:
-        for cache in (self.inrs, self.adapters, self.codec):
+        for cache in (self.inrs, self.adapters.cache, self.codec):
             cache.clear()
         if self._h264_dir is not None:
             self._h264_dir.cleanup()

@@ -7,6 +7,8 @@ thin clients (:mod:`clients`). Pure constants, no torch (nor numpy)::
     <task>, <task>_fulldecode, <task>_codec
                         video_id TYPE_STRING [1], frame_selection TYPE_STRING [1]  ->  the task kind's answer
                         (``frame_selection``'s grammar: :mod:`builder.selection`)
+    <group> (build-repo --multi GROUP=TASK1,TASK2)
+                        video_id, frame_selection  ->  every task's answer, named ``<task>.<output>``
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ __all__ = [
     "SCORES",
     "VIDEO_ID",
     "ensemble_name",
+    "task_output",
 ]
 
 # request tensors
@@ -56,3 +59,9 @@ def ensemble_name(task: str, path: str = "nvp") -> str:
     if path not in PATHS:
         raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
     return task if path == "nvp" else f"{task}_{path}"
+
+
+def task_output(task: str, name: str) -> str:
+    """A multi-task ensemble's name for ``task``'s tensor ``name`` (``<task>.<name>``): every task of the group
+    answers under its own prefix (``effnet_lite0.labels``, ``mobilenet_v2.labels``)."""
+    return f"{task}.{name}"
