@@ -266,11 +266,7 @@ def _fit(inr: torch.nn.Module, frames: torch.Tensor, train: TrainConfig, quant: 
 def _rate_target(path: str | Path, source_frames: int, t: int, h: int, w: int, bpp: float | None,
                  max_bytes: int | None) -> RateTarget:
     """``--bytes``, else ``--bpp`` for ``t`` frames of ``h x w``, else the default (the source's own bytes)."""
-    if max_bytes is not None:
-        return RateTarget(max_bytes, f"--bytes {max_bytes}", True)
-    if bpp is not None:
-        return RateTarget.from_bpp(bpp, t, h, w)
-    return default_target(path, source_frames, t, h, w)
+    return RateTarget.given(t, h, w, bpp, max_bytes) or default_target(path, source_frames, t, h, w)
 
 
 def _sizing_line(arch: str, s: Sizing, train: TrainConfig, chunks: int = 1) -> str:

@@ -183,13 +183,9 @@ def collection_target(clips: Sequence[tuple[Path, Any]], height: int, width: int
     """The collection's byte target (keyframes and decoder together): ``max_bytes``, else ``bpp`` over all its
     frames, else the sum of each source file's own bytes for its frames (``default_target``: each kept within
     0.1-0.5 bpp)."""
-    total = sum(c.num_frames for _, c in clips)
-    if bpp is not None and max_bytes is not None:
-        raise ValueError("give one rate target: --bpp or --bytes, not both")
-    if max_bytes is not None:
-        return RateTarget(max_bytes, f"--bytes {max_bytes}", True)
-    if bpp is not None:
-        return RateTarget.from_bpp(bpp, total, height, width)
+    given = RateTarget.given(sum(c.num_frames for _, c in clips), height, width, bpp, max_bytes)
+    if given is not None:
+        return given
     own = sum(default_target(p, c.info.frames, c.num_frames, height, width).bytes for p, c in clips)
     return RateTarget(own, "default: the source files' bytes for these frames, each within 0.1-0.5 bpp", False)
 

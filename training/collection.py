@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .inr import _lr_factor, _save_checkpoint, _sync, seed_everything
+from .inr import _lr_factor, _save_checkpoint, _sync, median_step_seconds, seed_everything
 from .metrics import psnr_per_frame
 from .recipes import RECIPES
 
@@ -236,15 +236,8 @@ def collection_epoch_seconds(model: nn.Module, videos: Sequence[Tensor], cfg: Tr
     amp = cfg.amp and device.type == "cuda"
     loss_fn = RECIPES[cfg.recipe].loss
     idx = torch.arange(b, device=device)
-    for _ in range(2 if device.type == "cuda" else 1):  # warm-up: kernel loading, allocator growth
-        _step(probe, opt, loss_fn, data, idx, device, amp)
-    _sync(device)
-    times: list[float] = []
-    while not times or (sum(times) < min_seconds and len(times) < max_steps):
-        t0 = time.perf_counter()
-        _step(probe, opt, loss_fn, data, idx, device, amp)
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    step_s = median_step_seconds(lambda: _step(probe, opt, loss_fn, data, idx, device, amp), device, min_seconds,
+                                 max_steps)
     ev = torch.arange(min(2 * b, len(data)), device=device)
     probe.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -255,7 +248,7 @@ def collection_epoch_seconds(model: nn.Module, videos: Sequence[Tensor], cfg: Tr
     eval_s = time.perf_counter() - t0
     steps = math.ceil(math.ceil(n / world) / b)
     evals = math.ceil(math.ceil(watched / world) / ev.numel())
-    return _agree_max(steps * float(np.median(times)) + evals * eval_s, world, device)
+    return _agree_max(steps * step_s + evals * eval_s, world, device)
 
 
 def fit_collection(

@@ -94,6 +94,23 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn, frames: T
     return loss
 
 
+def median_step_seconds(step: Callable[[], None], device: torch.device, min_seconds: float, max_steps: int,
+                        min_steps: int = 1) -> float:
+    """The median seconds of ``step()`` after warm-up (CUDA: two steps, for kernel loading and allocator growth):
+    timed until ``min_seconds`` have passed, ``min_steps`` to ``max_steps`` times. The median, so one stall on a
+    shared machine does not decide a model's size."""
+    for _ in range(2 if device.type == "cuda" else 1):
+        step()
+    _sync(device)
+    times: list[float] = []
+    while len(times) < min_steps or (sum(times) < min_seconds and len(times) < max_steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, min_seconds: float = 1.0,
                   max_steps: int = 20) -> float:
     """Seconds one epoch of :func:`fit_inr` takes for ``model`` on ``frames`` on ``cfg.device``, measured on a
@@ -114,16 +131,7 @@ def epoch_seconds(model: nn.Module, frames: Tensor, cfg: TrainConfig, min_second
     def step() -> None:
         _train_step(run, opt, loss_fn, frames, idx, target, device, amp)
 
-    for _ in range(2 if device.type == "cuda" else 1):  # warm-up: kernel loading, allocator growth
-        step()
-    _sync(device)
-    times: list[float] = []
-    while len(times) < 2 or (sum(times) < min_seconds and len(times) < max_steps):
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    step_s = float(np.median(times))
+    step_s = median_step_seconds(step, device, min_seconds, max_steps, min_steps=2)
     ev = torch.arange(min(2 * b, n), device=device)
     probe.eval()
     with torch.no_grad():

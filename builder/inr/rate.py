@@ -64,6 +64,17 @@ class RateTarget:
     def bpp(self, frames: int, height: int, width: int) -> float:
         return self.bytes * 8 / (frames * height * width)
 
+    @classmethod
+    def given(cls, frames: int, height: int, width: int, bpp: float | None = None,
+              max_bytes: int | None = None) -> RateTarget | None:
+        """The target the user gave (``--bytes``, else ``--bpp`` over ``frames`` of ``height x width``), or None:
+        then the caller's default applies."""
+        if bpp is not None and max_bytes is not None:
+            raise ValueError("give one rate target: --bpp or --bytes, not both")
+        if max_bytes is not None:
+            return cls(max_bytes, f"--bytes {max_bytes}", True)
+        return None if bpp is None else cls.from_bpp(bpp, frames, height, width)
+
 
 @dataclass
 class Sizing:
