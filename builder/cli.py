@@ -270,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("adapt", parents=[common, wparent], help="pair INR exit blocks with backbone layers and "
                        "train the video's adapters for a task", description=_ADAPT_HELP)
     a.set_defaults(func=_cmd_adapt)
-    a.add_argument("video_id", metavar="ID")
+    a.add_argument("video_id", metavar="ID", help="a video, or a D-NeRV collection: one adapter per exit block for "
+                   "all of its videos, trained on some of them and chosen on the others")
+    a.add_argument("--train-videos", nargs="+", metavar="ID",
+                   help="collections: the videos the adapter trains on (default every other one, from the first); "
+                        "the rest are held out, and agreement is measured on them")
     a.add_argument("--exits", type=_positive_int, nargs="+", metavar="K", help="exit blocks to try (default all)")
     a.add_argument("--layers", nargs="+", metavar="LAYER", help="injection layers to try (default: the layer a "
                    "repository built from this store serves the task from, so a running server answers the video; "
@@ -754,6 +758,7 @@ def _cmd_adapt(args: argparse.Namespace):
     import dataclasses
 
     from .nvp.search import adapt_video, adapter_recipe
+    from .nvp.shared import adapt_collection
     from .tasks import get_task
 
     recon, feature, task = args.joint_weights
@@ -762,11 +767,19 @@ def _cmd_adapt(args: argparse.Namespace):
     train = dataclasses.replace(adapter_recipe(get_task(args.task), args.recipe), **explicit, target=args.target,
                                 joint=args.joint, joint_epochs=args.joint_epochs, joint_lr=args.joint_lr,
                                 joint_recon=recon, joint_feature=feature, joint_task=task)
-    r = adapt_video(_store(args), args.video_id, args.task, exits=args.exits, layers=args.layers, top_k=args.top_k,
-                    min_agreement=args.min_agreement, max_adapter_share=args.max_adapter_share, train=train,
-                    train_frames=args.train_frames, max_samples=args.max_samples,
-                    weights=args.weights, random_init=args.random_weights, progress=not args.no_progress,
-                    repeats=args.repeats)
+    store = _store(args)
+    common = dict(exits=args.exits, layers=args.layers, top_k=args.top_k, min_agreement=args.min_agreement,
+                  max_adapter_share=args.max_adapter_share, train=train, train_frames=args.train_frames,
+                  max_samples=args.max_samples, weights=args.weights, random_init=args.random_weights,
+                  progress=not args.no_progress, repeats=args.repeats)
+    if store.video(args.video_id).kind == "collection":
+        if args.joint:
+            raise ValueError("--joint fine-tunes one video's INR; a collection's decoder is shared: adapt without it")
+        return _collection_adapt_report(adapt_collection(store, args.video_id, args.task,
+                                                         train_videos=args.train_videos, **common))
+    if args.train_videos:
+        raise ValueError(f"--train-videos is for collections; '{args.video_id}' is one video")
+    r = adapt_video(store, args.video_id, args.task, **common)
     metric = get_task(args.task).kind.metric
     codec = r.get("codec")
     video_acc = r.get("video_accuracy")
@@ -789,6 +802,26 @@ def _cmd_adapt(args: argparse.Namespace):
                  f"{j['accuracy_after']:.3f}" + (f"; deleted stale {', '.join(j['dropped'])}" if j["dropped"] else ""))
     short = {k: v for k, v in r.items() if k not in ("ranking",)}
     return text, short
+
+
+def _collection_adapt_report(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from .tasks import get_task
+
+    metric = get_task(r["task"]).kind.metric
+    codec, const = r.get("codec"), r.get("constant_baseline") or {}
+    text = (f"{r['id']} / {r['task']}: one adapter for the collection's {len(r['train_videos'])} + "
+            f"{len(r['heldout_videos'])} videos: exit block {r['exit_block']} -> {r['layer']}, {r['adapter_kind']} "
+            f"adapter {r['adapter_params']:,} params ({100 * r['adapter_share']:.3f} % of the backbone)\n"
+            f"trained on {', '.join(r['train_videos'])} ({r['train_selection']} of each); on the videos it never "
+            f"trained on ({', '.join(r['heldout_videos'])}): {metric} {r['accuracy']:.3f}"
+            + ("" if r.get("video_accuracy") is None else f" (video {r['video_accuracy']:.2f})")
+            + f", {r['ms_per_frame']:.2f} ms/frame"
+            + ("" if codec is None else f"; codec path {codec.get('accuracy', float('nan')):.3f}, "
+               f"{codec['ms_per_frame']:.2f} ms/frame")
+            + ("" if "accuracy" not in const else f"; constant answer {const['accuracy']:.3f}")
+            + ("" if r["met_budget"] else f"  (no pair reached --min-agreement {r['min_agreement']})")
+            + "\nper video: " + ", ".join(f"{v} {s.get('accuracy', float('nan')):.2f}" for v, s in r["per_video"].items()))
+    return text, {k: v for k, v in r.items() if k not in ("ranking",)}
 
 
 def _cmd_evaluate(args: argparse.Namespace):

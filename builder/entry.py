@@ -139,9 +139,10 @@ CHUNK = register_role(FileRole("chunk", "inr-c{chunk}.nvp", frozenset({VIDEO}),
                                "a chunked video's decoder of one chunk (GOP): an INR bitstream over its frames"))
 H264 = register_role(FileRole("h264", "h264.mp4", frozenset({VIDEO, MEMBER}),
                               "the codec baseline: the same frames as H.264 in at most the INR's bytes"))
-ADAPTER = register_role(FileRole("adapter", "adapter-{task}-e{exit_block}.nvp", frozenset({VIDEO, MEMBER}),
+# a collection's adapters and pairing answer for every member without its own (adapt COLLECTION)
+ADAPTER = register_role(FileRole("adapter", "adapter-{task}-e{exit_block}.nvp", frozenset({VIDEO, MEMBER, COLLECTION}),
                                  "a task's adapter at one exit block of the decoder"))
-PAIRING = register_role(FileRole("pairing", "pairing-{task}.json", frozenset({VIDEO, MEMBER}),
+PAIRING = register_role(FileRole("pairing", "pairing-{task}.json", frozenset({VIDEO, MEMBER, COLLECTION}),
                                  "a task's pair search: ranking, measurements, Pareto front, the chosen pair"))
 KEYFRAMES = register_role(FileRole("keyframes", "keyframes.nvp", frozenset({MEMBER}),
                                    "a collection member's own coded part (D-NeRV: its keyframes), read with the "

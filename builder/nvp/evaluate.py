@@ -81,9 +81,11 @@ def _evaluate_video(store: VideoStore, vid: str, task: Any, bb: Backbone, model:
     if units:
         held_idx = [i for u in units for i in u]
         raw_h = run_units(lambda i: model(bb.preprocess(frames[i])), units)
-        train_units = task.samples(train, None)
-        raw_t = run_units(lambda i: model(bb.preprocess(frames[i])), train_units)
-        constant = scorer(task.kind.constant_output(raw_t, len(units)), raw_h)
+        # a collection member the shared adapter never trained on has no training frames: no constant of its own
+        # (adapt COLLECTION reports the training videos' constant on it)
+        train_units = task.samples(train, None) if train else []
+        constant = None if not train_units else scorer(task.kind.constant_output(
+            run_units(lambda i: model(bb.preprocess(frames[i])), train_units), len(units)), raw_h)
         h264 = codec_file(store, vid)
         codec_frames = None if h264 is None else dict(zip(held_idx, h264_frames(h264, meta, held_idx)))
 

@@ -40,7 +40,7 @@ from .storage import adapter_file, nvp_files, pairing_file, save_adapter, served
 
 __all__ = ["Candidate", "TrainingData", "Fit", "PairMeasurement", "Selection", "adapt_video", "training_data",
            "rank_pairs", "shortlist", "fit_pair", "measure_pair", "select_pairs", "pareto_front", "select_pair",
-           "FEATURE_BUDGET", "adapter_recipe", "classifier_only", "validation_frames"]
+           "FEATURE_BUDGET", "adapter_recipe", "classifier_only", "candidate_splits", "validation_frames"]
 
 FEATURE_BUDGET = 2 << 30  # bytes of INR features + backbone targets adapt may hold for training (all exits, layers)
 FRONT_KEYS = ("exit_block", "layer", "adapter_kind", "video_accuracy", "accuracy", "top5", "kl", "ms_per_frame",
@@ -306,6 +306,23 @@ def classifier_only(tail: nn.Module) -> bool:
     return len(layers) <= 1
 
 
+def candidate_splits(store: VideoStore, task: Task, bb: Backbone, model: nn.Module,
+                     layers: Sequence[str] | None) -> tuple[dict[str, SplitModel], str | None]:
+    """The injection layers adapt tries, split, and the served layer that pinned them (None if none did):
+    ``layers`` as given; else the layer a repository built from this store serves the task from (a video adapted
+    elsewhere would be refused by the running server); else the backbone's split points whose tail is more than
+    pooling and the classifier."""
+    served = served_layer(store, task.name) if layers is None else None
+    if served is not None:
+        print(f"adapt: trying only {served}, the layer a repository built from this store serves {task.name} from "
+              "(--layers LAYER ... chooses freely; then run build-repo again)", file=sys.stderr)
+        return {served: bb.split(served, model=model)}, served
+    if layers is None:
+        splits = {l: bb.split(l, model=model) for l in bb.split_points()}
+        return {l: sm for l, sm in splits.items() if not classifier_only(sm.tail)}, None
+    return {l: bb.split(l, model=model) for l in layers}, None
+
+
 def validation_frames(task: Task, n: int, train_idx: Sequence[int], count: int = 16) -> tuple[list[int], bool]:
     """Frames ``adapt`` measures pairs on: up to ``count`` frames outside the training frames, evenly spread (video
     tasks: one clip outside them), and whether that is out of sample; the protocol frames when every frame trains."""
@@ -376,16 +393,7 @@ def adapt_video(
     train_idx = task.train_frames(n, train_frames)
     task.samples(train_idx, max_samples)  # too few (consecutive) training frames fail before any work
     exits = list(exits or range(1, inr.num_blocks + 1))
-    served = served_layer(store, task.name) if layers is None else None
-    if served is not None:  # a repository serves this task from that layer: a video adapted elsewhere is refused
-        print(f"adapt: trying only {served}, the layer a repository built from this store serves {task.name} from "
-              "(--layers LAYER ... chooses freely; then run build-repo again)", file=sys.stderr)
-        splits = {served: bb.split(served, model=model)}
-    elif layers is None:
-        splits = {l: bb.split(l, model=model) for l in bb.split_points()}
-        splits = {l: sm for l, sm in splits.items() if not classifier_only(sm.tail)}
-    else:
-        splits = {l: bb.split(l, model=model) for l in layers}
+    splits, served = candidate_splits(store, task, bb, model, layers)
     layers = list(splits)
     t0 = time.perf_counter()
     data = training_data(task, inr, bb, model, splits, frames, exits, train, max_samples, allowed=train_idx)

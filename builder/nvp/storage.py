@@ -8,17 +8,26 @@ from typing import Any
 from ..cliutil import finite_json
 from ..codec import decode_tensors, encode_tensors
 from ..config import QuantConfig
-from ..entry import ADAPTER, INR_BINDING, PAIRING, VideoEntry, adapter_file, check_binding, pairing_file
+from ..entry import ADAPTER, INR_BINDING, MEMBER, PAIRING, VideoEntry, adapter_file, check_binding, pairing_file
 from ..store import VideoStore
 from .path import AdapterSet
 
-__all__ = ["SERVED_DIR", "record_served_layers", "served_layer", "adapter_file", "pairing_file", "stored_exits", "nvp_files", "save_adapter", "load_adapter",
-           "load_pairing"]
+__all__ = ["SERVED_DIR", "record_served_layers", "served_layer", "adapter_file", "pairing_file", "stored_exits",
+           "adapter_holder", "nvp_files", "save_adapter", "load_adapter", "load_pairing"]
 
 
 def stored_exits(entry: VideoEntry, task: str) -> list[int]:
     """Exit blocks with a stored ``task`` adapter, from the entry's file list (the role table parses the names)."""
     return list(entry.adapters(task))
+
+
+def adapter_holder(store: VideoStore, video_id: str, task: str) -> str:
+    """The entry whose ``task`` adapters answer ``video_id``: its own, or for a collection member without any, its
+    collection's when ``adapt COLLECTION`` fitted them (one adapter for every member)."""
+    entry = store.video(video_id)
+    if entry.kind != MEMBER or entry.adapters(task) or not entry.collection:
+        return video_id
+    return entry.collection if store.video(entry.collection).adapters(task) else video_id
 
 
 def nvp_files(entry: VideoEntry, task: str | None = None) -> list[str]:
@@ -41,19 +50,29 @@ def save_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, l
 
 def load_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, *,
                  inr_sha256: str | None = None) -> tuple[AdapterSet, dict[str, Any]]:
-    """The stored adapter and its metadata; given ``inr_sha256`` (the decoder it will run with), one trained on
-    another decoder is refused (``StaleAdapter``)."""
-    dec = decode_tensors(store.get(video_id, adapter_file(task, exit_block)))
+    """The stored adapter (:func:`adapter_holder`'s) and its metadata; given ``inr_sha256`` (the decoder it will
+    run with), one trained on another decoder is refused (``StaleAdapter``). A collection's adapter is bound to
+    the shared decoder, whatever the member's own keyframes."""
+    holder = adapter_holder(store, video_id, task)
+    dec = decode_tensors(store.get(holder, adapter_file(task, exit_block)))
     if inr_sha256 is not None:
-        check_binding(dec.meta.get(INR_BINDING), inr_sha256, video_id, task)
+        check_binding(dec.meta.get(INR_BINDING), inr_sha256 if holder == video_id else store.inr_digest(holder),
+                      video_id, task)
     adapters = AdapterSet.from_configs(dec.meta["adapters"])
     adapters.load_state_dict(dec.tensors)
     return adapters.eval(), dec.meta
 
 
 def load_pairing(store: VideoStore, video_id: str, task: str) -> dict[str, Any]:
-    """``adapt``'s pairing JSON for ``task``; ``KeyError`` (the store's ``MissingFile``) when never adapted."""
-    return json.loads(store.get(video_id, pairing_file(task)))
+    """``adapt``'s pairing JSON for ``task``; ``KeyError`` (the store's ``MissingFile``) when never adapted. A
+    member answered by its collection's adapters gets the collection's pairing with its own training and
+    validation frames (none when it was held out) and ``"collection"``: the collection's ID."""
+    holder = adapter_holder(store, video_id, task)
+    pairing = json.loads(store.get(holder, pairing_file(task)))
+    if holder == video_id:
+        return pairing
+    return {**pairing, "collection": holder, "train_frames": pairing["train_frames"].get(video_id, []),
+            "validation_frames": pairing["validation_frames"].get(video_id, [])}
 
 
 # build-repo records each task's injection layer here, so that adapt fits a video added later at the layer a
