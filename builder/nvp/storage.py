@@ -81,15 +81,23 @@ SERVED_DIR = ".served"
 
 
 def record_served_layers(store: VideoStore, layers: dict[str, str]) -> None:
-    """Record ``task -> injection layer`` of a repository built from ``store`` (the last build wins)."""
+    """Record ``task -> injection layer`` of a repository built from ``store`` (the last build wins); a store
+    this process may not write (a server's read-only mount) keeps no record, with a warning."""
     import os
 
+    import sys
+
     d = store.root / SERVED_DIR
-    d.mkdir(parents=True, exist_ok=True)
-    for task, layer in layers.items():
-        tmp = d / f".{task}.json.tmp"
-        tmp.write_text(json.dumps({"task": task, "layer": layer}), encoding="utf-8")
-        os.replace(tmp, d / f"{task}.json")  # atomic: a reader sees the old record or the new one
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        for task, layer in layers.items():
+            tmp = d / f".{task}.json.tmp"
+            tmp.write_text(json.dumps({"task": task, "layer": layer}), encoding="utf-8")
+            os.replace(tmp, d / f"{task}.json")  # atomic: a reader sees the old record or the new one
+    except OSError as e:  # a server's store is mounted read-only (docker/compose.yaml, deploy/k8s)
+        print(f"build-repo: the served layers are not recorded in {d} ({e.strerror}): videos adapted later choose "
+              "their own layer unless adapt is given --layers " + " ".join(sorted(set(layers.values()))),
+              file=sys.stderr)
 
 
 def served_layer(store: VideoStore, task: str) -> str | None:
