@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import functools
+import hashlib
 import math
 import os
 import tempfile
@@ -23,7 +24,7 @@ from training.metrics import ms_ssim, psnr
 from .codec import FORMAT_VERSION
 from .config import QuantConfig
 from .entry import (ADAPTER, H264_FILE, INR_FILE, PAIRING, VIDEO, ChunkInfo, FrameRange, H264Twin, INRInfo, Quality,
-                    Source, VideoEntry, chunk_file, parse_file)
+                    Source, VideoEntry, chunk_file, inr_checksum, parse_file)
 from .inr import (ChunkedINR, DecodedINR, INRConfig, build_inr, chunk_plan, decode_chunked, decode_inr, encode_inr,
                   get_inr_family, inr_config, list_inr_families)
 from .inr.qat import quantization_aware, rate_bits
@@ -304,9 +305,13 @@ def replace_inr(store: VideoStore, video_id: str, model: torch.nn.Module, frames
 
 def replace_inr_entry(store: VideoStore, video_id: str, model: torch.nn.Module, frames: torch.Tensor, *,
                       drop: Iterable[str] = (), meta: dict[str, Any] | None = None,
-                      if_inr: str | None = None) -> VideoEntry:
+                      if_inr: str | None = None,
+                      extra: Callable[[torch.nn.Module, str, dict[str, Any]], dict[str, bytes]] | None = None
+                      ) -> VideoEntry:
     """:func:`replace_inr`, returning the entry as written (its ``files`` give the new INR's checksum,
-    :func:`~builder.entry.inr_checksum`, even if another command replaced it since)."""
+    :func:`~builder.entry.inr_checksum`, even if another command replaced it since). ``extra(decoded, checksum,
+    measured)`` gets the stored (quantised) decoder, its checksum and its measured quality before anything is
+    written, and returns more files (e.g. adapters bound to it) to store in the same atomic write."""
     entry = store.video(video_id)
     if entry.kind != VIDEO:
         raise ValueError(f"'{video_id}' is a {entry.kind}: only a video's own INR can be replaced")
@@ -321,15 +326,20 @@ def replace_inr_entry(store: VideoStore, video_id: str, model: torch.nn.Module, 
         chunks = tuple(_remeasured(c, decode_inr(b).model, frames[c.start:c.start + c.frames], len(b))
                        for c, b in zip(entry.chunks, blobs.values()))
         measured = _chunked_quality(chunks, entry.height, entry.width)
+        stored = None if extra is None else decode_chunked(list(blobs.values()), [c.start for c in chunks]).model
     else:
         if entry.chunks:
             raise ValueError(f"video '{video_id}' is chunked: replace it with a ChunkedINR of its chunks")
         blob = encode_inr(model, quant)
         blobs = {INR_FILE: blob}
-        measured = _quality(decode_inr(blob).model, frames, len(blob))
+        stored = decode_inr(blob).model
+        measured = _quality(stored, frames, len(blob))
     h264, twin = h264_copy(frames, entry.frames.fps, measured["bytes"])
     drop = set(drop) | set(blobs)
     files = {n: store.get(video_id, n) for n in entry.files if n not in drop and n not in (INR_FILE, H264_FILE)}
+    if extra is not None:
+        checksum = inr_checksum({n: {"sha256": hashlib.sha256(b).hexdigest()} for n, b in blobs.items()})
+        files.update(extra(stored, checksum, measured))
     # the training fields describe the original fit and stay; the measured ones are the new bytes'
     quality = dataclasses.replace(entry.quality, **measured)
     new = dataclasses.replace(entry, quality=quality, h264=twin, chunks=chunks or entry.chunks)

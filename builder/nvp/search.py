@@ -29,14 +29,14 @@ from ..api import load_bound_inr, read_source, replace_inr_entry
 from ..backbones import Backbone, SplitModel, get_backbone
 from ..cka import linear_cka
 from ..cliutil import finite_json
-from ..entry import INR_BINDING, inr_checksum
+from ..entry import INR_BINDING
 from ..inr import INR
 from ..selection import uniform_frames
-from ..store import EntryChanged, VideoStore
+from ..store import VideoStore
 from ..tasks import Scorer, Task, get_task
 from .measure import codec_measurement, measure_path, nvp_gflops
 from .path import AdapterSet, DerivedMask, NVPPath, inr_features
-from .storage import adapter_file, nvp_files, pairing_file, save_adapter, served_layer
+from .storage import adapter_blob, adapter_file, nvp_files, pairing_file, save_adapter, served_layer
 
 __all__ = ["Candidate", "TrainingData", "Fit", "PairMeasurement", "Selection", "adapt_video", "training_data",
            "rank_pairs", "shortlist", "fit_pair", "measure_pair", "select_pairs", "pareto_front", "select_pair",
@@ -435,26 +435,32 @@ def adapt_video(
         "weights": "random" if random_init else str(weights), "seconds": round(time.perf_counter() - t0, 2),
         "ranking": [dataclasses.asdict(c) for c in ranking], "measured": [m.row() for m in measured],
     }
-    if train.joint:
-        summary["joint"] = _joint(store, video_id, task, inr, frames, data, sel.chosen.fit,
-                                  splits[sel.chosen.fit.candidate.layer], train, eval_idx=eval_idx, raw_out=raw_out,
-                                  scorer=scorer, progress=progress, bound=bound)
-        summary["accuracy"] = summary["joint"]["accuracy_after"]
-        bound = summary["joint"][INR_BINDING]
+    if train.joint:  # the new INR, its adapter and the pairing land in one atomic write
+        _joint(store, video_id, task, inr, frames, data, sel.chosen.fit, splits[sel.chosen.fit.candidate.layer],
+               train, eval_idx=eval_idx, raw_out=raw_out, scorer=scorer, progress=progress, bound=bound,
+               summary=summary)
+        return summary
     summary[INR_BINDING] = bound
-    store.add_file(video_id, pairing_file(task.name), json.dumps(finite_json(summary), indent=1).encode(),
-                   if_inr=bound)
+    store.add_file(video_id, pairing_file(task.name), _pairing_json(summary), if_inr=bound)
     return summary
+
+
+def _pairing_json(summary: Mapping[str, Any]) -> bytes:
+    return json.dumps(finite_json(summary), indent=1).encode()
 
 
 def _joint(store: VideoStore, video_id: str, task: Task, inr: INR, frames: Tensor, data: TrainingData, fit: Fit,
            split: SplitModel, train: AdapterTrainConfig, *, eval_idx: list[int], raw_out: Any, scorer: Scorer,
-           progress: bool, bound: str) -> dict[str, Any]:
-    """Joint mode: fine-tune the INR with the chosen pair's adapter (``training.joint``), store the re-quantised
-    INR in place of the old one, re-measure the pair on the decoded (stored) INR and keep only its adapter.
+           progress: bool, bound: str, summary: dict[str, Any]) -> None:
+    """Joint mode: fine-tune the INR with the chosen pair's adapter (``training.joint``), re-measure the pair on
+    the re-quantised INR, and store that INR, the adapter and the pairing (``summary`` completed with
+    ``summary["joint"]``, whose ``accuracy_after`` becomes ``summary["accuracy"]``) in one atomic write: a reader
+    sees the old INR with its adapters or the new one with its adapter, never a mix. Refused (``EntryChanged``,
+    nothing written) if the stored INR is no longer ``bound``.
 
     Every other adapter of the video (other exits of this task, all other tasks) was fitted to the old INR's
-    features and is now stale: it is deleted with a warning, and those tasks need ``adapt`` again.
+    features and is now stale: it is deleted in the same write, with a warning, and those tasks need ``adapt``
+    again.
     """
     exit_block, adapters, video = fit.candidate.exit_block, fit.adapters, task.video
     meta = store.meta(video_id)
@@ -472,28 +478,30 @@ def _joint(store: VideoStore, video_id: str, task: Task, inr: INR, frames: Tenso
     stale = [n for n in nvp_files(entry) if n != pairing_file(task.name)]
     own = set(nvp_files(entry, task.name))
     others = [n for n in stale if n not in own]
-    written = replace_inr_entry(store, video_id, inr, frames, drop=stale, if_inr=bound, meta={"joint": {
+
+    def with_adapter(stored: INR, checksum: str, measured: dict[str, Any]) -> dict[str, bytes]:
+        # measured on what is stored: the quantised INR
+        after = scorer(NVPPath(stored, exit_block, adapters, split.tail, video)(eval_idx), raw_out)
+        summary["joint"] = {
+            "epochs": result.epochs, "seconds": round(time.perf_counter() - t0, 2),
+            "weights": {"recon": train.joint_recon, "feature": train.joint_feature,
+                        "task": train.joint_task if use_task else 0.0},
+            "psnr_before": before["psnr"], "psnr_after": measured["psnr"], "train_psnr": result.psnr,
+            "bpp_before": before["bpp"], "bpp_after": measured["bpp"], "bytes_before": before["bytes"],
+            "bytes_after": measured["bytes"], "accuracy_before": accuracy_before, "accuracy_after": after["accuracy"],
+            "scores_after": after, "dropped": [n for n in stale if n != adapter_file(task.name, exit_block)],
+            INR_BINDING: checksum, "history": result.history,
+        }
+        summary["accuracy"] = after["accuracy"]
+        summary[INR_BINDING] = checksum
+        return {adapter_file(task.name, exit_block): adapter_blob(
+                    task.name, exit_block, split.at, adapters,
+                    {"accuracy": after["accuracy"], "train": train.to_dict(), "joint": True}, inr_sha256=checksum),
+                pairing_file(task.name): _pairing_json(summary)}
+
+    replace_inr_entry(store, video_id, inr, frames, drop=stale, if_inr=bound, extra=with_adapter, meta={"joint": {
         "task": task.name, "exit_block": exit_block, "epochs": result.epochs, "psnr_before": before["psnr"],
         "bpp_before": before["bpp"]}})
-    new = written.to_meta()
     if others:
         warnings.warn(f"joint mode changed the INR of '{video_id}': deleted the stale adapters {others}; run "
                       f"adapt again for those tasks", stacklevel=3)
-    stored, now = load_bound_inr(store, video_id)  # measure what is stored: the quantised INR
-    if now != inr_checksum(written.files):
-        raise EntryChanged(f"video '{video_id}''s INR was replaced by another command right after adapt --joint "
-                           f"stored its own; the joint adapter was not stored: run adapt again")
-    after = scorer(NVPPath(stored.model, exit_block, adapters, split.tail, video)(eval_idx), raw_out)
-    save_adapter(store, video_id, task.name, exit_block, split.at, adapters,
-                 {"accuracy": after["accuracy"], "train": train.to_dict(), "joint": True}, inr_sha256=now)
-    return {
-        "epochs": result.epochs, "seconds": round(time.perf_counter() - t0, 2),
-        "weights": {"recon": train.joint_recon, "feature": train.joint_feature,
-                    "task": train.joint_task if use_task else 0.0},
-        "psnr_before": before["psnr"], "psnr_after": new["psnr"], "train_psnr": result.psnr,
-        "bpp_before": before["bpp"], "bpp_after": new["bpp"], "bytes_before": before["bytes"],
-        "bytes_after": new["bytes"], "accuracy_before": accuracy_before, "accuracy_after": after["accuracy"],
-        "scores_after": after, "dropped": [n for n in stale if n != adapter_file(task.name, exit_block)],
-        INR_BINDING: now,
-        "history": result.history,
-    }

@@ -13,7 +13,7 @@ from ..store import VideoStore
 from .path import AdapterSet
 
 __all__ = ["SERVED_DIR", "record_served_layers", "served_layer", "adapter_file", "pairing_file", "stored_exits",
-           "adapter_holder", "nvp_files", "save_adapter", "load_adapter", "load_pairing"]
+           "adapter_holder", "nvp_files", "adapter_blob", "save_adapter", "load_adapter", "load_pairing"]
 
 
 def stored_exits(entry: VideoEntry, task: str) -> list[int]:
@@ -36,16 +36,22 @@ def nvp_files(entry: VideoEntry, task: str | None = None) -> list[str]:
                   and (task is None or f.keys["task"] == task))
 
 
-def save_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, layer: str, adapters: AdapterSet,
-                 extra: dict[str, Any], *, inr_sha256: str) -> None:
-    """Store the adapter bound to the decoder it was trained on (``inr_sha256``: ``store.inr_digest`` read with
-    it); refused (``EntryChanged``, nothing written) if the stored decoder is no longer that one."""
+def adapter_blob(task: str, exit_block: int, layer: str, adapters: AdapterSet, extra: dict[str, Any], *,
+                 inr_sha256: str) -> bytes:
+    """The adapter file's bytes: fp32 tensors (lossless) and metadata, bound to the decoder ``inr_sha256``."""
     tensors = {k: v.detach().float().cpu() for k, v in adapters.state_dict().items()}
     # strict JSON in the bitstream: an undefined score (mAP of frames without detections) is stored as null
     meta = finite_json({"task": task, "exit_block": exit_block, "layer": layer, "adapters": adapters.configs(),
                         **extra, INR_BINDING: inr_sha256})
-    blob = encode_tensors(tensors, quant=QuantConfig(), meta=meta, raw=set(tensors))  # fp32, lossless
-    store.add_file(video_id, adapter_file(task, exit_block), blob, if_inr=inr_sha256)
+    return encode_tensors(tensors, quant=QuantConfig(), meta=meta, raw=set(tensors))
+
+
+def save_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, layer: str, adapters: AdapterSet,
+                 extra: dict[str, Any], *, inr_sha256: str) -> None:
+    """Store the adapter bound to the decoder it was trained on (``inr_sha256``: ``store.inr_digest`` read with
+    it); refused (``EntryChanged``, nothing written) if the stored decoder is no longer that one."""
+    store.add_file(video_id, adapter_file(task, exit_block),
+                   adapter_blob(task, exit_block, layer, adapters, extra, inr_sha256=inr_sha256), if_inr=inr_sha256)
 
 
 def load_adapter(store: VideoStore, video_id: str, task: str, exit_block: int, *,

@@ -187,3 +187,28 @@ def test_replace_inr_of_a_chunked_video(store, tmp_path):
     assert sorted(e.files) == ["h264.mp4", "inr-c0.nvp", "inr-c1.nvp", "inr-c2.nvp"] and e.extra["joint"]
     assert store.get("whole", chunk_file(0)) == s.get("v", chunk_file(0))  # unchanged chunks code to the same bytes
     assert s.get("v", chunk_file(2)) != store.get("whole", chunk_file(2)) and meta["bytes"] == e.quality.bytes
+
+
+def test_replace_inr_stores_files_bound_to_the_new_decoder_in_the_same_write(store, tmp_path):
+    """``adapt --joint``'s adapter and pairing are made from the stored (quantised) decoder and its checksum before
+    anything is written, and land with it: no reader sees the new decoder without them."""
+    from builder.api import read_source, replace_inr_entry
+
+    s = VideoStore(tmp_path)
+    s.put("v", {n: store.get("whole", n) for n in store.video("whole").files}, store.meta("whole"))
+    model = load_inr(s, "v").model
+    with torch.no_grad():
+        model.chunks[1].head.bias.add_(0.05)
+    seen = {}
+
+    def extra(stored, checksum, measured):
+        seen.update(checksum=checksum, frame=stored(torch.tensor([5])), bytes=measured["bytes"])
+        assert s.inr_digest("v") != checksum  # nothing written yet
+        return {"pairing-effnet_lite0.json": checksum.encode()}
+
+    before = s.version("v")
+    e = replace_inr_entry(s, "v", model, read_source(s.video("v")).frames, extra=extra, if_inr=s.inr_digest("v"))
+    assert s.version("v") != before and e.version == s.version("v")  # one write
+    assert s.inr_digest("v") == seen["checksum"] and s.get("v", "pairing-effnet_lite0.json") == seen["checksum"].encode()
+    torch.testing.assert_close(load_inr(s, "v").model(torch.tensor([5])), seen["frame"])
+    assert seen["bytes"] == e.quality.bytes
