@@ -197,6 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "replacing only that chunk's file; --time-budget / --epochs override the stored settings")
     e.add_argument("--force", action="store_true", help="replace an existing entry with the same ID")
 
+    em = add("encode-many", "encode every video of a CSV manifest on Ray, one task per video (skips what is "
+             "stored already)", _cmd_encode_many)
+    em.add_argument("manifest", type=Path, help="CSV with a header: path,id and optional columns named after "
+                    "encode's long options with underscores (frames, size, arch, bpp, time_budget, ...; flags take "
+                    "true/false); relative paths are taken from the manifest's folder")
+    em.add_argument("--ray", metavar="ADDRESS", help="the Ray cluster: auto, ray://HOST:PORT or an address "
+                    "(default: start a local Ray instance on this machine's CPUs, and GPUs if CUDA is present)")
+    em.add_argument("--retries", type=_nonneg_int, default=2,
+                    help="times Ray retries a failed video before reporting it (default 2)")
+    em.add_argument("--force", action="store_true",
+                    help="encode every row again, even those stored from the same source and options")
+    em.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     ec = add("encode-collection", "fit one D-NeRV decoder shared by several videos and store it as a collection: "
              "one member entry (own video ID, own keyframes) per video; data-parallel under torchrun "
              "(torchrun --nproc_per_node N -m builder encode-collection ...)", _cmd_encode_collection)
@@ -506,6 +519,20 @@ def _cmd_encode(args: argparse.Namespace):
     if meta.get("chunks"):
         text += f"\n  {len(meta['chunks'])} chunks (see 'info {meta['id']}')"
     return text, meta
+
+
+def _cmd_encode_many(args: argparse.Namespace):
+    from .corpus import encode_many
+
+    r = encode_many(args.manifest, _store(args), address=args.ray, retries=args.retries, force=args.force,
+                    progress=not args.no_progress)
+    counts = {s: sum(v["status"] == s for v in r["videos"]) for s in ("stored", "skipped", "failed")}
+    lines = [f"{v['id']:<24} {v['status']}" + (f": {v['error']}" if v["error"] else "") for v in r["videos"]]
+    lines.append(f"{len(r['videos'])} video(s): {counts['stored']} stored, {counts['skipped']} skipped (stored "
+                 f"already), {counts['failed']} failed, in {r['seconds']:.0f} s")
+    if counts["failed"]:
+        args.exit_status = 1  # the others are stored; a rerun retries only the failed ones
+    return "\n".join(lines), r
 
 
 def _cmd_encode_collection(args: argparse.Namespace):
@@ -964,7 +991,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.func = _plain(args.func)
-    return run_command(args, _user_errors())
+    return run_command(args, _user_errors()) or getattr(args, "exit_status", 0)
 
 
 if __name__ == "__main__":
