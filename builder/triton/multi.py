@@ -38,10 +38,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .serving import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_SIZE, DEFAULT_MAX_FRAMES, RequestError, StoreCache, \
-    parse_video_id
-from .task_serving import FRAME_SIZE, StoredAdapters, input_parameters, answer_arrays, choose_adapter, \
-    input_names, parse_selection, served_frames
+from .serving import RequestError, StoreCache, parse_video_id
+from .task_serving import FRAME_SIZE, InputOptions, StoredAdapters, answer_arrays, choose_adapter, input_names, \
+    parse_selection, served_frames, store_root
 from .wire import FRAME_INDICES, FRAME_SELECTION, VIDEO_ID, task_output
 
 __all__ = ["GroupInputHandler", "GroupInputSettings", "TaskGroup", "shared_exit"]
@@ -122,11 +121,7 @@ class GroupInputSettings:
     store_root: Path
     group: str
     layers: Mapping[str, str]  # task -> the injection layer its tail starts at, in the group's order
-    cache_size: int = DEFAULT_CACHE_SIZE
-    max_frames: int = DEFAULT_MAX_FRAMES
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = "cpu"
-    num_threads: int = 0
+    options: InputOptions = InputOptions()
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], *, instance_kind: str = "CPU",
@@ -137,7 +132,8 @@ class GroupInputSettings:
             raise ValueError(f"model parameter 'tasks' must be a JSON object task -> injection layer with at least "
                              f"two tasks, got {params.get('tasks')!r}")
         group = TaskGroup(params.get("group", ""), tuple(layers))  # the same checks as at build time
-        return cls(group=group.name, layers=layers, **input_parameters(params, instance_kind, device_id))
+        return cls(store_root(params), group.name, layers, InputOptions.from_parameters(params, instance_kind,
+                                                                                        device_id))
 
 
 class GroupInputHandler:
@@ -151,8 +147,9 @@ class GroupInputHandler:
         self.log = log or (lambda msg: None)
         self.tasks = {t: get_task(t) for t in settings.layers}
         self.protocol = next(iter(self.tasks.values()))  # the group's tasks share one frame protocol (TaskGroup)
-        self.inrs = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
-        self.adapters = {t: StoredAdapters(settings.store_root, task, settings.cache_size, settings.device)
+        o = settings.options
+        self.inrs = StoreCache(settings.store_root, o.cache_size, device=o.device)
+        self.adapters = {t: StoredAdapters(settings.store_root, task, o.cache_size, o.device)
                          for t, task in self.tasks.items()}
         self.frame_size = any(t.kind.frame_size for t in self.tasks.values())
         from ..nvp import path, storage  # noqa: F401 - the decoder/adapter stack at model load, not on a request
@@ -171,7 +168,7 @@ class GroupInputHandler:
         t0 = time.perf_counter()
         with torch.inference_mode():
             inr_version, model, idx, size = served_frames(self.inrs, video_id, selection, self.protocol,
-                                                          s.max_frames)
+                                                          s.options.max_frames)
             stored = {t: a.get(video_id) for t, a in self.adapters.items()}
             k = shared_exit(video_id, s.group, s.layers, {t: p for t, (p, _) in stored.items()},
                             {t: {e: meta for e, (_, meta) in st.items()} for t, (_, st) in stored.items()})

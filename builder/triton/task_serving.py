@@ -63,11 +63,12 @@ __all__ = [
     "choose_adapter",
     "input_handler",
     "input_names",
-    "input_parameters",
+    "InputOptions",
     "parse_selection",
     "post_handler",
     "select_frames",
     "served_frames",
+    "store_root",
     "tail_name",
 ]
 
@@ -150,17 +151,32 @@ def choose_adapter(pairing: Mapping[str, Any], adapters: Mapping[int, Mapping[st
     return max(fits)[2]
 
 
-def input_parameters(params: Mapping[str, str], instance_kind: str, device_id: str | int) -> dict[str, Any]:
-    """The settings every input model (one task's, or a task group's) reads from its config parameters."""
+def store_root(params: Mapping[str, str]) -> Path:
+    """The ``store_root`` parameter of a model that reads the store."""
     root = params.get("store_root", "").strip()
     if not root:
         raise ValueError("model parameter 'store_root' (the video store directory) is required")
-    return dict(store_root=Path(root).expanduser(),
-                cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
-                max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
-                batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
-                device=model_device(params, instance_kind, device_id),
-                num_threads=_int_param(params, "num_threads", 0, 0))
+    return Path(root).expanduser()
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How an input model runs, whatever it serves (one task's path, or a task group's prefix)."""
+
+    cache_size: int = DEFAULT_CACHE_SIZE
+    max_frames: int = DEFAULT_MAX_FRAMES
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "cpu"
+    num_threads: int = 0
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str], instance_kind: str = "CPU",
+                        device_id: str | int = 0) -> InputOptions:
+        return cls(cache_size=_int_param(params, "cache_size", DEFAULT_CACHE_SIZE, 1),
+                   max_frames=_int_param(params, "max_frames", DEFAULT_MAX_FRAMES, 1),
+                   batch_size=_int_param(params, "batch_size", DEFAULT_BATCH_SIZE, 1),
+                   device=model_device(params, instance_kind, device_id),
+                   num_threads=_int_param(params, "num_threads", 0, 0))
 
 
 @dataclass(frozen=True)
@@ -172,18 +188,13 @@ class TaskInputSettings:
     mode: str
     layer: str = ""  # nvp: the injection layer of the repository's tail
     preprocess: Mapping[str, Any] = field(default_factory=dict)  # Backbone.preprocess_settings() as exported
-    cache_size: int = DEFAULT_CACHE_SIZE
-    max_frames: int = DEFAULT_MAX_FRAMES
-    batch_size: int = DEFAULT_BATCH_SIZE
-    device: str = "cpu"
-    num_threads: int = 0
+    options: InputOptions = InputOptions()
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], *, instance_kind: str = "CPU",
                         device_id: str | int = 0) -> TaskInputSettings:
         from ..tasks import get_task
 
-        common = input_parameters(params, instance_kind, device_id)
         mode = params.get("mode", "")
         if mode not in PATHS:
             raise ValueError(f"model parameter 'mode' must be one of {PATHS}, got {mode!r}")
@@ -194,7 +205,8 @@ class TaskInputSettings:
         preprocess = json.loads(params.get("preprocess", "{}") or "{}")
         if not isinstance(preprocess, dict):
             raise ValueError(f"model parameter 'preprocess' must be a JSON object, got {preprocess!r}")
-        return cls(task=task, mode=mode, layer=layer, preprocess=preprocess, **common)
+        return cls(store_root(params), task, mode, layer, preprocess,
+                   InputOptions.from_parameters(params, instance_kind, device_id))
 
 
 def input_handler(params: Mapping[str, str], *, instance_kind: str = "CPU", device_id: str | int = 0,
@@ -298,9 +310,10 @@ class TaskInputHandler:
         # preprocessing only needs the backbone's sizes and statistics: no weights are loaded here
         self.backbone = get_backbone(self.task.backbone)
         self.backbone.apply_preprocess_settings(settings.preprocess)
-        self.inrs = StoreCache(settings.store_root, settings.cache_size, device=settings.device)
-        self.adapters = StoredAdapters(settings.store_root, self.task, settings.cache_size, settings.device)
-        self.codec = StoreCache(settings.store_root, settings.cache_size, load=self._codec_source)
+        o = settings.options
+        self.inrs = StoreCache(settings.store_root, o.cache_size, device=o.device)
+        self.adapters = StoredAdapters(settings.store_root, self.task, o.cache_size, o.device)
+        self.codec = StoreCache(settings.store_root, o.cache_size, load=self._codec_source)
         # codec: verified H.264 copies, one file per checksum: PyAV decodes bytes that were checked, never the store's
         self._h264_dir = tempfile.TemporaryDirectory(prefix="nvp-h264-") if settings.mode == "codec" else None
         # import the decoder/adapter stack at model load, not on the first request
@@ -335,7 +348,7 @@ class TaskInputHandler:
         from ..api import H264_FILE
         from ..nvp.path import inr_features
 
-        s = self.settings
+        s, o = self.settings, self.settings.options
         video_id = parse_video_id(inputs.get(VIDEO_ID))
         selection = parse_selection(inputs.get(FRAME_SELECTION))
         t0 = time.perf_counter()
@@ -345,13 +358,13 @@ class TaskInputHandler:
                 path, meta = self.codec.get(video_id, H264_FILE,
                                             missing=f"video '{video_id}' has no H.264 copy (encoded by an older "
                                                     "version); re-encode it to serve the codec baseline")
-                idx = select_frames(selection, int(meta["frames"]), self.task, video_id, max_frames=s.max_frames)
+                idx = select_frames(selection, int(meta["frames"]), self.task, video_id, max_frames=o.max_frames)
                 frames = self._decode_h264(path, meta, idx, video_id)
                 outs = self._preprocess(frames)
                 size = (meta["height"], meta["width"])
             else:
                 inr_version, model, idx, size = served_frames(self.inrs, video_id, selection, self.task,
-                                                              s.max_frames)
+                                                              o.max_frames)
                 if s.mode == "nvp":
                     pairing, stored = self.adapters.get(video_id)
                     k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, s.layer, video_id,
@@ -360,8 +373,8 @@ class TaskInputHandler:
                     outs = adapters(inr_features(model, idx.tolist(), k, video))
                 else:
                     device = next(model.parameters()).device
-                    frames = torch.cat([model(torch.from_numpy(idx[i:i + s.batch_size]).to(device))
-                                        for i in range(0, len(idx), s.batch_size)])
+                    frames = torch.cat([model(torch.from_numpy(idx[i:i + o.batch_size]).to(device))
+                                        for i in range(0, len(idx), o.batch_size)])
                     outs = self._preprocess(frames.clamp(0, 1))
         result = answer_arrays(dict(zip(input_names(s.mode, len(outs)), outs)), video_id, f"{s.mode} path")
         result[FRAME_INDICES] = idx

@@ -28,9 +28,9 @@ class TritonPythonModel:
             log=self.logger.log_verbose,
         )
         settings = self.handler.settings
-        set_instance_threads(settings.num_threads)  # once per instance: each runs in its own stub process
+        set_instance_threads(settings.options.num_threads)  # once per instance: each runs in its own stub process
         self.logger.log_info(f"{self.name}: {self.handler.describe()} over store {settings.store_root} on "
-                             f"{settings.device}")
+                             f"{settings.options.device}")
 
     def execute(self, requests):
         return respond(pb_utils, requests, (VIDEO_ID, FRAME_SELECTION), self.handler.handle, self.name,
