@@ -18,9 +18,9 @@ Choices, and why:
   (:func:`~builder.triton.task_serving.choose_adapter`) when they agree: the group then answers exactly what each
   task's own ensemble answers; else the exit with the best worst-task accuracy (``adapt``'s stored measurement),
   the cheapest (lowest) exit on ties. No such exit: a clear error that names the ``adapt`` command to run.
-- **Adapters run in the input step**, not in branches of their own: an adapter is a depthwise 3x3 + 1x1 conv
-  (a few thousand weights), cheaper than the Python-backend hop (a shared-memory copy of the prefix) a branch of
-  its own would cost; and the adapters must be read with the INR they are bound to, under one version check.
+- **Adapters run in the input step**, one after the other, not in branches of their own: a branch would add a
+  Python-backend hop per task (a shared-memory copy of the prefix), and the adapters must be read with the INR they
+  are bound to, under one version check. (Measured: docs/BENCHMARKS.md, "Multi-task requests".)
 - **One frame protocol per group**, checked when the group is built (:class:`TaskGroup`): a request reads one
   frame selection, and an action task reads 32 consecutive frames as one clip where a 2-D task reads 8 spread
   frames. Mixing them is refused with a message; build them as separate groups.
