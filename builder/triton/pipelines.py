@@ -138,7 +138,7 @@ def serving_layer(store: Any, task: str, override: str | None = None) -> tuple[s
     """The injection layer the task's tail starts at, and each adapted video's own choice (ID -> layer)."""
     chosen = {}
     for entry in store.list():
-        if "error" in entry:
+        if "error" in entry or entry.get("kind") == "collection":  # a collection's adapters answer its members
             continue
         try:
             chosen[entry["id"]] = load_pairing(store, entry["id"], task)["layer"]

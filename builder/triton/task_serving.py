@@ -233,21 +233,33 @@ class StoredAdapters:
 
     def _version(self, store: Any, video_id: str, name: str) -> str:
         from ..entry import ADAPTER, parse_file
+        from ..nvp.storage import adapter_holder
 
-        files = store.entry(video_id)["files"]
+        holder = adapter_holder(store, video_id, self.task.name)  # a member may be answered by its collection's
+        files = store.entry(holder)["files"]
         own = sorted(n for n in files if (f := parse_file(n)) is not None and f.role == ADAPTER
                      and f.keys["task"] == self.task.name)
-        return "/".join([store.inr_digest(video_id), StoreCache.file_version(store, video_id, name),
+        return "/".join([store.inr_digest(video_id), holder, StoreCache.file_version(store, holder, name),
                          *(f"{n}:{files[n].get('sha256')}" for n in own)])
 
     def _load(self, store: Any, video_id: str, name: str) -> tuple[dict[str, Any], dict[int, tuple[Any, dict]]]:
-        from ..nvp.storage import load_adapter, stored_exits
+        from ..entry import StaleAdapter
+        from ..nvp.storage import adapter_holder, load_adapter, load_pairing, stored_exits
 
-        pairing = json.loads(store.get(video_id, name))
+        holder = adapter_holder(store, video_id, self.task.name)
+        pairing = load_pairing(store, video_id, self.task.name)
         # every stored adapter of the task is small: load each once, choose per request
         stored = {}
-        for k in stored_exits(store.video(video_id), self.task.name):
-            adapters, meta = load_adapter(store, video_id, self.task.name, k)
+        for k in stored_exits(store.video(holder), self.task.name):
+            if holder == video_id:  # bound to this video's INR: checked per request (bound)
+                adapters, meta = load_adapter(store, video_id, self.task.name, k)
+            else:  # the collection's: bound to the shared decoder, checked here (a new one changes the version)
+                try:
+                    adapters, meta = load_adapter(store, video_id, self.task.name, k,
+                                                  inr_sha256=store.inr_digest(video_id))
+                except StaleAdapter as e:
+                    raise VideoUnavailableError(f"video '{video_id}' cannot be served: {e}") from None
+                meta = {**meta, "collection": holder}
             stored[k] = (adapters.to(self.device), meta)
         return pairing, stored
 
@@ -261,10 +273,13 @@ class StoredAdapters:
 
     def bound(self, stored: Mapping[int, tuple[Any, dict]], exit_block: int, inr_version: str,
               video_id: str) -> Any:
-        """The adapter of ``exit_block``, refused unless it was trained on the INR of ``inr_version``."""
+        """The adapter of ``exit_block``, refused unless it was trained on the INR of ``inr_version`` (a
+        collection's adapter: on the shared decoder, checked when it was loaded)."""
         from ..entry import INR_BINDING, StaleAdapter, check_binding
 
         adapters, meta = stored[exit_block]
+        if meta.get("collection"):
+            return adapters
         try:
             check_binding(meta.get(INR_BINDING), inr_version, video_id, self.task.name)
         except StaleAdapter as e:
