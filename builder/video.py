@@ -268,8 +268,9 @@ def read_frames(path: PathLike, indices: list[int] | tuple[int, ...]) -> torch.T
 
 
 # swscale's fast 4:2:0 -> RGB path rounds with a bias: an H.264 round trip at crf 0 shifted every channel by -1.0
-# to -1.4 levels of 255 (and flipped EfficientNet's answer on carphone); with full chroma interpolation and
-# accurate rounding the shift is under 0.15 level (0.4 ms -> 4.3 ms per 720p frame). RGB -> 4:2:0 is unbiased.
+# to -1.4 levels of 255, so the codec path read its twin back darker than the raw frames; with full chroma
+# interpolation and accurate rounding the shift is under 0.15 level (0.4 ms -> 4.3 ms per 720p frame).
+# RGB -> 4:2:0 is unbiased.
 _TO_RGB_FLAGS = Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 
 

@@ -216,7 +216,7 @@ def test_to_uint8_clamps_and_rounds():
 
 def test_an_h264_round_trip_keeps_the_colours(tmp_path):
     """Reading back what libx264 stored (crf 0) shifts no channel: swscale's fast 4:2:0 -> RGB path shifted each
-    by -1.0 to -1.6 levels of 255 on these clips, enough to flip a classifier's answer."""
+    by -1.0 to -1.6 levels of 255 on these clips, a bias against the codec path's twin."""
     for name in ("carphone", "bikes"):
         frames = read_frames(sample_path(name), list(range(4)))
         back = read_frames(write_video(tmp_path / f"{name}.mp4", frames, 10, crf=0), list(range(4)))
