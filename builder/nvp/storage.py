@@ -8,7 +8,8 @@ from typing import Any
 from ..cliutil import finite_json
 from ..codec import decode_tensors, encode_tensors
 from ..config import QuantConfig
-from ..entry import ADAPTER, INR_BINDING, MEMBER, PAIRING, VideoEntry, adapter_file, check_binding, pairing_file
+from ..entry import (ADAPTER, INR_BINDING, MEMBER, PAIRING, VideoEntry, adapter_file, check_binding, entry_kind,
+                     pairing_file, parse_file)
 from ..store import VideoStore
 from .path import AdapterSet
 
@@ -24,10 +25,15 @@ def stored_exits(entry: VideoEntry, task: str) -> list[int]:
 def adapter_holder(store: VideoStore, video_id: str, task: str) -> str:
     """The entry whose ``task`` adapters answer ``video_id``: its own, or for a collection member without any, its
     collection's when ``adapt COLLECTION`` fitted them (one adapter for every member)."""
-    entry = store.video(video_id)
-    if entry.kind != MEMBER or entry.adapters(task) or not entry.collection:
+    def has_adapters(entry_id: str) -> bool:
+        return any((f := parse_file(n)) is not None and f.role == ADAPTER and f.keys["task"] == task
+                   for n in store.entry(entry_id)["files"])
+
+    # the raw meta's kind fields only: loosely written entries are videos and resolve to themselves
+    kind, collection, _ = entry_kind(store.meta(video_id))
+    if kind != MEMBER or has_adapters(video_id):
         return video_id
-    return entry.collection if store.video(entry.collection).adapters(task) else video_id
+    return collection if has_adapters(collection) else video_id
 
 
 def nvp_files(entry: VideoEntry, task: str | None = None) -> list[str]:

@@ -234,8 +234,10 @@ def test_collection_rules_are_enforced(collection):
     s = collection
     with pytest.raises(ValueError, match="a member entry does not hold inr files .*lives in its collection"):
         s.put_video(_member("m2", "coll", 2), {INR_FILE: b"x"})
-    with pytest.raises(ValueError, match="a collection entry does not hold adapter files"):
-        s.put_video(VideoEntry("c2", kind="collection", inr=INR_INFO), {adapter_file("t", 1): b""})
+    with pytest.raises(ValueError, match="a collection entry does not hold h264 files"):
+        s.put_video(VideoEntry("c2", kind="collection", inr=INR_INFO), {H264_FILE: b""})
+    # a collection holds adapters: adapt COLLECTION's, answering every member without its own
+    s.put_video(VideoEntry("c3", kind="collection", inr=INR_INFO), {adapter_file("t", 1): b""})
     with pytest.raises(ValueError, match="a video entry does not hold keyframes files"):
         s.put_video(_video("v2"), {KEYFRAMES.file(): b""})
     with pytest.raises(ValueError, match="already has member 1: 'm1'"):
