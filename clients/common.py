@@ -64,7 +64,8 @@ def parse_selection(text: str) -> str:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=DEFAULT_URL,
-                        help="Triton gRPC endpoint host:port (default: $NVP_TRITON_URL or localhost:8001)")
+                        help="Triton gRPC endpoint host:port, or replicas host:port,host:port (requests spread "
+                             "round-robin) (default: $NVP_TRITON_URL or localhost:8001)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S", help="request timeout (default 60 s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
 
@@ -140,12 +141,38 @@ def describe_answer(task: str, video: str, a: dict[str, Any],
             *body]
 
 
+def replica_target(url: str) -> str:
+    """``host:port,host:port,...`` (replicas serving one store) as a gRPC target gRPC's own round-robin balancer
+    spreads requests over: ``ipv4:ADDR:PORT,...`` (each host resolved here; gRPC's ipv4 scheme takes literals)."""
+    import socket
+
+    addrs = []
+    for part in url.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ClientError(f"bad replica address {part.strip()!r} in --url {url!r}: give host:port,host:port")
+        try:
+            addrs.append(f"{socket.gethostbyname(host)}:{port}")
+        except OSError as e:
+            raise ClientError(f"cannot resolve {host!r} in --url {url!r}: {e}") from None
+    return "ipv4:" + ",".join(addrs)
+
+
 def connect(url: str) -> Any:
-    """A ``tritonclient.grpc.InferenceServerClient`` (no request is made yet)."""
+    """A ``tritonclient.grpc.InferenceServerClient`` (no request is made yet). ``url`` may name several replicas,
+    ``a:8001,b:8001``: requests then go round-robin over the ones that answer (gRPC's ``round_robin`` policy, which
+    also skips a replica that stops answering)."""
     import tritonclient.grpc as grpcclient
 
     try:
-        return grpcclient.InferenceServerClient(url)
+        if "," not in url:
+            return grpcclient.InferenceServerClient(url)
+        size = grpcclient.MAX_GRPC_MESSAGE_SIZE
+        return grpcclient.InferenceServerClient(replica_target(url), channel_args=[
+            ("grpc.lb_policy_name", "round_robin"), ("grpc.max_send_message_length", size),
+            ("grpc.max_receive_message_length", size)])
+    except ClientError:
+        raise
     except Exception as e:  # noqa: BLE001 - bad URL syntax and the like
         raise ClientError(f"cannot connect to Triton at {url}: {e}") from None
 
