@@ -6,6 +6,16 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="module")
+def client(server):
+    """A gRPC client of the requesting module's ``server`` fixture (a running TritonServer)."""
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    yield c
+    c.close()
+
+
 @pytest.fixture
 def one_thread():
     """torch on one thread for the test: the workspace's 2 cores are shared, and two threads per op oversubscribe

@@ -51,13 +51,6 @@ def server(store, tmp_path_factory):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    c = grpcclient.InferenceServerClient(server.grpc_url)
-    yield c
-    c.close()
-
-
 def reencode(store: VideoStore, video_id: str) -> None:
     """``encode --force`` of the other sample clip than the stored one, so the INR surely changes (test_triton_tasks'
     tiny settings)."""

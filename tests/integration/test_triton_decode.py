@@ -60,13 +60,6 @@ def server(store, tmp_path_factory):
     assert not srv.is_running
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    c = grpcclient.InferenceServerClient(server.grpc_url)
-    yield c
-    c.close()
-
-
 def infer(client, video_id, indices, *, model="decode", output="frames", dtype="INT64"):
     vid = grpcclient.InferInput("video_id", [1], "BYTES")
     vid.set_data_from_numpy(np.array([video_id], dtype=np.object_))

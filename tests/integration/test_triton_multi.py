@@ -58,13 +58,6 @@ def server(built):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    c = grpcclient.InferenceServerClient(server.grpc_url)
-    yield c
-    c.close()
-
-
 def ask(client, model, video_id, outputs, selection="auto"):
     vid = grpcclient.InferInput("video_id", [1], "BYTES")
     vid.set_data_from_numpy(np.array([video_id.encode()], dtype=object))

@@ -81,13 +81,6 @@ def server(built):
                                            if "unload" in line or "Timeout" in line or "rror" in line)
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    c = grpcclient.InferenceServerClient(server.grpc_url)
-    yield c
-    c.close()
-
-
 def ask(client, model, video_id, selection="auto", *, selection_dtype="BYTES",
         outputs=("logits", "labels", "scores", "frame_indices", "frame_labels")):
     vid = grpcclient.InferInput("video_id", [1], "BYTES")
