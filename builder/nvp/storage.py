@@ -25,15 +25,16 @@ def stored_exits(entry: VideoEntry, task: str) -> list[int]:
 def adapter_holder(store: VideoStore, video_id: str, task: str) -> str:
     """The entry whose ``task`` adapters answer ``video_id``: its own, or for a collection member without any, its
     collection's when ``adapt COLLECTION`` fitted them (one adapter for every member)."""
-    def has_adapters(entry_id: str) -> bool:
+    def has_adapters(entry: dict[str, Any]) -> bool:
         return any((f := parse_file(n)) is not None and f.role == ADAPTER and f.keys["task"] == task
-                   for n in store.entry(entry_id)["files"])
+                   for n in entry["files"])
 
-    # the raw meta's kind fields only: loosely written entries are videos and resolve to themselves
-    kind, collection, _ = entry_kind(store.meta(video_id))
-    if kind != MEMBER or has_adapters(video_id):
+    # one read of entry.json, the raw meta's kind fields only: loosely written entries are videos
+    own = store.entry(video_id)
+    kind, collection, _ = entry_kind(own["meta"])
+    if kind != MEMBER or has_adapters(own):
         return video_id
-    return collection if has_adapters(collection) else video_id
+    return collection if has_adapters(store.entry(collection)) else video_id
 
 
 def nvp_files(entry: VideoEntry, task: str | None = None) -> list[str]:
