@@ -445,7 +445,13 @@ def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-size", type=int, default=32, metavar="N",
                         help="decoded INRs (and adapters) each serving model keeps in memory (default 32)")
     parser.add_argument("--instances", type=int, default=1, metavar="N",
-                        help="instances of each model (default 1)")
+                        help="instances of each model (default 1; a --fuse task model at least 2: Triton 2.51 can "
+                             "hold a request 500 ms when it arrives as the only instance finishes, docs/SERVING.md)")
+    parser.add_argument("--fuse", action="store_true",
+                        help="local: serve each task's (and group's) ensemble as one Python-backend model that runs "
+                             "the same steps in one process, so no step model is reachable by clients. Measured as "
+                             "fast as the default layout (every step its own model) on 2 cores, with twice the "
+                             "memory (it needs two instances: docs/SERVING.md); ngc ignores it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -894,7 +900,7 @@ def _repo_config(args: argparse.Namespace) -> RepoConfig:
                       weights=weights, baselines=not args.no_baselines, top_k=args.top_k,
                       score_threshold=args.score_threshold, max_frames=args.max_frames,
                       queue_delay_us=args.queue_delay_us, instances=args.instances, cache_size=args.cache_size,
-                      tensorrt=not args.no_tensorrt,
+                      tensorrt=not args.no_tensorrt, fuse=args.fuse,
                       limits=ServingLimits(max_side=args.max_side, max_string_bytes=args.max_string_bytes,
                                            max_request_mb=args.max_request_mb, max_response_mb=args.max_response_mb,
                                            max_queue_size=args.max_queue_size,

@@ -243,6 +243,10 @@ def server_env(install: TritonInstall, base: dict[str, str] | None = None) -> di
     prepend("LD_LIBRARY_PATH", [*(str(p) for p in _libpython_dirs()), *(str(p) for p in install.lib_dirs)])
     prepend("PATH", [str(Path(sys.executable).parent)])  # not resolved: a venv's bin holds symlinks to python
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # torch's OpenMP workers in each Python-backend stub busy-wait between parallel regions by default; with a few
+    # cores they starve tritonserver's own threads, and a request waits for them in the model's queue (measured:
+    # 17-33 ms of queue per request at concurrency 1 on 2 cores, 0.1 ms with PASSIVE; docs/BENCHMARKS.md)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

@@ -45,6 +45,7 @@ __all__ = [
 
 PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 ONNX_PYTHON_RUNNER = PYTHON_MODELS / "onnx_runtime" / "model.py"
+FUSED_MODEL = PYTHON_MODELS / "fused" / "model.py"
 TARGETS = ("local", "ngc")  # local: the nvidia-pytriton server, CPU instances; ngc: the NGC image, GPU instances
 
 
@@ -169,6 +170,35 @@ class RepositoryBuilder:
         spec = EnsembleSpec(name=name, steps=tuple(steps), inputs=tuple(inputs), outputs=tuple(outputs),
                             max_batch_size=max_batch_size)
         return self.add(spec)  # type: ignore[return-value]
+
+    def fuse(self, name: str, *, instances: int | None = None) -> PythonModelSpec:
+        """Replace ensemble ``name`` by one Python-backend model that runs its steps in its own process
+        (``python_models/fused``, :class:`builder.triton.chain.StepChain`): the same handlers and limits, without
+        an inter-process hop between steps. The ensemble and its step models are written under
+        ``<name>/1/steps/``; a step model no remaining ensemble uses leaves the repository. The fused model takes
+        the first step's queue and ``max_*`` limits (its inputs are the ensemble's), and its instance count unless
+        ``instances`` is given."""
+        ens = self._models.get(name)
+        if not isinstance(ens, EnsembleSpec):
+            raise ValueError(f"no ensemble named {name!r} to fuse")
+        errors = self._validate_ensemble(ens)
+        if errors:
+            raise RepositoryError(f"cannot fuse '{name}':\n  " + "\n  ".join(errors))
+        steps = [self._models[s.model] for s in ens.steps]
+        if any(isinstance(m, EnsembleSpec) or (isinstance(m, PythonModelSpec) and m.steps) for m in steps):
+            raise ValueError(f"cannot fuse '{name}': a step is itself an ensemble or a fused model")
+        first = steps[0]
+        fused = PythonModelSpec(name=name, inputs=ens.inputs, outputs=ens.outputs, source=FUSED_MODEL,
+                                parameters={k: v for k, v in first.parameters.items() if k.startswith("max_")},
+                                instances=instances or first.instances, kind=first.kind, gpus=first.gpus,
+                                queue=first.queue,
+                                steps=(ens, *{m.name: m for m in steps}.values()))
+        self._models[name] = fused
+        used = {s.model for e in self._models.values() if isinstance(e, EnsembleSpec) for s in e.steps}
+        for m in steps:
+            if m.name not in used:
+                self._models.pop(m.name, None)
+        return fused
 
     # --- checking -----------------------------------------------------------------------------------------------
 
@@ -310,6 +340,8 @@ class RepositoryBuilder:
                 shutil.copyfile(spec.source, version / "model.py")
             for name, path in spec.files.items():
                 shutil.copyfile(path, version / name)
+            for step in spec.steps:
+                self._write_model(step, version / "steps" / step.name)
         elif isinstance(spec, OnnxModelSpec):
             shutil.copyfile(spec.onnx_path, version / "model.onnx")
         (d / "config.pbtxt").write_text(to_pbtxt(spec), encoding="utf-8")

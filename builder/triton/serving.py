@@ -457,7 +457,7 @@ class OnnxRunner:
     """
 
     def __init__(self, path: str | Path, inputs: Mapping[str, str], outputs: list[str], *, model: str = "onnx",
-                 device: str = "cpu", num_threads: int = 0) -> None:
+                 device: str = "cpu", num_threads: int = 0, spinning: bool = False) -> None:
         import onnxruntime as ort
 
         self.model = model
@@ -466,6 +466,10 @@ class OnnxRunner:
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
+        # onnxruntime's workers busy-wait after each run by default; that steals the cores from the torch steps
+        # beside them (the same process when fused, the next request's stub when split). Measured in
+        # docs/BENCHMARKS.md ("Served against in-process"); the model parameter ort_spinning=1 turns it back on
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}))
@@ -489,7 +493,8 @@ class OnnxRunner:
                    {t["name"]: t["data_type"] for t in config.get("input", [])},
                    [t["name"] for t in config.get("output", [])],
                    model=str(config.get("name", "onnx")), device=device,
-                   num_threads=_int_param(params, "num_threads", 0, 0))
+                   num_threads=_int_param(params, "num_threads", 0, 0),
+                   spinning=bool(_int_param(params, "ort_spinning", 0, 0)))
 
     def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         feed = {}

@@ -179,6 +179,8 @@ class PythonModelSpec(ModelSpec):
 
     source: Path = Path()
     files: Mapping[str, Path] = field(default_factory=dict)  # extra files for 1/: name there -> file here
+    # a fused model's ensemble and step models, written as a repository under 1/steps/ (RepositoryBuilder.fuse)
+    steps: tuple[ModelSpec | EnsembleSpec, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -191,6 +193,7 @@ class PythonModelSpec(ModelSpec):
                 raise ValueError(f"model {self.name!r}: invalid extra file name {name!r}")
             files[name] = Path(path)
         object.__setattr__(self, "files", files)
+        object.__setattr__(self, "steps", tuple(self.steps))
 
 
 @dataclass(frozen=True)

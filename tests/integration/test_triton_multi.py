@@ -46,8 +46,10 @@ def built(tmp_path_factory):
         adapt(store, "car", task)
     encode(store, "half")  # adapted for one task of the group only
     adapt(store, "half", "effnet_lite0")
+    # fused (--fuse): every task model and the group run their steps in one process each; the split layout is the
+    # default every other Triton test serves
     cfg = RepoConfig(store=store.root, tasks=tuple(TASKS), groups=(TaskGroup(GROUP, tuple(TASKS)),),
-                     out=tmp_path_factory.mktemp("r") / "repo", baselines=False, max_frames=32)
+                     out=tmp_path_factory.mktemp("r") / "repo", baselines=False, max_frames=32, fuse=True)
     return cfg, build_repository(cfg, progress=False)
 
 
@@ -73,8 +75,14 @@ def executions(client, model) -> int:
 
 
 def test_group_ensemble_reuses_each_tasks_tail_and_post(built):
+    """One input step (the INR prefix once), then each task's own tail and post; fused, the group is one model
+    (two instances) that runs those steps, written inside it, and no step model is served."""
     cfg, summary = built
-    steps = [s.model_name for s in read_config(cfg.out / GROUP).ensemble_scheduling.step]
+    fused = read_config(cfg.out / GROUP)
+    assert fused.backend == "python" and fused.instance_group[0].count == 2  # FUSED_INSTANCES: docs/SERVING.md
+    assert fused.dynamic_batching.default_queue_policy.max_queue_size > 0  # the bounded queue stays
+    assert sorted(summary["models"]) == sorted(["decode", GROUP, *TASKS])
+    steps = [s.model_name for s in read_config(cfg.out / GROUP / "1" / "steps" / GROUP).ensemble_scheduling.step]
     assert steps == [f"{GROUP}_input", "effnet_lite0_tail", "effnet_lite0_post", "mobilenet_v2_tail",
                      "mobilenet_v2_post"]
     group = summary["groups"][GROUP]
@@ -83,14 +91,13 @@ def test_group_ensemble_reuses_each_tasks_tail_and_post(built):
 
 
 def test_one_request_answers_both_tasks_as_their_own_ensembles_do(client):
-    """Raw logits and answers of the multi-task request equal each task's own NVP ensemble's on the same frames,
-    and the request ran one input step (the INR prefix once), not the tasks' own input steps."""
+    """Raw logits and answers of the multi-task request equal each task's own NVP ensemble's on the same frames;
+    one request is one execution of the group's model and none of the tasks' own."""
     outs = ("labels", "scores", "frame_labels", "frame_indices", "logits")
-    before = {m: executions(client, m) for m in (f"{GROUP}_input", "effnet_lite0_nvp_input",
-                                                 "mobilenet_v2_nvp_input")}
+    before = {m: executions(client, m) for m in (GROUP, *TASKS)}
     got = ask(client, GROUP, "car", [f"{t}.{o}" for t in TASKS for o in outs], "0-5,9")
     after = {m: executions(client, m) for m in before}
-    assert after == {**before, f"{GROUP}_input": before[f"{GROUP}_input"] + 1}
+    assert after == {**before, GROUP: before[GROUP] + 1}
     for task in TASKS:
         own = ask(client, task, "car", outs, "0-5,9")
         assert got[f"{task}.frame_indices"].tolist() == own["frame_indices"].tolist() == [0, 1, 2, 3, 4, 5, 9]

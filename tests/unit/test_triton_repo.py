@@ -178,6 +178,42 @@ def test_unknown_config_fields_are_refused():
 # --- ensembles and the repository ---------------------------------------------------------------------------------
 
 
+def test_fused_ensemble_runs_its_steps_in_one_process_with_their_handlers_and_limits(tmp_path):
+    """fuse(): the ensemble becomes one Python model whose 1/steps/ holds the ensemble and its step models as the
+    split layout writes them; StepChain answers a request from there exactly as the steps do one after another,
+    and each step's own limits still apply. A step model another ensemble uses stays in the repository."""
+    from builder.triton.chain import StepChain
+    from builder.triton.repository import FUSED_MODEL
+
+    store = VideoStore(tmp_path / "store")
+    put_video(store, "car", frames=4)
+    repo = decode_ensemble_repo(tmp_path, store.root)
+    repo.add_ensemble("decode_again", [EnsembleStep("decode", {"video_id": "video_id",
+                                                               "frame_indices": "frame_indices"},
+                                                    {"frames": "frames"})], [VIDEO_T, INDICES_T], [FRAMES_T])
+    fused = repo.fuse("decode_mean", instances=2)
+    assert [m.name for m in fused.steps] == ["decode_mean", "decode", "frame_mean"] and fused.instances == 2
+    assert sorted(repo.models) == ["decode", "decode_again", "decode_mean"]  # frame_mean was only decode_mean's
+    root = repo.build()
+    assert (root / "decode_mean" / "1" / "model.py").read_bytes() == FUSED_MODEL.read_bytes()
+    cfg = read_config(root / "decode_mean")
+    assert cfg.backend == "python" and [t.name for t in cfg.input] == ["video_id", "frame_indices"]
+    nested = root / "decode_mean" / "1" / "steps"
+    assert sorted(p.name for p in nested.iterdir()) == ["decode", "decode_mean", "frame_mean"]
+    chain = StepChain.from_repository(nested, "decode_mean")
+    got = chain.handle(request(b"car", [0, 3]))
+    with torch.no_grad():
+        want = load_inr(store, "car").model(torch.tensor([0, 3])).mean(dim=(2, 3)).numpy()  # as stored
+    np.testing.assert_allclose(got["channel_mean"], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(VideoNotFoundError, match="unknown video ID 'bus'"):
+        chain.handle(request(b"bus", [0]))
+    with pytest.raises(RequestError, match="rows"):  # the decode step's max_rows, checked before it decodes
+        chain.handle(request(b"car", list(range(300))))
+    chain.close()
+    with pytest.raises(ValueError, match="no ensemble named 'decode'"):
+        repo.fuse("decode")
+
+
 def test_valid_ensemble_builds_and_parses_back(tmp_path):
     repo = decode_ensemble_repo(tmp_path, tmp_path / "store")
     assert repo.validate() == []
@@ -478,6 +514,14 @@ def test_onnx_runner(tmp_path):
         runner.handle({})
     with pytest.raises(ValueError, match=r"has no tensor\(s\) \['pixels'\]"):
         OnnxRunner(onnx_path, {"pixels": "TYPE_FP32"}, ["channel_mean"])
+    # no busy-waiting by default (it starves the torch steps beside it); the model parameter turns it back on
+    spin = "session.intra_op.allow_spinning"
+    assert runner.session.get_session_options().get_session_config_entry(spin) == "0"
+    config = {"name": "m", "input": [{"name": "frames", "data_type": "TYPE_FP32"}],
+              "output": [{"name": "channel_mean"}], "parameters": {"onnx_file": {"string_value": "m.onnx"},
+                                                                   "ort_spinning": {"string_value": "1"}}}
+    busy = OnnxRunner.from_model_config(config, tmp_path)
+    assert busy.session.get_session_options().get_session_config_entry(spin) == "1"
 
 
 # --- server plumbing and clients (no server started) ----------------------------------------------------------------
@@ -491,6 +535,8 @@ def test_server_command_line_and_environment(tmp_path):
     assert prepare_python_backend(install) == backends  # idempotent
     env = server_env(install, {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/x"})
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # the stubs' OpenMP workers sleep between requests...
+    assert server_env(install, {"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"  # ...unless told
     assert all(str(p) in env["LD_LIBRARY_PATH"] for p in install.lib_dirs)
     server = TritonServer(tmp_path, grpc_port=9001, http_port=None, metrics_port=9002, admin_token="tok")
     cmd = server.command()
