@@ -7,7 +7,7 @@
 2. adapts it for both real-weights classifiers, EfficientNet-Lite0 (``blocks.4``) and MobileNetV2 (``features.6``),
    at one exit block (``--exit``), so the group has a shared exit,
 3. builds the repository (``build-repo --tasks effnet_lite0 mobilenet_v2 --multi both=effnet_lite0,mobilenet_v2
-   --no-baselines``),
+   --no-baselines``, with ``--fuse`` if given),
 4. starts ONE tritonserver and runs perf_analyzer (``clients.perf.run_perf``) on ``both`` and on each task's own
    NVP ensemble, in the same run, at each concurrency.
 
@@ -16,8 +16,9 @@ each ensemble alone at that concurrency) a client answering both per video gets 
 the multi-task ensemble answers both in one request, r_multi videos/s. The table gives both and their ratio.
 In each of ``--rounds`` rounds, per concurrency, the three ensembles run back to back (order multi, a, b, then
 b, a, multi, ...), and the ratio is taken within the round: a load that comes and goes during the run (a shared
-machine) hits both sides alike. The table gives the medians over rounds and every round's ratio, then each
-ensemble's steps' compute time per execution (the server's statistics around each measurement): where the time goes.
+machine) hits both sides alike. The table gives the medians over rounds and every round's ratio, then (without
+``--fuse``) each ensemble's steps' compute time per execution (the server's statistics around each measurement):
+where the time goes.
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def main() -> int:
     p.add_argument("--window-ms", type=int, default=5000, help="perf_analyzer window; each level is 3 (default 5000)")
     p.add_argument("--rounds", type=int, default=2, help="rounds over the three ensembles, order alternating "
                                                          "(default 2)")
+    p.add_argument("--fuse", action="store_true", help="build-repo --fuse: each ensemble one model (the server's "
+                                                       "statistics then show no steps)")
     args = p.parse_args()
     import tritonclient.grpc as grpcclient
     from clients.perf import run_perf
@@ -70,10 +73,11 @@ def main() -> int:
         if pairing_file(task) not in store.entry(VIDEO)["files"]:
             adapt_video(store, VIDEO, task, exits=[args.exit], layers=[layer],
                         train=AdapterTrainConfig(init="ls", epochs=30, lr=1e-3, task_loss=1.0))
-    repo = args.out / "model_repository"
+    repo = args.out / ("model_repository-fused" if args.fuse else "model_repository")
     subprocess.run([sys.executable, "-m", "builder", "build-repo", "--store", str(store.root), "--out", str(repo),
                     "--tasks", *LAYERS, *(f for t, l in LAYERS.items() for f in ("--layer", f"{t}={l}")),
-                    "--multi", f"{GROUP}={','.join(LAYERS)}", "--no-baselines", "--no-progress"], check=True)
+                    "--multi", f"{GROUP}={','.join(LAYERS)}", "--no-baselines", "--no-progress",
+                    *(["--fuse"] if args.fuse else [])], check=True)
     models = (GROUP, *LAYERS)
     runs: dict[int, list[dict[str, dict]]] = {c: [] for c in sorted(set(args.concurrency))}  # c -> rounds
     with tempfile.TemporaryDirectory() as tmp, TritonServer(repo, restricted=(), startup_timeout=600,
@@ -105,12 +109,12 @@ def main() -> int:
         lines.append(f"| {c} | {med[GROUP]:.2f} | {rows[-1]['multi_p50_ms']:.0f} | {med['effnet_lite0']:.2f} | "
                      f"{med['mobilenet_v2']:.2f} | {rows[-1]['separate']:.2f} | median {rows[-1]['ratio']:.2f}x "
                      f"({', '.join(f'{x:.2f}' for x in ratios)}) |")
-    # where a request's time goes, at the lowest concurrency (medians over rounds)
-    lines += ["", f"| ensemble (concurrency {min(runs)}) | its steps: compute ms per execution |", "|---|---|"]
-    for m in models:
-        rounds = [r[m]["steps"] for r in runs[min(runs)]]
-        lines.append(f"| `{m}` | " + ", ".join(f"`{s}` {statistics.median(r[s] for r in rounds):.0f}"
-                                               for s in rounds[0]) + " |")
+    if not args.fuse:  # where a request's time goes, at the lowest concurrency (medians over rounds)
+        lines += ["", f"| ensemble (concurrency {min(runs)}) | its steps: compute ms per execution |", "|---|---|"]
+        for m in models:
+            rounds = [r[m]["steps"] for r in runs[min(runs)]]
+            lines.append(f"| `{m}` | " + ", ".join(f"`{s}` {statistics.median(r[s] for r in rounds):.0f}"
+                                                   for s in rounds[0]) + " |")
     table = "\n".join(lines)
     (args.out / "multi.md").write_text(table + "\n")
     print(table)
