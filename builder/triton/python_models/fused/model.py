@@ -11,7 +11,7 @@ import os
 import triton_python_backend_utils as pb_utils
 
 from builder.triton.chain import StepChain
-from builder.triton.serving import RequestLimits, model_parameters, respond, set_instance_threads
+from builder.triton.serving import RequestLimits, respond
 
 
 class TritonPythonModel:
@@ -19,7 +19,6 @@ class TritonPythonModel:
         self.name = args["model_name"]
         config = json.loads(args["model_config"])
         self.limits = RequestLimits.from_model_config(config)
-        set_instance_threads(int(model_parameters(config).get("num_threads", "0") or 0))
         steps = os.path.join(args["model_repository"], args["model_version"], "steps")
         self.chain = StepChain.from_repository(
             steps, self.name,
