@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from builder.triton.wire import CAPTION, CAPTIONS, FRAME_INDICES, ensemble_name
+from builder.triton.wire import CAPTION, CAPTIONS, FRAME_INDICES
 
 from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
@@ -23,10 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def caption(client: Any, url: str, task: str, video_id: str, frames: str = "auto", path: str = "nvp",
-            timeout: float | None = None) -> dict[str, Any]:
+            timeout: float | None = None, collection: str | None = None) -> dict[str, Any]:
     """One request; the captions as text."""
-    return answer(ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout), path,
-                  ensemble_name(task, path))
+    out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout, collection)
+    return answer(out, path, out["model"])
 
 
 def answer(out: dict[str, Any], path: str, model: str) -> dict[str, Any]:
@@ -42,5 +42,5 @@ def describe(a: dict[str, Any]) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     answers = ask_paths(args, lambda c, p: caption(c, args.url, args.task, args.video, args.frames, p,
-                                                   args.timeout))
+                                                   args.timeout, args.collection))
     return report(args, answers, describe, caption=next(iter(answers.values()))["caption"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from builder.triton.wire import FRAME_INDICES, FRAME_LABELS, FRAME_SCORES, LABELS, SCORES, ensemble_name
+from builder.triton.wire import FRAME_INDICES, FRAME_LABELS, FRAME_SCORES, LABELS, SCORES
 
 from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
@@ -24,10 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def classify(client: Any, url: str, task: str, video_id: str, frames: str = "auto", path: str = "nvp",
-             timeout: float | None = None) -> dict[str, Any]:
+             timeout: float | None = None, collection: str | None = None) -> dict[str, Any]:
     """One request to a task ensemble; the answer as plain Python (labels decoded)."""
-    return answer(ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout), path,
-                  ensemble_name(task, path))
+    out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout, collection)
+    return answer(out, path, out["model"])
 
 
 def answer(out: dict[str, Any], path: str, model: str) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def describe(a: dict[str, Any]) -> tuple[str, list[str]]:
 
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     answers = ask_paths(args, lambda c, p: classify(c, args.url, args.task, args.video, args.frames, p,
-                                                    args.timeout))
+                                                    args.timeout, args.collection))
     first = next(iter(answers.values()))
     text, obj = report(args, answers, describe, top1=first["top1"], score=first["score"])
     if len(answers) > 1:

@@ -81,6 +81,10 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     add_selection_arguments(parser)
     parser.add_argument("--path", choices=(*PATHS, "all"), default="nvp",
                         help="nvp (default), fulldecode or codec ensemble; all: the three side by side")
+    parser.add_argument("--collection", metavar="ID",
+                        help="the video is a member of D-NeRV collection ID: ask its static ensemble ID_TASK (the "
+                             "shared decoder and the collection's adapter as one ONNX model; build-repo "
+                             "--collection ID) for the nvp path")
     add_common_arguments(parser)
 
 
@@ -94,9 +98,11 @@ def task_commands(answer: str, what: str) -> dict[str, str]:
 
 
 def ask_task(client: Any, url: str, task: str, video_id: str, frames: str, path: str, outputs: Sequence[str],
-             timeout: float | None = None) -> dict[str, Any]:
-    """One request to a task ensemble (``video_id`` + ``frame_selection``): the named outputs, plus ``seconds``."""
-    return ask(client, url, ensemble_name(task, path), video_id, frames, outputs, timeout)
+             timeout: float | None = None, collection: str | None = None) -> dict[str, Any]:
+    """One request to a task ensemble (``video_id`` + ``frame_selection``; with ``collection``, the nvp path is the
+    collection's static ensemble): the named outputs, plus ``seconds`` and ``model`` (the ensemble asked)."""
+    model = ensemble_name(task, path, collection)
+    return {**ask(client, url, model, video_id, frames, outputs, timeout), "model": model}
 
 
 def ask(client: Any, url: str, model: str, video_id: str, frames: str, outputs: Sequence[str],

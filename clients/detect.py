@@ -11,7 +11,7 @@ import argparse
 from collections import Counter
 from typing import Any
 
-from builder.triton.wire import BOX_FRAMES, BOXES, FRAME_INDICES, LABELS, SCORES, ensemble_name
+from builder.triton.wire import BOX_FRAMES, BOXES, FRAME_INDICES, LABELS, SCORES
 
 from .common import add_video_arguments, ask_paths, ask_task, report, task_commands
 
@@ -28,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def detect(client: Any, url: str, task: str, video_id: str, frames: str = "auto", path: str = "nvp",
-           timeout: float | None = None) -> dict[str, Any]:
+           timeout: float | None = None, collection: str | None = None) -> dict[str, Any]:
     """One request; the detections as plain Python, ordered by frame then score."""
-    return answer(ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout), path,
-                  ensemble_name(task, path))
+    out = ask_task(client, url, task, video_id, frames, path, OUTPUTS, timeout, collection)
+    return answer(out, path, out["model"])
 
 
 def answer(out: dict[str, Any], path: str, model: str) -> dict[str, Any]:
@@ -54,5 +54,6 @@ def describe(a: dict[str, Any], max_lines: int = 20) -> tuple[str, list[str]]:
 
 
 def run(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
-    answers = ask_paths(args, lambda c, p: detect(c, args.url, args.task, args.video, args.frames, p, args.timeout))
+    answers = ask_paths(args, lambda c, p: detect(c, args.url, args.task, args.video, args.frames, p, args.timeout,
+                                                    args.collection))
     return report(args, answers, lambda a: describe(a, args.max_lines))

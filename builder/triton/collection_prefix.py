@@ -7,6 +7,10 @@ onnxruntime). What differs per video is data: :func:`clip_inputs` turns (member 
 that hold those frames — their normalised times ``t``, their two decoded keyframes and distances ``dist`` — and
 where each requested frame sits in them, so the graph's ``[B, C, T, h, w]`` output gives the frames' features.
 Requests for different members of one collection batch together: the inputs are the same shapes.
+
+A collection adapted for a 2-D task (``adapt COLLECTION --task T``) has one adapter for every member, fixed weights
+too: :class:`TaskPrefix` is the decoder prefix to that adapter's exit block followed by the adapter, one ONNX graph
+(:func:`export_task_prefix`) whose per-frame outputs feed the task's own tail.
 """
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ from torch import Tensor, nn
 from ..inr.base import check_frame_indices
 from ..inr.dnerv import ClipBatch, DNeRV
 
-__all__ = ["PREFIX_INPUTS", "PREFIX_OUTPUT", "DNeRVPrefix", "LookupHandler", "PrefixInputs", "clip_inputs",
-           "export_prefix", "gather_frames", "gather_handle"]
+__all__ = ["PREFIX_INPUTS", "PREFIX_OUTPUT", "DNeRVPrefix", "GatherHandler", "LookupHandler", "PrefixInputs",
+           "TaskPrefix", "clip_inputs", "clip_name", "example_inputs", "export_prefix", "export_task_prefix",
+           "gather_frames"]
 
 PREFIX_INPUTS = ("t", "keyframes", "dist")
 PREFIX_OUTPUT = "features"
@@ -46,6 +51,27 @@ class DNeRVPrefix(nn.Module):
         return self.model.features(clips, self.exit_block)
 
 
+def clip_name(name: str) -> str:
+    """The name of a per-clip tensor (``[B, T, ...]``) before the gather step picks the requested frames of it."""
+    return f"clip_{name}"
+
+
+class TaskPrefix(nn.Module):
+    """``(t, keyframes, dist) -> each adapter output [B, T, ...]``: the decoder prefix to ``exit_block``, every frame
+    of the clips through the collection's per-frame ``adapters`` (an ``AdapterSet``: one output per tensor the
+    task's tail takes)."""
+
+    def __init__(self, model: DNeRV, exit_block: int, adapters: nn.Module) -> None:
+        super().__init__()
+        self.prefix, self.adapters = DNeRVPrefix(model, exit_block), adapters.eval()
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        f = self.prefix(*inputs)  # [B, C, T, h, w]
+        b, t = f.shape[0], f.shape[2]
+        frames = f.transpose(1, 2).flatten(0, 1)  # 2-D adapters: T folds into the batch
+        return tuple(a.unflatten(0, (b, t)) for a in self.adapters(frames))
+
+
 class PrefixInputs(NamedTuple):
     """The prefix's inputs for the clips holding a request's frames, and each frame's ``(clip, position)``."""
 
@@ -68,9 +94,10 @@ def clip_inputs(model: DNeRV, keyframes: Tensor, num_frames: int, frames: Sequen
                         np.array([row[int(f) // T] for f in t], dtype=np.int64), (t % T).numpy().astype(np.int64))
 
 
-def gather_frames(features: np.ndarray, inputs: PrefixInputs) -> np.ndarray:
-    """``[B, C, T, h, w]`` clip features -> the requested frames' ``(N, C, h, w)``."""
-    return features[inputs.clip, :, inputs.position]
+def gather_frames(features: np.ndarray, inputs: PrefixInputs, time_axis: int = 2) -> np.ndarray:
+    """Per-clip tensors (``[B, C, T, h, w]``: ``time_axis`` 2; ``[B, T, ...]``: 1) -> the requested frames'
+    ``(N, ...)``."""
+    return np.moveaxis(features, time_axis, 1)[inputs.clip, inputs.position]
 
 
 def export_prefix(model: DNeRV, exit_block: int | None, path: Path, tol: float = 1e-3) -> float:
@@ -78,16 +105,26 @@ def export_prefix(model: DNeRV, exit_block: int | None, path: Path, tol: float =
     size; returns the max difference relative to the output's scale (``ValueError`` above ``tol``)."""
     from .pipelines import export_onnx
 
-    prefix = DNeRVPrefix(model, exit_block)
+    return export_onnx(DNeRVPrefix(model, exit_block), example_inputs(model, 2), PREFIX_INPUTS, [PREFIX_OUTPUT],
+                       Path(path), example_inputs(model, 3), tol)
+
+
+def export_task_prefix(model: DNeRV, exit_block: int, adapters: nn.Module, output_names: Sequence[str], path: Path,
+                       tol: float = 1e-3) -> float:
+    """Export :class:`TaskPrefix` (outputs ``output_names``, one per adapter) as :func:`export_prefix` does."""
+    from .pipelines import export_onnx
+
+    return export_onnx(TaskPrefix(model, exit_block, adapters), example_inputs(model, 2), PREFIX_INPUTS,
+                       output_names, Path(path), example_inputs(model, 3), tol)
+
+
+def example_inputs(model: DNeRV, b: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``b`` clips of random prefix inputs at the model's size."""
     c = model.config
-
-    def example(b: int) -> tuple[Tensor, Tensor, Tensor]:
-        g = torch.Generator().manual_seed(b)
-        t = torch.rand(b, c.frames, generator=g)
-        d = torch.linspace(0, 1, c.frames).expand(b, -1).contiguous()
-        return t, torch.rand(b, 3, 2, c.out_height, c.out_width, generator=g), d
-
-    return export_onnx(prefix, example(2), PREFIX_INPUTS, [PREFIX_OUTPUT], Path(path), example(3), tol)
+    g = torch.Generator().manual_seed(b)
+    t = torch.rand(b, c.frames, generator=g)
+    d = torch.linspace(0, 1, c.frames).expand(b, -1).contiguous()
+    return t, torch.rand(b, 3, 2, c.out_height, c.out_width, generator=g), d
 
 
 
@@ -105,17 +142,27 @@ class LookupHandler:
 
     Parameters: ``store_root``, ``collection``, ``decoder_sha256`` (the collection's ``inr.nvp`` the ONNX decoder
     was exported from: a collection grown or re-encoded since is refused until the repository is rebuilt),
-    ``max_frames``, ``cache_size`` (members' decoded keyframes kept, by file checksum)."""
+    ``max_frames``, ``cache_size`` (members' decoded keyframes kept, by file checksum).
+
+    With ``task`` (``<collection>_<task>_lookup``) it takes a task request instead, (member ID, frame selection),
+    resolves the selection with the task's protocol, and also answers the frame indices (and the frame size where
+    the task's post step needs it); ``adapter_file`` / ``adapter_sha256`` name the collection adapter baked into
+    the ONNX prefix: one re-fitted since (``adapt COLLECTION``) is refused until the repository is rebuilt."""
 
     def __init__(self, params: Mapping[str, str]) -> None:
         from ..entry import INR_FILE
         from ..inr import build_inr
         from ..inr.config import INRConfig
         from ..store import VideoStore
+        from ..tasks import get_task
         from .serving import StoreCache, _int_param
+        from .wire import FRAME_INDICES, FRAME_SELECTION, VIDEO_ID
 
         self.collection = params["collection"]
         self.decoder_sha = params["decoder_sha256"]
+        self.task = get_task(params["task"]) if params.get("task") else None
+        self.adapter = (params["adapter_file"], params["adapter_sha256"]) if self.task else None
+        self.inputs = (VIDEO_ID, FRAME_SELECTION if self.task else FRAME_INDICES)
         self.max_frames = _int_param(params, "max_frames", 64, 1)
         self.store = VideoStore(params["store_root"])
         entry = self.store.video(self.collection)
@@ -130,41 +177,82 @@ class LookupHandler:
 
         return decode_keyframes(store.get(video_id, name))
 
-    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        from ..collection import KEYFRAMES_FILE
+    def _check_built(self, video_id: str) -> Any:
+        """The member's entry, refused unless the collection's decoder (and adapter) are the ones built in."""
         from ..entry import INR_FILE, MEMBER
         from ..store import StoreError
-        from .serving import (RequestError, VideoNotFoundError, VideoUnavailableError, check_frame_range,
-                              parse_frame_indices, parse_video_id)
-        from .wire import FRAME_INDICES, VIDEO_ID
+        from .serving import RequestError, VideoNotFoundError, VideoUnavailableError
 
-        video_id = parse_video_id(inputs.get(VIDEO_ID))
-        indices = parse_frame_indices(inputs.get(FRAME_INDICES), max_frames=self.max_frames)
-        keys = self.keys.get(video_id, KEYFRAMES_FILE, missing=_member_error(video_id, self.collection))
         try:
             entry = self.store.video(video_id)
-            decoder = self.store.video(self.collection).files[INR_FILE].sha256
+            files = self.store.video(self.collection).files
         except StoreError as e:
             raise VideoNotFoundError(str(e).replace(str(self.store.root), "<store>")) from None
         if entry.kind != MEMBER or entry.collection != self.collection:
             raise RequestError(_member_error(video_id, self.collection))
-        if decoder != self.decoder_sha:
+        if files[INR_FILE].sha256 != self.decoder_sha:
             raise VideoUnavailableError(f"collection '{self.collection}' was re-encoded or grown after this "
                                         "repository was built: rebuild it (python -m builder build-repo ...)")
-        check_frame_range(indices, entry.frames.count, video_id)
-        x = clip_inputs(self.geometry, keys, entry.frames.count, indices.tolist())
-        return {CLIP_T: x.t, CLIP_KEYS: x.keyframes, CLIP_DIST: x.dist, CLIP_ROW: x.clip, CLIP_POS: x.position}
+        if self.adapter and (self.adapter[0] not in files or files[self.adapter[0]].sha256 != self.adapter[1]):
+            raise VideoUnavailableError(f"collection '{self.collection}' was adapted for {self.task.name} again "
+                                        "after this repository was built: rebuild it (python -m builder build-repo "
+                                        "...)")
+        return entry
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        from ..collection import KEYFRAMES_FILE
+        from .serving import check_frame_range, parse_frame_indices, parse_video_id
+        from .task_serving import FRAME_SIZE, parse_selection, select_frames
+        from .wire import FRAME_INDICES, VIDEO_ID
+
+        video_id = parse_video_id(inputs.get(VIDEO_ID))
+        if self.task is None:
+            indices = parse_frame_indices(inputs.get(FRAME_INDICES), max_frames=self.max_frames)
+        keys = self.keys.get(video_id, KEYFRAMES_FILE, missing=_member_error(video_id, self.collection))
+        entry = self._check_built(video_id)
+        count = entry.frames.count
+        if self.task is None:
+            check_frame_range(indices, count, video_id)
+        else:
+            indices = select_frames(parse_selection(inputs.get(self.inputs[1])), count, self.task, video_id,
+                                    max_frames=self.max_frames)
+        x = clip_inputs(self.geometry, keys, count, indices.tolist())
+        out = {CLIP_T: x.t, CLIP_KEYS: x.keyframes, CLIP_DIST: x.dist, CLIP_ROW: x.clip, CLIP_POS: x.position}
+        if self.task is not None:
+            out[FRAME_INDICES] = indices.astype(np.int64)
+            if self.task.kind.frame_size:
+                c = self.geometry.config
+                out[FRAME_SIZE] = np.asarray((c.out_height, c.out_width), dtype=np.int64)
+        return out
 
 
-def gather_handle(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """``<collection>_gather``: the decoder's RGB clips -> the requested frames, in request order."""
-    from .serving import RequestError
-    from .wire import FRAMES
+class GatherHandler:
+    """``<collection>_gather`` (and ``<collection>_<task>_gather``): per-clip tensors -> the requested frames, in
+    request order. ``names``: per-clip input -> output name; ``time_axis``: where T sits in the inputs (2 for the
+    decoder's RGB ``[B, 3, T, H, W]``, 1 for a task prefix's ``[B, T, ...]``)."""
 
-    rgb, row, pos = (inputs.get(k) for k in (CLIP_RGB, CLIP_ROW, CLIP_POS))
-    if rgb is None or row is None or pos is None or rgb.ndim != 5 or row.shape != pos.shape or row.ndim != 1:
-        raise RequestError("gather takes rgb [B, 3, T, H, W] and clip, position [N]")
-    if row.size and (row.min() < 0 or row.max() >= rgb.shape[0] or pos.min() < 0 or pos.max() >= rgb.shape[2]):
-        raise RequestError("clip or position out of range")
-    return {FRAMES: np.ascontiguousarray(gather_frames(rgb, PrefixInputs(None, None, None, row, pos)),
-                                         dtype=np.float32)}
+    def __init__(self, names: Mapping[str, str], time_axis: int) -> None:
+        self.names, self.time_axis = dict(names), int(time_axis)
+        self.inputs = (*self.names, CLIP_ROW, CLIP_POS)
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> GatherHandler:
+        import json
+
+        return cls(json.loads(params["gather"]), int(params["time_axis"]))
+
+    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        from .serving import RequestError
+
+        row, pos = inputs.get(CLIP_ROW), inputs.get(CLIP_POS)
+        clips = {k: inputs.get(k) for k in self.names}
+        if row is None or pos is None or row.shape != pos.shape or row.ndim != 1 or any(
+                v is None or v.ndim <= self.time_axis for v in clips.values()):
+            raise RequestError(f"gather takes {', '.join(self.names)} (time on axis {self.time_axis}) and clip, "
+                               "position [N]")
+        for v in clips.values():
+            if row.size and (row.min() < 0 or row.max() >= v.shape[0] or pos.min() < 0
+                             or pos.max() >= v.shape[self.time_axis]):
+                raise RequestError("clip or position out of range")
+        where = PrefixInputs(None, None, None, row, pos)
+        return {self.names[k]: np.ascontiguousarray(gather_frames(v, where, self.time_axis)) for k, v in clips.items()}

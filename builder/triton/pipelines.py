@@ -17,11 +17,14 @@ Python-backend model that runs the same steps in one process (:meth:`RepositoryB
 
 Also ``decode`` (full RGB frames), and per task group (``groups``, ``build-repo --multi NAME=T1,T2``) the
 ensemble ``NAME``: ``NAME_input`` (the INR prefix once, each task's adapter) -> each task's own ``<task>_tail`` ->
-``<task>_post`` in parallel branches (:mod:`builder.triton.multi`). The post step answers as the task's kind says
+``<task>_post`` in parallel branches (:mod:`builder.triton.multi`). Per D-NeRV collection (``collections``,
+``build-repo --collection ID``) ``<ID>_decode``, and per task the collection was adapted for (``adapt ID``) the
+ensemble ``<ID>_<task>``: the shared decoder's prefix and the collection's adapter as one ONNX model, then the
+task's own tail and post (:mod:`builder.triton.collection_prefix`). The post step answers as the task's kind says
 (``builder.tasks``: its ``answers``, ``post_parameters`` and ``post_handler``): top-k labels with scores
 (classification, action), boxes with labels in the video's pixels (detection: DETR), captions (captioning: BLIP's
-text decoder runs there, with torch; its generate loop has no ONNX form worth serving). The ONNX models give the kind's ``model_outputs`` (logits;
-DETR's logits and boxes; BLIP's image embeddings).
+text decoder runs there, with torch; its generate loop has no ONNX form worth serving). The ONNX models give the
+kind's ``model_outputs`` (logits; DETR's logits and boxes; BLIP's image embeddings).
 
 Backbone tails are exported to ONNX *at the split* (``Backbone.split(layer)``'s
 tail, an FX graph module) rather than cut out of a whole-model ONNX graph with onnx-graphsurgeon: the split is the
@@ -56,7 +59,7 @@ from .multi import TaskGroup, group_feature_names, shared_exit
 from .repository import TARGETS, RepositoryBuilder
 from .serving import RequestError, ServingLimits
 from .specs import DynamicBatching, EnsembleStep, PythonModelSpec, QueuePolicy
-from .task_serving import FRAME_SIZE, SELECTED, input_names, tail_name
+from .task_serving import FRAME_SIZE, SELECTED, choose_adapter, input_names, tail_name
 from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID, task_output
 
 __all__ = ["RepoConfig", "TaskGroup", "adapted_tasks", "build_repository", "export_onnx", "serving_layer"]
@@ -270,10 +273,12 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
     repo.add_python(**{**decode, "parameters": {**decode["parameters"], **cfg.limit_parameters()}},
                     queue=cfg.queue)
     summary: dict[str, Any] = {"config": cfg.to_dict(), "tasks": {}}
+    exports: dict[str, _Export] = {}
     with tempfile.TemporaryDirectory(prefix="nvp-build-") as tmp:
         for name in tqdm(cfg.tasks, desc="build-repo", disable=not progress):
-            summary["tasks"][name] = _add_task(repo, cfg, store, name, Path(tmp))
-        summary["collections"] = {c: _add_collection(repo, cfg, store, c, Path(tmp)) for c in cfg.collections}
+            summary["tasks"][name], exports[name] = _add_task(repo, cfg, store, name, Path(tmp))
+        summary["collections"] = {c: _add_collection(repo, cfg, store, c, Path(tmp), exports)
+                                  for c in cfg.collections}
         summary["groups"] = {g.name: _add_group(repo, cfg, store, g, summary["tasks"]) for g in cfg.groups}
         if cfg.fused:
             for name in [e for t in summary["tasks"].values() for e in t["ensembles"]] + list(summary["groups"]):
@@ -477,11 +482,13 @@ def _add_group(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, grou
             "videos": served, "refused": refused}
 
 
-def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, tmp: Path
-                    ) -> dict[str, Any]:
+def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, tmp: Path,
+                    exports: Mapping[str, _Export]) -> dict[str, Any]:
     """``<collection>_decode``: member ID + frame indices -> RGB frames, through the collection's shared D-NeRV
     exported once to ONNX (``collection_prefix``): ``_lookup`` (Python: the clips' times, keyframes and distances)
-    -> ``_decoder`` (ONNX, batched across requests for any of its members) -> ``_gather`` (the frames asked)."""
+    -> ``_decoder`` (ONNX, batched across requests for any of its members) -> ``_gather`` (the frames asked).
+    And for each built task the collection was adapted for, ``<collection>_<task>`` (:func:`_add_collection_task`).
+    """
     from ..entry import COLLECTION, INR_FILE
     from ..inr import decode_inr
     from .collection_prefix import (CLIP_DIST, CLIP_KEYS, CLIP_POS, CLIP_RGB, CLIP_ROW, CLIP_T, PREFIX_INPUTS,
@@ -519,7 +526,9 @@ def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore,
                   parameters=cfg.limit_parameters() if local else {}, queue=cfg.queue)
     frames = _spec(FRAMES, "TYPE_FP32", [-1, 3, H, W])
     repo.add_python(f"{collection}_gather", _PYTHON_MODELS / "collection_gather" / "model.py", [rgb, *place],
-                    [frames], parameters=cfg.limit_parameters(), instances=cfg.instances, kind=kind, queue=cfg.queue)
+                    [frames], parameters={"gather": json.dumps({CLIP_RGB: FRAMES}), "time_axis": "2",
+                                          **cfg.limit_parameters()},
+                    instances=cfg.instances, kind=kind, queue=cfg.queue)
     repo.add_ensemble(f"{collection}_decode", [
         EnsembleStep(f"{collection}_lookup", {VIDEO_ID: VIDEO_ID, FRAME_INDICES: FRAME_INDICES},
                      {n: n for n in (CLIP_T, CLIP_KEYS, CLIP_DIST, CLIP_ROW, CLIP_POS)}),
@@ -528,12 +537,101 @@ def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore,
         EnsembleStep(f"{collection}_gather", {CLIP_RGB: CLIP_RGB, CLIP_ROW: CLIP_ROW, CLIP_POS: CLIP_POS},
                      {FRAMES: FRAMES}),
     ], [vid_t, idx_t], [frames])
+    served, refused = {}, {}
+    for name, ex in exports.items():
+        try:
+            served[name] = _add_collection_task(repo, cfg, store, collection, model, ex, tmp)
+        except _NotServed as e:
+            refused[name] = str(e)
     return {"ensemble": f"{collection}_decode", "parity": parity, "clip_frames": T, "size": [W, H],
-            "members": [m.id for m in store.members(collection)]}
+            "members": [m.id for m in store.members(collection)], "tasks": served, "refused": refused}
 
 
-def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name: str, tmp: Path) -> dict[str, Any]:
-    """Export one task's ONNX models and add its input, post and ensemble models; returns its summary."""
+class _NotServed(Exception):
+    """Why a collection gets no static ensemble for a task (reported in the build summary, not fatal)."""
+
+
+def _add_collection_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, model: Any,
+                         ex: _Export, tmp: Path) -> dict[str, Any]:
+    """``<collection>_<task>``: a member's task request answered through one ONNX graph of the shared decoder's
+    prefix and the collection's adapter (``adapt COLLECTION``; fixed weights, batched across members), then the
+    task's own tail and post models::
+
+        <collection>_<task>_lookup (Python: selection -> clip inputs) -> <collection>_<task>_prefix (ONNX)
+        -> <collection>_<task>_gather (the frames asked) -> <task>_tail -> <task>_post
+
+    Raises :class:`_NotServed` when the collection holds no adapter this repository's tail can take."""
+    from ..entry import INR_FILE, adapter_file
+    from .collection_prefix import (CLIP_DIST, CLIP_KEYS, CLIP_POS, CLIP_ROW, CLIP_T, PREFIX_INPUTS, TaskPrefix,
+                                    clip_name, example_inputs, export_task_prefix)
+
+    name, entry = ex.task.name, store.video(collection)
+    if ex.task.video:
+        raise _NotServed(f"{name} reads 32-frame clips through a 3-D adapter: its members are served by the "
+                         f"'{name}' ensemble")
+    stored = {k: load_adapter(store, collection, name, k) for k in stored_exits(entry, name)}
+    if not stored:
+        raise _NotServed(f"not adapted: run 'python -m builder adapt {collection} --task {name}'")
+    pairing = json.loads(store.get(collection, pairing_file(name)))
+    try:
+        k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, ex.layer, collection, name)
+    except RequestError as e:
+        raise _NotServed(str(e)) from None
+    adapters = stored[k][0]
+    names = ex.tensors("nvp")[1]
+    path = tmp / f"{collection}_{name}_prefix.onnx"
+    parity = export_task_prefix(model, k, adapters, [clip_name(n) for n in names], path, cfg.parity_tol)
+    c, local = model.config, cfg.target == "local"
+    kind = "KIND_CPU" if local else "KIND_GPU"
+    with torch.no_grad():  # the adapters' per-frame output shapes at this collection's size
+        feats = TaskPrefix(model, k, adapters)(*example_inputs(model, 1))
+    clip_specs = [_spec(CLIP_T, "TYPE_FP32", [-1, c.frames]),
+                  _spec(CLIP_KEYS, "TYPE_FP32", [-1, 3, 2, c.out_height, c.out_width]),
+                  _spec(CLIP_DIST, "TYPE_FP32", [-1, c.frames])]
+    place = [_spec(CLIP_ROW, "TYPE_INT64", [-1]), _spec(CLIP_POS, "TYPE_INT64", [-1])]
+    per_clip = [_tensor_spec(clip_name(n), f, dynamic=()) for n, f in zip(names, feats)]
+    per_frame = [_spec(n, f.dtype, [-1, *f.shape[2:]]) for n, f in zip(names, feats)]
+    adapter = adapter_file(name, k)
+    params = {"store_root": str(cfg.store.resolve()) if local else str(cfg.store), "collection": collection,
+              "decoder_sha256": entry.files[INR_FILE].sha256, "task": name, "adapter_file": adapter,
+              "adapter_sha256": entry.files[adapter].sha256, "cache_size": str(cfg.cache_size),
+              "max_frames": str(cfg.max_frames), **cfg.limit_parameters()}
+    sel = _spec(FRAME_INDICES, "TYPE_INT64", [-1])
+    stem = f"{collection}_{name}"
+    repo.add_python(f"{stem}_lookup", _PYTHON_MODELS / "collection_lookup" / "model.py", _request(),
+                    [*clip_specs, *place, sel, *ex.frame_size()], parameters=params, instances=cfg.instances,
+                    kind=kind, queue=cfg.queue)
+    repo.add_onnx(f"{stem}_prefix", path, [_spec(n, s.dtype, s.shape[1:]) for n, s in zip(PREFIX_INPUTS, clip_specs)],
+                  per_clip, max_batch_size=cfg.max_frames, instances=cfg.instances, kind=kind,
+                  dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
+                  runtime="python" if local else "onnxruntime", tensorrt=not local and cfg.tensorrt,
+                  parameters=cfg.limit_parameters() if local else {}, queue=cfg.queue)
+    repo.add_python(f"{stem}_gather", _PYTHON_MODELS / "collection_gather" / "model.py",
+                    [_spec(s.name, s.dtype, [-1, *s.shape]) for s in per_clip] + place, per_frame,
+                    parameters={"gather": json.dumps({clip_name(n): n for n in names}), "time_axis": "1",
+                                **cfg.limit_parameters()}, instances=cfg.instances, kind=kind, queue=cfg.queue)
+    passed = {s.name: s.name for s in ex.frame_size()}
+    model_outs = ex.kind.model_outputs
+    post_outs = [o for o in repo.models[f"{name}_post"].outputs]
+    repo.add_ensemble(stem, [
+        EnsembleStep(f"{stem}_lookup", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
+                     {**{n: n for n in (CLIP_T, CLIP_KEYS, CLIP_DIST, CLIP_ROW, CLIP_POS)}, FRAME_INDICES: SELECTED,
+                      **passed}),
+        EnsembleStep(f"{stem}_prefix", dict(zip(PREFIX_INPUTS, (CLIP_T, CLIP_KEYS, CLIP_DIST))),
+                     {clip_name(n): clip_name(n) for n in names}),
+        EnsembleStep(f"{stem}_gather", {**{clip_name(n): clip_name(n) for n in names}, CLIP_ROW: CLIP_ROW,
+                                        CLIP_POS: CLIP_POS}, {n: n for n in names}),
+        EnsembleStep(f"{name}_tail", {n: n for n in names}, {o: tail_name(o) for o in model_outs}),
+        EnsembleStep(f"{name}_post", {**{tail_name(o): tail_name(o) for o in model_outs}, SELECTED: SELECTED,
+                                      **passed}, {o.name: o.name for o in post_outs}),
+    ], _request(), post_outs)
+    return {"ensemble": stem, "exit_block": k, "layer": ex.layer, "parity": parity,
+            "adapter_params": adapters.num_params()}
+
+
+def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name: str, tmp: Path
+              ) -> tuple[dict[str, Any], _Export]:
+    """Export one task's ONNX models and add its input, post and ensemble models; returns its summary and export."""
     ex = _prepare(cfg, store, name)
     parity = _add_onnx_models(repo, cfg, ex, tmp)
     post_outs, num_classes = _add_post(repo, cfg, ex, tmp)
@@ -545,4 +643,4 @@ def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name:
         "videos": sorted(v for v, l in ex.chosen.items() if l == ex.layer),
         "other_layer": sorted(v for v, l in ex.chosen.items() if l != ex.layer),
         "ensembles": ensembles,
-    }
+    }, ex

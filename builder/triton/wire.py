@@ -54,11 +54,14 @@ CAPTION = "caption"
 CAPTIONS = "captions"
 
 
-def ensemble_name(task: str, path: str = "nvp") -> str:
-    """The served model of ``task``'s ``path``: the task's own name for ``nvp``, ``<task>_<path>`` for a baseline."""
+def ensemble_name(task: str, path: str = "nvp", collection: str | None = None) -> str:
+    """The served model of ``task``'s ``path``: the task's own name for ``nvp``, ``<task>_<path>`` for a baseline;
+    with ``collection``, its nvp path is the collection's static ensemble ``<collection>_<task>``."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
-    return task if path == "nvp" else f"{task}_{path}"
+    if path != "nvp":
+        return f"{task}_{path}"
+    return f"{collection}_{task}" if collection else task
 
 
 def task_output(task: str, name: str) -> str:

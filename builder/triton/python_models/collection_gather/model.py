@@ -1,21 +1,24 @@
-"""Triton Python-backend model ``<collection>_gather``: the collection decoder's RGB clips -> the requested frames.
+"""Triton Python-backend model ``<collection>_gather`` (and ``<collection>_<task>_gather``): per-clip tensors of the
+collection's ONNX decoder or task prefix -> the requested frames.
 
 Copied verbatim into the repository by ``RepositoryBuilder``; the logic is ``builder.triton.collection_prefix``'s
-``gather_handle``.
+``GatherHandler`` (its parameters name the tensors).
 """
 import json
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.collection_prefix import CLIP_POS, CLIP_RGB, CLIP_ROW, gather_handle
-from builder.triton.serving import RequestLimits, respond
+from builder.triton.collection_prefix import GatherHandler
+from builder.triton.serving import RequestLimits, model_parameters, respond
 
 
 class TritonPythonModel:
     def initialize(self, args):
         self.name = args["model_name"]
-        self.limits = RequestLimits.from_model_config(json.loads(args["model_config"]))
+        config = json.loads(args["model_config"])
+        self.limits = RequestLimits.from_model_config(config)
+        self.handler = GatherHandler.from_parameters(model_parameters(config))
 
     def execute(self, requests):
-        return respond(pb_utils, requests, (CLIP_RGB, CLIP_ROW, CLIP_POS), gather_handle, self.name,
+        return respond(pb_utils, requests, self.handler.inputs, self.handler.handle, self.name,
                        pb_utils.Logger.log_warn, limits=self.limits)

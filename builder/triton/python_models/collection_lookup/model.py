@@ -1,5 +1,6 @@
-"""Triton Python-backend model ``<collection>_lookup``: member ID + frame indices -> the clip inputs of the
-collection's ONNX decoder (times, keyframes, distances) and each frame's place in them.
+"""Triton Python-backend model ``<collection>_lookup``: member ID + frame indices (``<collection>_<task>_lookup``:
+member ID + frame selection) -> the clip inputs of the collection's ONNX decoder or task prefix (times, keyframes,
+distances) and each frame's place in them.
 
 Copied verbatim into the repository by ``RepositoryBuilder``; the logic is ``builder.triton.collection_prefix``'s
 ``LookupHandler`` (unit-tested without Triton).
@@ -10,7 +11,6 @@ import triton_python_backend_utils as pb_utils
 
 from builder.triton.collection_prefix import LookupHandler
 from builder.triton.serving import RequestLimits, model_parameters, respond, set_instance_threads
-from builder.triton.wire import FRAME_INDICES, VIDEO_ID
 
 
 class TritonPythonModel:
@@ -22,5 +22,5 @@ class TritonPythonModel:
         self.handler = LookupHandler(model_parameters(config))
 
     def execute(self, requests):
-        return respond(pb_utils, requests, (VIDEO_ID, FRAME_INDICES), self.handler.handle, self.name,
+        return respond(pb_utils, requests, self.handler.inputs, self.handler.handle, self.name,
                        pb_utils.Logger.log_warn, limits=self.limits)
