@@ -89,6 +89,7 @@ def adapt_collection(
     max_samples: int | None = None,
     weights: str | None = "default",
     random_init: bool = False,
+    backbone_config: dict[str, Any] | None = None,
     progress: bool = True,
     repeats: int = 3,
 ) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def adapt_collection(
     members = [m.id for m in store.members(collection_id)]
     train_ids, held_ids = split_members(members, train_videos)
     bb = get_backbone(task.backbone)
-    model = bb.load_for(task, weights, random_init=random_init)
+    model = bb.load_for(task, weights, random_init=random_init, config=backbone_config)
     scorer = task.kind.scorer(task, model, random_init)
     bound = store.inr_digest(collection_id)  # the shared decoder: what the adapters are bound to
     inrs = {m: load_inr(store, m).model for m in members}

@@ -81,6 +81,11 @@ def step_handler(model_dir: Path, *, instance_kind: str = "CPU", device_id: str 
         decoder = DecodeHandler(DecodeSettings.from_parameters(params, instance_kind=instance_kind,
                                                                device_id=device_id))
         return decoder.handle, tuple(t["name"] for t in config.get("input", [])), limits, decoder.close
+    if kind in ("collection_lookup", "collection_gather"):
+        from .collection_prefix import GatherHandler, LookupHandler
+
+        step = LookupHandler(params) if kind == "collection_lookup" else GatherHandler.from_parameters(params)
+        return step.handle, step.inputs, limits, lambda: None
     if kind == "task_post":
         post = post_handler(params, version, instance_kind=instance_kind, device_id=device_id)
         return post.handle, tuple(post.inputs), limits, lambda: None

@@ -8,9 +8,11 @@ that hold those frames — their normalised times ``t``, their two decoded keyfr
 where each requested frame sits in them, so the graph's ``[B, C, T, h, w]`` output gives the frames' features.
 Requests for different members of one collection batch together: the inputs are the same shapes.
 
-A collection adapted for a 2-D task (``adapt COLLECTION --task T``) has one adapter for every member, fixed weights
-too: :class:`TaskPrefix` is the decoder prefix to that adapter's exit block followed by the adapter, one ONNX graph
-(:func:`export_task_prefix`) whose per-frame outputs feed the task's own tail.
+A collection adapted for a task (``adapt COLLECTION --task T``) has one adapter for every member, fixed weights too.
+For a 2-D task :class:`TaskPrefix` is the decoder prefix to that adapter's exit block followed by the adapter, one
+ONNX graph (:func:`export_task_prefix`) whose per-frame outputs feed the task's own tail. A video task's 3-D adapter
+reads the request's frames as one clip, across D-NeRV's 8-frame clips, so it is its own ONNX model after the gather
+step.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from ..inr.base import check_frame_indices
 from ..inr.dnerv import ClipBatch, DNeRV
 
 __all__ = ["PREFIX_INPUTS", "PREFIX_OUTPUT", "DNeRVPrefix", "GatherHandler", "LookupHandler", "PrefixInputs",
-           "TaskPrefix", "clip_inputs", "clip_name", "example_inputs", "export_prefix", "export_task_prefix",
+           "TaskPrefix", "clip_inputs", "clip_name", "example_inputs", "export_clip_adapter", "export_prefix",
+           "export_task_prefix",
            "gather_frames"]
 
 PREFIX_INPUTS = ("t", "keyframes", "dist")
@@ -116,6 +119,29 @@ def export_task_prefix(model: DNeRV, exit_block: int, adapters: nn.Module, outpu
 
     return export_onnx(TaskPrefix(model, exit_block, adapters), example_inputs(model, 2), PREFIX_INPUTS,
                        output_names, Path(path), example_inputs(model, 3), tol)
+
+
+class _Variadic(nn.Module):
+    """A one-input module as ``forward(*x)``, the form export_onnx's dynamic shapes expect."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *x: Tensor) -> Any:
+        return self.module(*x)
+
+
+def export_clip_adapter(adapters: nn.Module, features: Tensor, output_names: Sequence[str], path: Path,
+                        tol: float = 1e-3) -> float:
+    """Export a video task's 3-D ``adapters`` (input ``prefix``: clips ``[B, C, T, h, w]`` like ``features``, batch
+    and T dynamic), checked on another batch and clip length."""
+    from .pipelines import export_onnx
+
+    b, c, t, h, w = features.shape
+    check = torch.rand(b + 1, c, max(1, t // 2), h, w, generator=torch.Generator().manual_seed(0))
+    return export_onnx(_Variadic(adapters), (features,), ["prefix"], output_names, Path(path), (check,), tol,
+                       [(0, 2)])
 
 
 def example_inputs(model: DNeRV, b: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -229,17 +255,19 @@ class LookupHandler:
 class GatherHandler:
     """``<collection>_gather`` (and ``<collection>_<task>_gather``): per-clip tensors -> the requested frames, in
     request order. ``names``: per-clip input -> output name; ``time_axis``: where T sits in the inputs (2 for the
-    decoder's RGB ``[B, 3, T, H, W]``, 1 for a task prefix's ``[B, T, ...]``)."""
+    decoder's RGB ``[B, 3, T, H, W]`` and a video task's prefix features, 1 for a 2-D task prefix's ``[B, T, ...]``);
+    ``as_clip``: answer the frames as one clip ``[1, C, N, h, w]`` (what a video task's 3-D adapter reads) instead
+    of ``[N, ...]``."""
 
-    def __init__(self, names: Mapping[str, str], time_axis: int) -> None:
-        self.names, self.time_axis = dict(names), int(time_axis)
+    def __init__(self, names: Mapping[str, str], time_axis: int, as_clip: bool = False) -> None:
+        self.names, self.time_axis, self.as_clip = dict(names), int(time_axis), bool(as_clip)
         self.inputs = (*self.names, CLIP_ROW, CLIP_POS)
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str]) -> GatherHandler:
         import json
 
-        return cls(json.loads(params["gather"]), int(params["time_axis"]))
+        return cls(json.loads(params["gather"]), int(params["time_axis"]), params.get("as_clip") == "1")
 
     def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         from .serving import RequestError
@@ -255,4 +283,7 @@ class GatherHandler:
                              or pos.max() >= v.shape[self.time_axis]):
                 raise RequestError("clip or position out of range")
         where = PrefixInputs(None, None, None, row, pos)
-        return {self.names[k]: np.ascontiguousarray(gather_frames(v, where, self.time_axis)) for k, v in clips.items()}
+        frames = {self.names[k]: gather_frames(v, where, self.time_axis) for k, v in clips.items()}
+        if self.as_clip:  # [N, C, h, w] -> [1, C, N, h, w]
+            frames = {k: np.moveaxis(v, 0, 1)[None] for k, v in frames.items()}
+        return {k: np.ascontiguousarray(v) for k, v in frames.items()}

@@ -553,22 +553,22 @@ class _NotServed(Exception):
 
 def _add_collection_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, model: Any,
                          ex: _Export, tmp: Path) -> dict[str, Any]:
-    """``<collection>_<task>``: a member's task request answered through one ONNX graph of the shared decoder's
-    prefix and the collection's adapter (``adapt COLLECTION``; fixed weights, batched across members), then the
-    task's own tail and post models::
+    """``<collection>_<task>``: a member's task request answered through the shared decoder's prefix as an ONNX model
+    (fixed weights, batched across members) and the collection's adapter (``adapt COLLECTION``), then the task's own
+    tail and post models. A 2-D task's adapter runs inside the prefix graph, on each frame; a video task's 3-D
+    adapter reads the request's frames as one clip, so it runs after the gather step, as an ONNX model of its own::
 
         <collection>_<task>_lookup (Python: selection -> clip inputs) -> <collection>_<task>_prefix (ONNX)
-        -> <collection>_<task>_gather (the frames asked) -> <task>_tail -> <task>_post
+        -> <collection>_<task>_gather (the frames asked) [-> <collection>_<task>_adapter (ONNX, video tasks)]
+        -> <task>_tail -> <task>_post
 
     Raises :class:`_NotServed` when the collection holds no adapter this repository's tail can take."""
     from ..entry import INR_FILE, adapter_file
-    from .collection_prefix import (CLIP_DIST, CLIP_KEYS, CLIP_POS, CLIP_ROW, CLIP_T, PREFIX_INPUTS, TaskPrefix,
-                                    clip_name, example_inputs, export_task_prefix)
+    from .collection_prefix import (CLIP_DIST, CLIP_KEYS, CLIP_POS, CLIP_ROW, CLIP_T, PREFIX_INPUTS, PREFIX_OUTPUT,
+                                    DNeRVPrefix, TaskPrefix, clip_name, example_inputs, export_clip_adapter,
+                                    export_prefix, export_task_prefix)
 
-    name, entry = ex.task.name, store.video(collection)
-    if ex.task.video:
-        raise _NotServed(f"{name} reads 32-frame clips through a 3-D adapter: its members are served by the "
-                         f"'{name}' ensemble")
+    name, entry, video = ex.task.name, store.video(collection), ex.task.video
     stored = {k: load_adapter(store, collection, name, k) for k in stored_exits(entry, name)}
     if not stored:
         raise _NotServed(f"not adapted: run 'python -m builder adapt {collection} --task {name}'")
@@ -578,54 +578,75 @@ def _add_collection_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoS
     except RequestError as e:
         raise _NotServed(str(e)) from None
     adapters = stored[k][0]
-    names = ex.tensors("nvp")[1]
-    path = tmp / f"{collection}_{name}_prefix.onnx"
-    parity = export_task_prefix(model, k, adapters, [clip_name(n) for n in names], path, cfg.parity_tol)
-    c, local = model.config, cfg.target == "local"
-    kind = "KIND_CPU" if local else "KIND_GPU"
-    with torch.no_grad():  # the adapters' per-frame output shapes at this collection's size
-        feats = TaskPrefix(model, k, adapters)(*example_inputs(model, 1))
-    clip_specs = [_spec(CLIP_T, "TYPE_FP32", [-1, c.frames]),
-                  _spec(CLIP_KEYS, "TYPE_FP32", [-1, 3, 2, c.out_height, c.out_width]),
-                  _spec(CLIP_DIST, "TYPE_FP32", [-1, c.frames])]
-    place = [_spec(CLIP_ROW, "TYPE_INT64", [-1]), _spec(CLIP_POS, "TYPE_INT64", [-1])]
-    per_clip = [_tensor_spec(clip_name(n), f, dynamic=()) for n, f in zip(names, feats)]
-    per_frame = [_spec(n, f.dtype, [-1, *f.shape[2:]]) for n, f in zip(names, feats)]
+    stem, c, local = f"{collection}_{name}", model.config, cfg.target == "local"
+    tail_in = list(repo.models[f"{name}_tail"].inputs)  # what the task's tail takes (batched specs)
+    names = [t.name for t in tail_in]
+    onnx_kw = dict(instances=cfg.instances, kind="KIND_CPU" if local else "KIND_GPU", queue=cfg.queue,
+                   dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
+                   runtime="python" if local else "onnxruntime", tensorrt=not local and cfg.tensorrt,
+                   parameters=cfg.limit_parameters() if local else {})
+    py_kw = dict(instances=cfg.instances, kind=onnx_kw["kind"], queue=cfg.queue)
+    path = tmp / f"{stem}_prefix.onnx"
+    with torch.no_grad():  # the prefix's per-clip output shapes at this collection's size
+        feats = DNeRVPrefix(model, k)(*example_inputs(model, 1))
+    if video:  # the prefix alone; its [B, C, T, h, w] frames gathered into one clip for the 3-D adapter
+        parity = {"prefix": export_prefix(model, k, path, cfg.parity_tol)}
+        per_clip = [_spec(clip_name("prefix"), "TYPE_FP32", feats.shape[1:])]
+        prefix_out = {PREFIX_OUTPUT: clip_name("prefix")}  # the model's output -> the ensemble's tensor
+        gathered = [_spec("prefix", "TYPE_FP32", [1, feats.shape[1], -1, *feats.shape[3:]])]
+        gather = {"gather": json.dumps({clip_name("prefix"): "prefix"}), "time_axis": "2", "as_clip": "1"}
+    else:  # prefix + adapter in one graph: each adapter output per clip, [B, T, ...]
+        parity = {"prefix": export_task_prefix(model, k, adapters, [clip_name(n) for n in names], path,
+                                               cfg.parity_tol)}
+        with torch.no_grad():
+            outs = TaskPrefix(model, k, adapters)(*example_inputs(model, 1))
+        per_clip = [_tensor_spec(clip_name(n), o, dynamic=()) for n, o in zip(names, outs)]
+        prefix_out = {clip_name(n): clip_name(n) for n in names}
+        gathered = [_spec(t.name, t.dtype, [-1, *t.shape]) for t in tail_in]
+        gather = {"gather": json.dumps({clip_name(n): n for n in names}), "time_axis": "1"}
     adapter = adapter_file(name, k)
     params = {"store_root": str(cfg.store.resolve()) if local else str(cfg.store), "collection": collection,
               "decoder_sha256": entry.files[INR_FILE].sha256, "task": name, "adapter_file": adapter,
               "adapter_sha256": entry.files[adapter].sha256, "cache_size": str(cfg.cache_size),
               "max_frames": str(cfg.max_frames), **cfg.limit_parameters()}
-    sel = _spec(FRAME_INDICES, "TYPE_INT64", [-1])
-    stem = f"{collection}_{name}"
+    clip_specs = [_spec(CLIP_T, "TYPE_FP32", [-1, c.frames]),
+                  _spec(CLIP_KEYS, "TYPE_FP32", [-1, 3, 2, c.out_height, c.out_width]),
+                  _spec(CLIP_DIST, "TYPE_FP32", [-1, c.frames])]
+    place = [_spec(CLIP_ROW, "TYPE_INT64", [-1]), _spec(CLIP_POS, "TYPE_INT64", [-1])]
     repo.add_python(f"{stem}_lookup", _PYTHON_MODELS / "collection_lookup" / "model.py", _request(),
-                    [*clip_specs, *place, sel, *ex.frame_size()], parameters=params, instances=cfg.instances,
-                    kind=kind, queue=cfg.queue)
+                    [*clip_specs, *place, _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()],
+                    parameters=params, **py_kw)
     repo.add_onnx(f"{stem}_prefix", path, [_spec(n, s.dtype, s.shape[1:]) for n, s in zip(PREFIX_INPUTS, clip_specs)],
-                  per_clip, max_batch_size=cfg.max_frames, instances=cfg.instances, kind=kind,
-                  dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
-                  runtime="python" if local else "onnxruntime", tensorrt=not local and cfg.tensorrt,
-                  parameters=cfg.limit_parameters() if local else {}, queue=cfg.queue)
+                  [_spec(out, s.dtype, s.shape) for out, s in zip(prefix_out, per_clip)],
+                  max_batch_size=cfg.max_frames, **onnx_kw)  # a clip per frame at most
     repo.add_python(f"{stem}_gather", _PYTHON_MODELS / "collection_gather" / "model.py",
-                    [_spec(s.name, s.dtype, [-1, *s.shape]) for s in per_clip] + place, per_frame,
-                    parameters={"gather": json.dumps({clip_name(n): n for n in names}), "time_axis": "1",
-                                **cfg.limit_parameters()}, instances=cfg.instances, kind=kind, queue=cfg.queue)
-    passed = {s.name: s.name for s in ex.frame_size()}
-    model_outs = ex.kind.model_outputs
-    post_outs = [o for o in repo.models[f"{name}_post"].outputs]
-    repo.add_ensemble(stem, [
+                    [_spec(s.name, s.dtype, [-1, *s.shape]) for s in per_clip] + place, gathered,
+                    parameters={**gather, **cfg.limit_parameters()}, **py_kw)
+    steps = [
         EnsembleStep(f"{stem}_lookup", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
                      {**{n: n for n in (CLIP_T, CLIP_KEYS, CLIP_DIST, CLIP_ROW, CLIP_POS)}, FRAME_INDICES: SELECTED,
-                      **passed}),
-        EnsembleStep(f"{stem}_prefix", dict(zip(PREFIX_INPUTS, (CLIP_T, CLIP_KEYS, CLIP_DIST))),
-                     {clip_name(n): clip_name(n) for n in names}),
-        EnsembleStep(f"{stem}_gather", {**{clip_name(n): clip_name(n) for n in names}, CLIP_ROW: CLIP_ROW,
-                                        CLIP_POS: CLIP_POS}, {n: n for n in names}),
+                      **{s.name: s.name for s in ex.frame_size()}}),
+        EnsembleStep(f"{stem}_prefix", dict(zip(PREFIX_INPUTS, (CLIP_T, CLIP_KEYS, CLIP_DIST))), prefix_out),
+        EnsembleStep(f"{stem}_gather", {**{s.name: s.name for s in per_clip}, CLIP_ROW: CLIP_ROW, CLIP_POS: CLIP_POS},
+                     {s.name: s.name for s in gathered}),
+    ]
+    if video:
+        apath = tmp / f"{stem}_adapter.onnx"
+        parity["adapter"] = export_clip_adapter(adapters, torch.rand(1, feats.shape[1], ex.task.clip,
+                                                                     *feats.shape[3:]), names, apath, cfg.parity_tol)
+        repo.add_onnx(f"{stem}_adapter", apath, [_spec("prefix", "TYPE_FP32", [feats.shape[1], -1, *feats.shape[3:]])],
+                      tail_in, max_batch_size=repo.models[f"{name}_tail"].max_batch_size, **onnx_kw)
+        steps.append(EnsembleStep(f"{stem}_adapter", {"prefix": "prefix"}, {n: n for n in names}))
+    model_outs = ex.kind.model_outputs
+    post_outs = list(repo.models[f"{name}_post"].outputs)
+    steps += [
         EnsembleStep(f"{name}_tail", {n: n for n in names}, {o: tail_name(o) for o in model_outs}),
         EnsembleStep(f"{name}_post", {**{tail_name(o): tail_name(o) for o in model_outs}, SELECTED: SELECTED,
-                                      **passed}, {o.name: o.name for o in post_outs}),
-    ], _request(), post_outs)
-    return {"ensemble": stem, "exit_block": k, "layer": ex.layer, "parity": parity,
+                                      **{s.name: s.name for s in ex.frame_size()}},
+                     {o.name: o.name for o in post_outs}),
+    ]
+    repo.add_ensemble(stem, steps, _request(), post_outs)
+    return {"ensemble": stem, "exit_block": k, "layer": ex.layer, "parity": max(parity.values()),
             "adapter_params": adapters.num_params()}
 
 

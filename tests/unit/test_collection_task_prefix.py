@@ -15,6 +15,7 @@ from builder.inr import decode_inr
 from builder.nvp.path import inr_features
 from builder.nvp.shared import adapt_collection
 from builder.nvp.storage import load_adapter
+from builder.tasks import get_task
 from builder.triton.collection_prefix import (CLIP_POS, CLIP_ROW, PREFIX_INPUTS, GatherHandler, LookupHandler,
                                               PrefixInputs, clip_name, export_task_prefix, gather_frames)
 from builder.triton.serving import RequestError, VideoUnavailableError
@@ -92,3 +93,46 @@ def test_gather_picks_frames_on_either_time_axis_and_refuses_bad_places():
         g.handle({"clip_x": feats, CLIP_ROW: np.array([2]), CLIP_POS: np.array([0])})
     with pytest.raises(RequestError, match="gather takes clip_x"):
         g.handle({"clip_x": feats, CLIP_ROW: np.array([0, 1]), CLIP_POS: np.array([0])})
+
+
+# the other kinds, on random small backbones: a video task (3-D adapter after the gather step) and detection (the
+# cut carries features + a derived mask; the post step reads the frame size)
+SMALL = {"i3d_r50": ({"input_size": (8, 64, 64)}, "blocks.3"),
+         "detr_r50": ({"small": True, "shortest_edge": 64, "longest_edge": 160, "backbone": "resnet18"},
+                      "detr.model.input_projection")}
+
+
+@pytest.fixture(scope="module")
+def store32(tmp_path_factory):
+    return tiny_collection(tmp_path_factory.mktemp("store32"), frames=32)
+
+
+@pytest.mark.parametrize("task", list(SMALL))
+def test_the_collection_ensemble_answers_as_the_task_ensemble_for_every_kind(store32, tmp_path, task):
+    from builder.triton.chain import StepChain
+    from builder.triton.pipelines import RepoConfig, build_repository
+    from training.config import AdapterTrainConfig
+
+    config, layer = SMALL[task]
+    adapt_collection(store32, "col", task, exits=[1], layers=[layer], top_k=1, repeats=1, random_init=True,
+                     backbone_config=config, train=AdapterTrainConfig(epochs=1), progress=False)
+    out = tmp_path / "repo"
+    summary = build_repository(RepoConfig(store=store32.root, tasks=(task,), collections=("col",), out=out,
+                                          weights={task: "random"}, backbone_config={task: config},
+                                          baselines=False, score_threshold=0.0), progress=False)
+    static = summary["collections"]["col"]["tasks"][task]
+    assert static["parity"] < 1e-3 and static["exit_block"] == 1
+    assert (out / f"col_{task}_adapter").is_dir() == get_task(task).video  # 3-D adapters: their own ONNX model
+    request = {"video_id": np.array([b"col-1"], dtype=object), "frame_selection": np.array([b"auto"], dtype=object)}
+    own, static_chain = StepChain.from_repository(out, task), StepChain.from_repository(out, f"col_{task}")
+    try:
+        want, got = own.handle(request), static_chain.handle(request)
+    finally:
+        own.close()
+        static_chain.close()
+    assert want.keys() == got.keys()
+    for name, w in want.items():
+        if w.dtype.kind == "f":
+            np.testing.assert_allclose(got[name], w, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(w).max())))
+        else:
+            np.testing.assert_array_equal(got[name], w)
