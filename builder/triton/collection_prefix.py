@@ -154,7 +154,7 @@ def example_inputs(model: DNeRV, b: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 
-# --- served: <collection>_lookup -> <collection>_decoder (ONNX) -> <collection>_gather ---------------------------
+# --- served: <collection>_{decode,<task>}_lookup -> _prefix (ONNX) -> _gather -------------------------------------
 
 CLIP_T, CLIP_KEYS, CLIP_DIST, CLIP_ROW, CLIP_POS, CLIP_RGB = "t", "keyframes", "dist", "clip", "position", "rgb"
 
@@ -164,7 +164,7 @@ def _member_error(video_id: str, collection: str) -> str:
 
 
 class LookupHandler:
-    """``<collection>_lookup``: (member ID, frame indices) -> the decoder's clip inputs and each frame's place.
+    """``<collection>_decode_lookup``: (member ID, frame indices) -> the decoder's clip inputs and each frame's place.
 
     Parameters: ``store_root``, ``collection``, ``decoder_sha256`` (the collection's ``inr.nvp`` the ONNX decoder
     was exported from: a collection grown or re-encoded since is refused until the repository is rebuilt),
@@ -253,7 +253,7 @@ class LookupHandler:
 
 
 class GatherHandler:
-    """``<collection>_gather`` (and ``<collection>_<task>_gather``): per-clip tensors -> the requested frames, in
+    """``<collection>_decode_gather`` (and ``<collection>_<task>_gather``): per-clip tensors -> the requested frames, in
     request order. ``names``: per-clip input -> output name; ``time_axis``: where T sits in the inputs (2 for the
     decoder's RGB ``[B, 3, T, H, W]`` and a video task's prefix features, 1 for a 2-D task prefix's ``[B, T, ...]``);
     ``as_clip``: answer the frames as one clip ``[1, C, N, h, w]`` (what a video task's 3-D adapter reads) instead

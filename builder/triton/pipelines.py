@@ -482,17 +482,92 @@ def _add_group(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, grou
             "videos": served, "refused": refused}
 
 
+@dataclass
+class _CollectionSteps:
+    """The three steps every ensemble of a D-NeRV collection starts with, built the same way for ``<ID>_decode``
+    and ``<ID>_<task>``: ``lookup`` (Python: member + frames -> the clips' times, keyframes and distances, and each
+    frame's place) -> ``prefix`` (ONNX, a clip per row: requests for different members stack) -> ``gather`` (the
+    frames asked, in request order)."""
+
+    cfg: RepoConfig
+    collection: str
+    decoder_sha256: str
+    config: Any  # the shared D-NeRV's config
+
+    @property
+    def local(self) -> bool:
+        return self.cfg.target == "local"
+
+    @property
+    def clip_specs(self) -> list[TensorSpec]:
+        from .collection_prefix import CLIP_DIST, CLIP_KEYS, CLIP_T
+
+        c = self.config
+        return [_spec(CLIP_T, "TYPE_FP32", [-1, c.frames]),
+                _spec(CLIP_KEYS, "TYPE_FP32", [-1, 3, 2, c.out_height, c.out_width]),
+                _spec(CLIP_DIST, "TYPE_FP32", [-1, c.frames])]
+
+    @property
+    def place(self) -> list[TensorSpec]:
+        from .collection_prefix import CLIP_POS, CLIP_ROW
+
+        return [_spec(CLIP_ROW, "TYPE_INT64", [-1]), _spec(CLIP_POS, "TYPE_INT64", [-1])]
+
+    def python_kw(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return dict(instances=cfg.instances, kind="KIND_CPU" if self.local else "KIND_GPU", queue=cfg.queue)
+
+    def onnx_kw(self) -> dict[str, Any]:
+        """An ONNX model's settings: dynamic batching; run by onnxruntime in the Python backend (local, which
+        checks the request limits) or by Triton's onnxruntime backend with TensorRT (ngc)."""
+        cfg = self.cfg
+        return dict(self.python_kw(), dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
+                    runtime="python" if self.local else "onnxruntime", tensorrt=not self.local and cfg.tensorrt,
+                    parameters=cfg.limit_parameters() if self.local else {})
+
+    def add(self, repo: RepositoryBuilder, stem: str, *, request: Sequence[TensorSpec],
+            extra: Sequence[TensorSpec], params: Mapping[str, str], onnx: Path, prefix_out: Mapping[str, str],
+            per_clip: Sequence[TensorSpec], gathered: Sequence[TensorSpec], gather: Mapping[str, str],
+            rename: Mapping[str, str] | None = None) -> list[EnsembleStep]:
+        """Add ``<stem>_lookup``, ``<stem>_prefix`` (``onnx``: its outputs ``prefix_out`` -> the ensemble's
+        ``per_clip`` tensors) and ``<stem>_gather`` (``per_clip`` -> ``gathered``); returns their ensemble steps.
+        ``request``: what the lookup reads; ``extra``: what it answers besides the clip inputs (frame indices ...),
+        under the ensemble names ``rename`` gives (default: their own)."""
+        from .collection_prefix import PREFIX_INPUTS
+
+        cfg, rename = self.cfg, dict(rename or {})
+        clip_specs, place = self.clip_specs, self.place
+        base = {"store_root": str(cfg.store.resolve()) if self.local else str(cfg.store),
+                "collection": self.collection, "decoder_sha256": self.decoder_sha256,
+                "cache_size": str(cfg.cache_size), "max_frames": str(cfg.max_frames)}
+        repo.add_python(f"{stem}_lookup", _PYTHON_MODELS / "collection_lookup" / "model.py", list(request),
+                        [*clip_specs, *place, *extra], parameters={**base, **params, **cfg.limit_parameters()},
+                        **self.python_kw())
+        repo.add_onnx(f"{stem}_prefix", onnx,
+                      [_spec(n, s.dtype, s.shape[1:]) for n, s in zip(PREFIX_INPUTS, clip_specs)],
+                      [_spec(out, s.dtype, s.shape) for out, s in zip(prefix_out, per_clip)],
+                      max_batch_size=cfg.max_frames, **self.onnx_kw())  # a clip per frame at most
+        repo.add_python(f"{stem}_gather", _PYTHON_MODELS / "collection_gather" / "model.py",
+                        [_spec(s.name, s.dtype, [-1, *s.shape]) for s in per_clip] + place, list(gathered),
+                        parameters={**gather, **cfg.limit_parameters()}, **self.python_kw())
+        return [
+            EnsembleStep(f"{stem}_lookup", {r.name: r.name for r in request},
+                         {s.name: rename.get(s.name, s.name) for s in (*clip_specs, *place, *extra)}),
+            EnsembleStep(f"{stem}_prefix", {n: s.name for n, s in zip(PREFIX_INPUTS, clip_specs)}, dict(prefix_out)),
+            EnsembleStep(f"{stem}_gather", {s.name: s.name for s in (*per_clip, *place)},
+                         {s.name: s.name for s in gathered}),
+        ]
+
+
 def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, tmp: Path,
                     exports: Mapping[str, _Export]) -> dict[str, Any]:
     """``<collection>_decode``: member ID + frame indices -> RGB frames, through the collection's shared D-NeRV
-    exported once to ONNX (``collection_prefix``): ``_lookup`` (Python: the clips' times, keyframes and distances)
-    -> ``_decoder`` (ONNX, batched across requests for any of its members) -> ``_gather`` (the frames asked).
-    And for each built task the collection was adapted for, ``<collection>_<task>`` (:func:`_add_collection_task`).
-    """
+    exported once to ONNX (``collection_prefix``) between its lookup and gather steps (:class:`_CollectionSteps`;
+    the ONNX model is ``<collection>_decode_prefix``). And for each built task the collection was adapted for,
+    ``<collection>_<task>`` (:func:`_add_collection_task`)."""
     from ..entry import COLLECTION, INR_FILE
     from ..inr import decode_inr
-    from .collection_prefix import (CLIP_DIST, CLIP_KEYS, CLIP_POS, CLIP_RGB, CLIP_ROW, CLIP_T, PREFIX_INPUTS,
-                                    PREFIX_OUTPUT, export_prefix)
+    from .collection_prefix import CLIP_RGB, PREFIX_OUTPUT, export_prefix
     from .wire import FRAMES
 
     entry = store.video(collection)
@@ -501,46 +576,20 @@ def _add_collection(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore,
                          "(python -m builder list)")
     model = decode_inr(store.get(collection, INR_FILE)).model
     c = model.config
+    steps = _CollectionSteps(cfg, collection, entry.files[INR_FILE].sha256, c)
     path = tmp / f"{collection}_decoder.onnx"
     parity = export_prefix(model, None, path, cfg.parity_tol)
-    local = cfg.target == "local"
-    kind = "KIND_CPU" if local else "KIND_GPU"
     T, H, W = c.frames, c.out_height, c.out_width
-    clip_specs = [_spec(CLIP_T, "TYPE_FP32", [-1, T]), _spec(CLIP_KEYS, "TYPE_FP32", [-1, 3, 2, H, W]),
-                  _spec(CLIP_DIST, "TYPE_FP32", [-1, T])]
-    place = [_spec(CLIP_ROW, "TYPE_INT64", [-1]), _spec(CLIP_POS, "TYPE_INT64", [-1])]
-    vid_t, idx_t = _spec(VIDEO_ID, "TYPE_STRING", [1]), _spec(FRAME_INDICES, "TYPE_INT64", [-1])
-    params = {"store_root": str(cfg.store.resolve()) if local else str(cfg.store), "collection": collection,
-              "decoder_sha256": entry.files[INR_FILE].sha256, "cache_size": str(cfg.cache_size),
-              "max_frames": str(cfg.max_frames), **cfg.limit_parameters()}
-    repo.add_python(f"{collection}_lookup", _PYTHON_MODELS / "collection_lookup" / "model.py", [vid_t, idx_t],
-                    [*clip_specs, *place], parameters=params, instances=cfg.instances, kind=kind, queue=cfg.queue)
-    rgb = _spec(CLIP_RGB, "TYPE_FP32", [-1, 3, T, H, W])
-    # each clip is one row; requests for different members stack (their tensors share every dim but the first)
-    repo.add_onnx(f"{collection}_decoder", path,
-                  [_spec(n, s.dtype, s.shape[1:]) for n, s in zip(PREFIX_INPUTS, clip_specs)],
-                  [_spec(PREFIX_OUTPUT, "TYPE_FP32", [3, T, H, W])], max_batch_size=cfg.max_frames,  # a clip per frame
-                  instances=cfg.instances, kind=kind,
-                  dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
-                  runtime="python" if local else "onnxruntime", tensorrt=not local and cfg.tensorrt,
-                  parameters=cfg.limit_parameters() if local else {}, queue=cfg.queue)
+    request = [_spec(VIDEO_ID, "TYPE_STRING", [1]), _spec(FRAME_INDICES, "TYPE_INT64", [-1])]
     frames = _spec(FRAMES, "TYPE_FP32", [-1, 3, H, W])
-    repo.add_python(f"{collection}_gather", _PYTHON_MODELS / "collection_gather" / "model.py", [rgb, *place],
-                    [frames], parameters={"gather": json.dumps({CLIP_RGB: FRAMES}), "time_axis": "2",
-                                          **cfg.limit_parameters()},
-                    instances=cfg.instances, kind=kind, queue=cfg.queue)
-    repo.add_ensemble(f"{collection}_decode", [
-        EnsembleStep(f"{collection}_lookup", {VIDEO_ID: VIDEO_ID, FRAME_INDICES: FRAME_INDICES},
-                     {n: n for n in (CLIP_T, CLIP_KEYS, CLIP_DIST, CLIP_ROW, CLIP_POS)}),
-        EnsembleStep(f"{collection}_decoder", dict(zip(PREFIX_INPUTS, (CLIP_T, CLIP_KEYS, CLIP_DIST))),
-                     {PREFIX_OUTPUT: CLIP_RGB}),
-        EnsembleStep(f"{collection}_gather", {CLIP_RGB: CLIP_RGB, CLIP_ROW: CLIP_ROW, CLIP_POS: CLIP_POS},
-                     {FRAMES: FRAMES}),
-    ], [vid_t, idx_t], [frames])
+    repo.add_ensemble(f"{collection}_decode", steps.add(
+        repo, f"{collection}_decode", request=request, extra=[], params={}, onnx=path,
+        prefix_out={PREFIX_OUTPUT: CLIP_RGB}, per_clip=[_spec(CLIP_RGB, "TYPE_FP32", [3, T, H, W])],
+        gathered=[frames], gather={"gather": json.dumps({CLIP_RGB: FRAMES}), "time_axis": "2"}), request, [frames])
     served, refused = {}, {}
     for name, ex in exports.items():
         try:
-            served[name] = _add_collection_task(repo, cfg, store, collection, model, ex, tmp)
+            served[name] = _add_collection_task(repo, store, steps, model, ex, tmp)
         except _NotServed as e:
             refused[name] = str(e)
     return {"ensemble": f"{collection}_decode", "parity": parity, "clip_frames": T, "size": [W, H],
@@ -551,7 +600,7 @@ class _NotServed(Exception):
     """Why a collection gets no static ensemble for a task (reported in the build summary, not fatal)."""
 
 
-def _add_collection_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, collection: str, model: Any,
+def _add_collection_task(repo: RepositoryBuilder, store: VideoStore, steps: _CollectionSteps, model: Any,
                          ex: _Export, tmp: Path) -> dict[str, Any]:
     """``<collection>_<task>``: a member's task request answered through the shared decoder's prefix as an ONNX model
     (fixed weights, batched across members) and the collection's adapter (``adapt COLLECTION``), then the task's own
@@ -563,11 +612,11 @@ def _add_collection_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoS
         -> <task>_tail -> <task>_post
 
     Raises :class:`_NotServed` when the collection holds no adapter this repository's tail can take."""
-    from ..entry import INR_FILE, adapter_file
-    from .collection_prefix import (CLIP_DIST, CLIP_KEYS, CLIP_POS, CLIP_ROW, CLIP_T, PREFIX_INPUTS, PREFIX_OUTPUT,
-                                    DNeRVPrefix, TaskPrefix, clip_name, example_inputs, export_clip_adapter,
-                                    export_prefix, export_task_prefix)
+    from ..entry import adapter_file
+    from .collection_prefix import (PREFIX_OUTPUT, DNeRVPrefix, TaskPrefix, clip_name, example_inputs,
+                                    export_clip_adapter, export_prefix, export_task_prefix)
 
+    cfg, collection = steps.cfg, steps.collection
     name, entry, video = ex.task.name, store.video(collection), ex.task.video
     stored = {k: load_adapter(store, collection, name, k) for k in stored_exits(entry, name)}
     if not stored:
@@ -578,14 +627,9 @@ def _add_collection_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoS
     except RequestError as e:
         raise _NotServed(str(e)) from None
     adapters = stored[k][0]
-    stem, c, local = f"{collection}_{name}", model.config, cfg.target == "local"
+    stem = f"{collection}_{name}"
     tail_in = list(repo.models[f"{name}_tail"].inputs)  # what the task's tail takes (batched specs)
     names = [t.name for t in tail_in]
-    onnx_kw = dict(instances=cfg.instances, kind="KIND_CPU" if local else "KIND_GPU", queue=cfg.queue,
-                   dynamic_batching=DynamicBatching(max_queue_delay_microseconds=cfg.queue_delay_us),
-                   runtime="python" if local else "onnxruntime", tensorrt=not local and cfg.tensorrt,
-                   parameters=cfg.limit_parameters() if local else {})
-    py_kw = dict(instances=cfg.instances, kind=onnx_kw["kind"], queue=cfg.queue)
     path = tmp / f"{stem}_prefix.onnx"
     with torch.no_grad():  # the prefix's per-clip output shapes at this collection's size
         feats = DNeRVPrefix(model, k)(*example_inputs(model, 1))
@@ -605,47 +649,27 @@ def _add_collection_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoS
         gathered = [_spec(t.name, t.dtype, [-1, *t.shape]) for t in tail_in]
         gather = {"gather": json.dumps({clip_name(n): n for n in names}), "time_axis": "1"}
     adapter = adapter_file(name, k)
-    params = {"store_root": str(cfg.store.resolve()) if local else str(cfg.store), "collection": collection,
-              "decoder_sha256": entry.files[INR_FILE].sha256, "task": name, "adapter_file": adapter,
-              "adapter_sha256": entry.files[adapter].sha256, "cache_size": str(cfg.cache_size),
-              "max_frames": str(cfg.max_frames), **cfg.limit_parameters()}
-    clip_specs = [_spec(CLIP_T, "TYPE_FP32", [-1, c.frames]),
-                  _spec(CLIP_KEYS, "TYPE_FP32", [-1, 3, 2, c.out_height, c.out_width]),
-                  _spec(CLIP_DIST, "TYPE_FP32", [-1, c.frames])]
-    place = [_spec(CLIP_ROW, "TYPE_INT64", [-1]), _spec(CLIP_POS, "TYPE_INT64", [-1])]
-    repo.add_python(f"{stem}_lookup", _PYTHON_MODELS / "collection_lookup" / "model.py", _request(),
-                    [*clip_specs, *place, _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()],
-                    parameters=params, **py_kw)
-    repo.add_onnx(f"{stem}_prefix", path, [_spec(n, s.dtype, s.shape[1:]) for n, s in zip(PREFIX_INPUTS, clip_specs)],
-                  [_spec(out, s.dtype, s.shape) for out, s in zip(prefix_out, per_clip)],
-                  max_batch_size=cfg.max_frames, **onnx_kw)  # a clip per frame at most
-    repo.add_python(f"{stem}_gather", _PYTHON_MODELS / "collection_gather" / "model.py",
-                    [_spec(s.name, s.dtype, [-1, *s.shape]) for s in per_clip] + place, gathered,
-                    parameters={**gather, **cfg.limit_parameters()}, **py_kw)
-    steps = [
-        EnsembleStep(f"{stem}_lookup", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
-                     {**{n: n for n in (CLIP_T, CLIP_KEYS, CLIP_DIST, CLIP_ROW, CLIP_POS)}, FRAME_INDICES: SELECTED,
-                      **{s.name: s.name for s in ex.frame_size()}}),
-        EnsembleStep(f"{stem}_prefix", dict(zip(PREFIX_INPUTS, (CLIP_T, CLIP_KEYS, CLIP_DIST))), prefix_out),
-        EnsembleStep(f"{stem}_gather", {**{s.name: s.name for s in per_clip}, CLIP_ROW: CLIP_ROW, CLIP_POS: CLIP_POS},
-                     {s.name: s.name for s in gathered}),
-    ]
+    chain = steps.add(repo, stem, request=_request(), extra=[_spec(FRAME_INDICES, "TYPE_INT64", [-1]),
+                                                             *ex.frame_size()],
+                      params={"task": name, "adapter_file": adapter, "adapter_sha256": entry.files[adapter].sha256},
+                      onnx=path, prefix_out=prefix_out, per_clip=per_clip, gathered=gathered, gather=gather,
+                      rename={FRAME_INDICES: SELECTED})  # the post step reads the frame indices under this name
     if video:
         apath = tmp / f"{stem}_adapter.onnx"
         parity["adapter"] = export_clip_adapter(adapters, torch.rand(1, feats.shape[1], ex.task.clip,
                                                                      *feats.shape[3:]), names, apath, cfg.parity_tol)
         repo.add_onnx(f"{stem}_adapter", apath, [_spec("prefix", "TYPE_FP32", [feats.shape[1], -1, *feats.shape[3:]])],
-                      tail_in, max_batch_size=repo.models[f"{name}_tail"].max_batch_size, **onnx_kw)
-        steps.append(EnsembleStep(f"{stem}_adapter", {"prefix": "prefix"}, {n: n for n in names}))
+                      tail_in, max_batch_size=repo.models[f"{name}_tail"].max_batch_size, **steps.onnx_kw())
+        chain.append(EnsembleStep(f"{stem}_adapter", {"prefix": "prefix"}, {n: n for n in names}))
     model_outs = ex.kind.model_outputs
     post_outs = list(repo.models[f"{name}_post"].outputs)
-    steps += [
+    chain += [
         EnsembleStep(f"{name}_tail", {n: n for n in names}, {o: tail_name(o) for o in model_outs}),
         EnsembleStep(f"{name}_post", {**{tail_name(o): tail_name(o) for o in model_outs}, SELECTED: SELECTED,
                                       **{s.name: s.name for s in ex.frame_size()}},
                      {o.name: o.name for o in post_outs}),
     ]
-    repo.add_ensemble(stem, steps, _request(), post_outs)
+    repo.add_ensemble(stem, chain, _request(), post_outs)
     return {"ensemble": stem, "exit_block": k, "layer": ex.layer, "parity": max(parity.values()),
             "adapter_params": adapters.num_params()}
 

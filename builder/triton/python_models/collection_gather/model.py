@@ -1,5 +1,5 @@
-"""Triton Python-backend model ``<collection>_gather`` (and ``<collection>_<task>_gather``): per-clip tensors of the
-collection's ONNX decoder or task prefix -> the requested frames.
+"""Triton Python-backend model ``<collection>_decode_gather`` (and ``<collection>_<task>_gather``): per-clip tensors
+of the collection's ONNX decoder or task prefix -> the requested frames.
 
 Copied verbatim into the repository by ``RepositoryBuilder``; the logic is ``builder.triton.collection_prefix``'s
 ``GatherHandler`` (its parameters name the tensors).

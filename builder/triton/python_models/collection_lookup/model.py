@@ -1,6 +1,6 @@
-"""Triton Python-backend model ``<collection>_lookup``: member ID + frame indices (``<collection>_<task>_lookup``:
-member ID + frame selection) -> the clip inputs of the collection's ONNX decoder or task prefix (times, keyframes,
-distances) and each frame's place in them.
+"""Triton Python-backend model ``<collection>_decode_lookup``: member ID + frame indices
+(``<collection>_<task>_lookup``: member ID + frame selection) -> the clip inputs of the collection's ONNX decoder or
+task prefix (times, keyframes, distances) and each frame's place in them.
 
 Copied verbatim into the repository by ``RepositoryBuilder``; the logic is ``builder.triton.collection_prefix``'s
 ``LookupHandler`` (unit-tested without Triton).
