@@ -178,11 +178,15 @@ def encode_video(
                                                    if k not in family.rate_options)
         raise ValueError(f"--bpp / --bytes choose the model size; drop {given} (or the rate target)")
     t0 = time.perf_counter()
+    chosen = chunk_frames is not None
     if chunk_frames is None:
         chunk_frames = DEFAULT_CHUNK_FRAMES
     if chunk_frames < 0:
         raise ValueError(f"chunk_frames must be >= 0 (0: one INR for all frames), got {chunk_frames}")
     total = _frames_to_encode(path, start, count, step) if chunk_frames else None
+    if total is not None and total > chunk_frames and not chosen and not explicit:
+        chunk_frames = _chunk_length_for_rate(path, arch, start, total, step, size, bpp, max_bytes, chunk_frames,
+                                              quant, opts, log)
     if total is not None and total > chunk_frames:
         if resume:
             raise ValueError("--resume continues one INR's checkpoint; a chunked encode starts over (or give "
@@ -463,6 +467,38 @@ def cost_table(config: INRConfig) -> dict[str, Any]:
 
 
 # --- whole videos: chunks (GOPs) of one video ID -------------------------------------------------------------
+
+
+def _chunk_length_for_rate(path: str | Path, arch: str, start: int, total: int, step: int,
+                           size: tuple[int, int] | None, bpp: float | None, max_bytes: int | None, chunk_frames: int,
+                           quant: QuantConfig, opts: dict[str, Any], log: Callable[[str], None]) -> int:
+    """The default chunk length, or a longer one when the rate target spread over chunks of that length is below
+    the family's smallest model per chunk (each chunk pays for a whole decoder, so a low rate needs fewer,
+    longer chunks): the shortest length whose share of the target fits, up to the whole video."""
+    from .inr.rate import RateTooLow, smallest_bytes
+
+    first = read_video(path, start=start, count=1, step=step, size=size)
+    _, _, h, w = first.frames.shape
+    target = _rate_target(path, first.info.frames, total, h, w, bpp, max_bytes).bytes
+    default = math.ceil(total / chunk_frames)
+    for n in range(default, 0, -1):
+        length = math.ceil(total / n)
+        if target * length / total >= smallest_bytes(arch, length, h, w, quant, **opts):
+            if n == default:
+                return chunk_frames
+            log(f"{target:,} bytes ({target * 8 / (total * h * w):.3g} bpp) cannot hold a {arch} per "
+                f"{chunk_frames}-frame chunk: chunks of {length} frames instead (--chunk-frames sets it)")
+            return length
+    # not even one INR for the whole video fits: say so here (sizing would speak of one chunk), naming a family
+    # whose smallest model does fit
+    need = smallest_bytes(arch, total, h, w, quant, **opts)
+    fits = [a for a in list_inr_families(shared=False) if a != arch and get_inr_family(a).for_params is not None
+            and smallest_bytes(a, total, h, w, quant) <= target]
+    raise RateTooLow(f"{target:,} bytes ({target * 8 / (total * h * w):.3g} bpp) is below the smallest {arch} even as "
+                     f"one INR for all {total} frames of {w}x{h}: about {need:,} bytes "
+                     f"({need * 8 / (total * h * w):.3g} bpp). "
+                     + (f"--arch {fits[0]} fits that rate; or ask" if fits else "Ask")
+                     + " for more (--bytes / --bpp), fewer frames or a smaller --size")
 
 
 def _frames_to_encode(path: str | Path, start: int, count: int | None, step: int) -> int | None:

@@ -10,6 +10,7 @@ import torch
 
 from builder.api import encode_video, eval_video, load_inr, reencode_chunk
 from builder.cli import main as cli_main
+from builder.config import QuantConfig
 from builder.entry import INR_FILE, ChunkInfo, EntryError, adapter_file, chunk_file, pairing_file, parse_file
 from builder.inr import ChunkedINR, build_inr, chunk_plan, decode_inr, nerv_config
 from builder.nvp.path import inr_features
@@ -123,6 +124,24 @@ def test_short_clip_and_chunk_frames_0_stay_one_inr(tmp_path):
     e = s.video("one")
     assert e.chunks is None and INR_FILE in e.files and "chunks" not in s.meta("one")
     assert not isinstance(load_inr(s, "one").model, ChunkedINR)
+
+
+def test_a_low_rate_target_gets_longer_chunks_or_a_refusal_naming_what_fits(tmp_path):
+    from builder.inr.rate import RateTooLow, smallest_bytes
+
+    s, logs, q = VideoStore(tmp_path), [], QuantConfig()
+    # 0.33 bpp of 40 frames at 128x96 holds one NeRV for the whole clip, not one per default chunk (2 x 20 frames);
+    # HNeRV stores an embedding per frame: no chunk length reaches it
+    target = int(0.33 * 40 * 128 * 96 / 8)
+    assert target / 2 < smallest_bytes("nerv", 40, 96, 128, q) <= target < smallest_bytes("hnerv", 40, 96, 128, q)
+    r = encode_video(CLIP, "low", store=s, arch="nerv", count=40, step=2, size=(128, 96), bpp=0.33,
+                     train=TrainConfig(epochs=1), progress=False, log=logs.append)
+    assert "chunks" not in r and r["bpp"] == pytest.approx(0.33, rel=0.15)
+    assert any("chunks of 40 frames instead" in line for line in logs)
+    with pytest.raises(RateTooLow, match="smallest hnerv even as one INR for all 40 frames.*--arch nerv fits"):
+        encode_video(CLIP, "low2", store=s, arch="hnerv", count=40, step=2, size=(128, 96), bpp=0.33,
+                     train=TrainConfig(epochs=1), progress=False)
+    assert not s.exists("low2")
 
 
 def test_reencode_one_chunk_changes_only_its_file(store, tmp_path):
