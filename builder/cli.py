@@ -922,6 +922,13 @@ def _cmd_build_repo(args: argparse.Namespace):
     if not summary["tasks"]:
         lines.append("  no task ensembles: no stored video has adapters yet (python -m builder adapt ID --task "
                      "effnet_lite0), so only 'decode' is served")
+    for name, c in summary.get("collections", {}).items():
+        static = [f"{s['ensemble']} (exit {s['exit_block']} -> {s['layer']}, ONNX parity {s['parity']:.1e})"
+                  for s in c["tasks"].values()]
+        lines.append(f"  collection {name} ({', '.join(c['members'])}): ensembles {c['ensemble']}"
+                     + "".join(f", {s}" for s in static) + f"; ask a task's with python -m clients TASK --video "
+                     f"MEMBER --collection {name}")
+        lines += [f"    {task} not served from the collection's prefix: {why}" for task, why in c["refused"].items()]
     for name, g in summary.get("groups", {}).items():
         served = ", ".join(f"{v} (exit {k})" for v, k in g["videos"].items()) or "none yet"
         lines.append(f"  {name}: {' + '.join(g['tasks'])} from one INR prefix; videos {served}")
