@@ -16,7 +16,8 @@ resized to --size and written once as lossless H.264 files, which every method r
            baseline), so every INR row has an H.264 row at its bytes
 
 PSNR is the mean over the clips of each clip's PSNR (the stored, decoded-back representation against the clip),
-MS-SSIM likewise (a clip's PSNR above 60 dB counts as 60). Rows go to <out>/rows.json and a plot to <out>/rd.png. One torch thread.
+MS-SSIM likewise (a clip's PSNR above 60 dB counts as 60). Rows go to <out>/rows.json and a plot to <out>/rd.png.
+One torch thread.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ from builder.samples import sample_path
 from builder.store import VideoStore
 from builder.video import parse_size, read_video, write_video
 from training.config import TrainConfig
+
+from plotting import label_axis
 
 # (source, start frame): 16 clips, starts spread over each video
 CLIPS = [("world", s) for s in (0, 225, 450, 675)] + [("bikes", s) for s in (0, 110, 220)] + \
@@ -118,11 +121,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.plot(*zip(*pts), "o-", label=method)
     h264 = sorted((r["h264_bytes"] * r["bpp"] / r["bytes"], r["h264_psnr"]) for r in rows)
     ax.plot(*zip(*h264), "k^--", label="H.264 (each INR's twins)")
-    ax.set_xlabel("bpp (all stored bytes / the collection's pixels)")
-    ax.set_ylabel("PSNR (dB, mean over clips)")
-    ax.set_title("16 real clips: D-NeRV vs per-video INRs vs H.264")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    label_axis(ax, "bpp (all stored bytes / the collection's pixels)", "PSNR (dB, mean over clips)",
+               "16 real clips: D-NeRV vs per-video INRs vs H.264")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -32,6 +32,8 @@ from builder.video import parse_size, read_video, write_video
 from training.config import TrainConfig
 from training.metrics import psnr
 
+from plotting import label_axis
+
 CLIPS = {"carphone": None, "bikes": (320, 136), "bigbuckbunny": (320, 180)}  # size None: native
 CODECS = {"H.264": "libx264", "H.265": "libx265"}
 CRFS = (18, 24, 30, 36, 42, 48)
@@ -76,11 +78,7 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
             ax.plot(*zip(*inr), "o-", color="k", label="INR (encode defaults)")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decade labels only: no overlap
-        ax.set_xlabel("bpp")
-        ax.set_ylabel("PSNR (dB)")
-        ax.set_title(clip)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        label_axis(ax, "bpp", "PSNR (dB)", clip)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
