@@ -392,7 +392,10 @@ def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
                              "adapted for; none -> only the decode model)")
     parser.add_argument("--collection", action="append", default=[], dest="collections", metavar="COLLECTION",
                         help="also serve this D-NeRV collection's members through its shared decoder exported to "
-                             "ONNX: the ensemble COLLECTION_decode (video_id, frame_indices -> frames); repeatable")
+                             "ONNX: the ensemble COLLECTION_decode (video_id, frame_indices -> frames), and for each "
+                             "built task the collection was adapted for (adapt COLLECTION --task T), COLLECTION_T: "
+                             "the prefix and the collection's adapter as ONNX, then T's tail (ask it with python -m "
+                             "clients T --video MEMBER --collection COLLECTION); repeatable")
     parser.add_argument("--layer", type=_key_value, action="append", default=[], metavar="TASK=LAYER",
                         help="injection layer of a task's tail (default: the layer most videos chose in adapt)")
     parser.add_argument("--multi", type=_task_group, action="append", default=[], dest="groups",
