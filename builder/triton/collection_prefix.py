@@ -28,8 +28,7 @@ from ..inr.dnerv import ClipBatch, DNeRV
 
 __all__ = ["PREFIX_INPUTS", "PREFIX_OUTPUT", "DNeRVPrefix", "GatherHandler", "LookupHandler", "PrefixInputs",
            "TaskPrefix", "clip_inputs", "clip_name", "example_inputs", "export_clip_adapter", "export_prefix",
-           "export_task_prefix",
-           "gather_frames"]
+           "export_task_prefix", "gather_frames"]
 
 PREFIX_INPUTS = ("t", "keyframes", "dist")
 PREFIX_OUTPUT = "features"

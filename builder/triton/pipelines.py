@@ -631,9 +631,9 @@ def _add_collection_task(repo: RepositoryBuilder, store: VideoStore, steps: _Col
     tail_in = list(repo.models[f"{name}_tail"].inputs)  # what the task's tail takes (batched specs)
     names = [t.name for t in tail_in]
     path = tmp / f"{stem}_prefix.onnx"
-    with torch.no_grad():  # the prefix's per-clip output shapes at this collection's size
-        feats = DNeRVPrefix(model, k)(*example_inputs(model, 1))
     if video:  # the prefix alone; its [B, C, T, h, w] frames gathered into one clip for the 3-D adapter
+        with torch.no_grad():  # the prefix's per-clip output shape at this collection's size
+            feats = DNeRVPrefix(model, k)(*example_inputs(model, 1))
         parity = {"prefix": export_prefix(model, k, path, cfg.parity_tol)}
         per_clip = [_spec(clip_name("prefix"), "TYPE_FP32", feats.shape[1:])]
         prefix_out = {PREFIX_OUTPUT: clip_name("prefix")}  # the model's output -> the ensemble's tensor

@@ -1,5 +1,6 @@
 """Triton Python-backend model that runs a whole ensemble in one stub: ``<task>``, ``<task>_codec``,
-``<task>_fulldecode`` in a ``--target local`` repository (``build-repo --split`` keeps each step its own model).
+``<task>_fulldecode`` (and a task group's) in a ``--target local`` repository built with ``build-repo --fuse``
+(the default keeps each step its own model).
 
 Copied verbatim into the repository by the builder; ``1/steps/`` holds the ensemble's config and its step models as
 the split layout would serve them, and :class:`builder.triton.chain.StepChain` builds each step from there with the
