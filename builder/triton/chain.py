@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .repository import PYTHON_MODELS
+from .steps import Step
 
 __all__ = ["StepChain", "step_handler"]
 
@@ -34,18 +34,6 @@ def _config_dict(model_dir: Path) -> dict[str, Any]:
     return json_format.MessageToDict(read_config(model_dir), preserving_proto_field_name=True)
 
 
-def _python_kind(model_dir: Path) -> str | None:
-    """Which of our Python models a step is (its ``model.py`` is copied verbatim), or None."""
-    source = model_dir / "1" / "model.py"
-    if not source.is_file():
-        return None
-    text = source.read_bytes()
-    for kind in PYTHON_MODELS.iterdir():
-        if (kind / "model.py").is_file() and (kind / "model.py").read_bytes() == text:
-            return kind.name
-    return None
-
-
 @dataclass(frozen=True)
 class _Step:
     name: str
@@ -57,39 +45,20 @@ class _Step:
     close: Callable[[], None]
 
 
-def step_handler(model_dir: Path, *, instance_kind: str = "CPU", device_id: str | int = 0
-                 ) -> tuple[Callable[[Mapping[str, Any]], dict[str, np.ndarray]], tuple[str, ...], Any,
-                            Callable[[], None]]:
-    """``(handle, input names, limits, close)`` of one generated step model, built as its stub builds it."""
-    from .serving import OnnxRunner, RequestLimits, model_parameters
-    from .task_serving import input_handler, post_handler
+def step_handler(model_dir: Path, *, instance_kind: str = "CPU", device_id: str | int = 0,
+                 requested: frozenset[str] | None = None) -> Step:
+    """One generated step model built as its stub builds it (:func:`builder.triton.steps.open_step`);
+    ``requested``: the outputs the ensemble reads from it (an input model computes only those tasks')."""
+    from .steps import open_step, step_kind
 
-    config = _config_dict(model_dir)
-    limits = RequestLimits.from_model_config(config)
+    kind = step_kind(model_dir)
     version = model_dir / "1"
-    kind = _python_kind(model_dir)
-    if kind == "onnx_runtime" or (kind is None and (version / "model.onnx").is_file()):
-        runner = OnnxRunner.from_model_config(config, version, instance_kind=instance_kind, device_id=device_id)
-        return runner.handle, tuple(runner.inputs), limits, lambda: None
-    params = model_parameters(config)
-    if kind == "task_input":
-        handler = input_handler(params, instance_kind=instance_kind, device_id=device_id)
-        return handler.handle, tuple(t["name"] for t in config.get("input", [])), limits, handler.close
-    if kind == "decode":
-        from .decode import DecodeHandler, DecodeSettings
-
-        decoder = DecodeHandler(DecodeSettings.from_parameters(params, instance_kind=instance_kind,
-                                                               device_id=device_id))
-        return decoder.handle, tuple(t["name"] for t in config.get("input", [])), limits, decoder.close
-    if kind in ("collection_lookup", "collection_gather"):
-        from .collection_prefix import GatherHandler, LookupHandler
-
-        step = LookupHandler(params) if kind == "collection_lookup" else GatherHandler.from_parameters(params)
-        return step.handle, step.inputs, limits, lambda: None
-    if kind == "task_post":
-        post = post_handler(params, version, instance_kind=instance_kind, device_id=device_id)
-        return post.handle, tuple(post.inputs), limits, lambda: None
-    raise ValueError(f"step model '{model_dir.name}' ({kind or 'not one of ours'}) cannot run in a chain")
+    if kind is None and (version / "model.onnx").is_file():  # ngc: served by Triton's onnxruntime backend
+        kind = "onnx_runtime"
+    if kind is None or kind == "fused":
+        raise ValueError(f"step model '{model_dir.name}' ({kind or 'not one of ours'}) cannot run in a chain")
+    return open_step(kind, _config_dict(model_dir), version, name=model_dir.name, instance_kind=instance_kind,
+                     device_id=device_id, requested=requested)
 
 
 class StepChain:
@@ -111,10 +80,10 @@ class StepChain:
             raise ValueError(f"model '{ensemble}' in {repo} is not an ensemble")
         steps = []
         for s in config["ensemble_scheduling"]["step"]:
-            handle, inputs, limits, close = step_handler(repo / s["model_name"], instance_kind=instance_kind,
-                                                         device_id=device_id)
-            steps.append(_Step(s["model_name"], handle, inputs, limits, dict(s.get("input_map", {})),
-                               dict(s.get("output_map", {})), close))
+            step = step_handler(repo / s["model_name"], instance_kind=instance_kind, device_id=device_id,
+                                requested=frozenset(s.get("output_map", {})))
+            steps.append(_Step(s["model_name"], step.handle, step.inputs, step.limits, dict(s.get("input_map", {})),
+                               dict(s.get("output_map", {})), step.close))
         return cls(ensemble, steps, tuple(t["name"] for t in config.get("input", [])),
                    tuple(t["name"] for t in config.get("output", [])))
 

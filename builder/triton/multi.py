@@ -2,8 +2,9 @@
 
 ::
 
-    NAME = NAME_input          video_id + frame_selection -> the INR prefix up to the video's shared exit block,
-                               computed ONCE, and each task's stored adapter applied to it
+    NAME = nvp_input           video_id + frame_selection -> the INR prefix up to the video's shared exit block,
+                               computed ONCE, and each task's stored adapter applied to it (the input model every
+                               task's own ensemble starts with: the group asks it for all its tasks' outputs)
            -> <task>_tail      one branch per task, run in parallel by Triton: the task's own ONNX tail and post
            -> <task>_post      models, the very ones its single-task ensemble runs (not copies)
 
@@ -24,26 +25,21 @@ Choices, and why:
 - **One frame protocol per group**, checked when the group is built (:class:`TaskGroup`): a request reads one
   frame selection, and an action task reads 32 consecutive frames as one clip where a 2-D task reads 8 spread
   frames. Mixing them is refused with a message; build them as separate groups.
-- **One INR cache** per server process for the group: its input model is one model with one
-  :class:`~builder.triton.serving.StoreCache` of decoders, whatever the number of tasks.
+- **One INR cache** per server process: ``nvp_input`` is one model for every task and group, with one
+  :class:`~builder.triton.serving.StoreCache` of decoders (:class:`~builder.triton.task_serving.InputHandler`);
+  which tasks a request is for, it reads from the outputs the ensemble step asks of it.
 """
 from __future__ import annotations
 
-import json
 import re
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
+from .serving import RequestError
+from .task_serving import choose_adapter
+from .wire import task_output
 
-from .serving import RequestError, StoreCache, parse_video_id
-from .task_serving import FRAME_SIZE, InputOptions, StoredAdapters, answer_arrays, choose_adapter, input_names, \
-    parse_selection, served_frames, store_root
-from .wire import FRAME_INDICES, FRAME_SELECTION, VIDEO_ID, task_output
-
-__all__ = ["GroupInputHandler", "GroupInputSettings", "TaskGroup", "shared_exit"]
+__all__ = ["TaskGroup", "group_feature_names", "shared_exit"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -90,7 +86,7 @@ class TaskGroup:
         return cls(name.strip(), tuple(t.strip() for t in tasks.split(",") if t.strip()))
 
 
-def shared_exit(video_id: str, group: str, layers: Mapping[str, str], pairings: Mapping[str, Mapping[str, Any]],
+def shared_exit(video_id: str, layers: Mapping[str, str], pairings: Mapping[str, Mapping[str, Any]],
                 adapters: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> int:
     """The exit block a group's prefix stops at for one video (the rule: this module's docstring).
 
@@ -110,85 +106,8 @@ def shared_exit(video_id: str, group: str, layers: Mapping[str, str], pairings: 
     have = "; ".join(f"{t}: exit(s) {', '.join(map(str, sorted(fits[t])))} for {layers[t]}" for t in layers)
     todo = " and ".join(f"'python -m builder adapt {video_id} --task {t} --layers {layers[t]} --exits {k}'"
                         for t in layers if k not in fits[t])
-    raise RequestError(f"video '{video_id}' has no exit block where every task of '{group}' has an adapter for "
+    raise RequestError(f"video '{video_id}' has no exit block where every task ({', '.join(layers)}) has an adapter for "
                        f"the layer it is served from ({have}); run {todo}")
-
-
-@dataclass(frozen=True)
-class GroupInputSettings:
-    """What a group's input model reads from its config parameters."""
-
-    store_root: Path
-    group: str
-    layers: Mapping[str, str]  # task -> the injection layer its tail starts at, in the group's order
-    options: InputOptions = InputOptions()
-
-    @classmethod
-    def from_parameters(cls, params: Mapping[str, str], *, instance_kind: str = "CPU",
-                        device_id: str | int = 0) -> GroupInputSettings:
-        layers = json.loads(params.get("tasks", "") or "{}")
-        if not isinstance(layers, dict) or len(layers) < 2 or not all(
-                isinstance(v, str) and v for v in layers.values()):
-            raise ValueError(f"model parameter 'tasks' must be a JSON object task -> injection layer with at least "
-                             f"two tasks, got {params.get('tasks')!r}")
-        group = TaskGroup(params.get("group", ""), tuple(layers))  # the same checks as at build time
-        return cls(store_root(params), group.name, layers, InputOptions.from_parameters(params, instance_kind,
-                                                                                        device_id))
-
-
-class GroupInputHandler:
-    """``handle({"video_id", "frame_selection"}) -> {"<task>.features"..., "frame_indices"}``: the INR prefix once,
-    each task's adapter on it."""
-
-    def __init__(self, settings: GroupInputSettings, log: Callable[[str], None] | None = None) -> None:
-        from ..tasks import get_task
-
-        self.settings = settings
-        self.log = log or (lambda msg: None)
-        self.tasks = {t: get_task(t) for t in settings.layers}
-        self.protocol = next(iter(self.tasks.values()))  # the group's tasks share one frame protocol (TaskGroup)
-        o = settings.options
-        self.inrs = StoreCache(settings.store_root, o.cache_size, device=o.device)
-        self.adapters = {t: StoredAdapters(settings.store_root, task, o.cache_size, o.device)
-                         for t, task in self.tasks.items()}
-        self.frame_size = any(t.kind.frame_size for t in self.tasks.values())
-        from ..nvp import path, storage  # noqa: F401 - the decoder/adapter stack at model load, not on a request
-
-    def describe(self) -> str:
-        return f"group {self.settings.group} input ({', '.join(self.tasks)})"
-
-    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        import torch
-
-        from ..nvp.path import inr_features
-
-        s = self.settings
-        video_id = parse_video_id(inputs.get(VIDEO_ID))
-        selection = parse_selection(inputs.get(FRAME_SELECTION))
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            inr_version, model, idx, size = served_frames(self.inrs, video_id, selection, self.protocol,
-                                                          s.options.max_frames)
-            stored = {t: a.get(video_id) for t, a in self.adapters.items()}
-            k = shared_exit(video_id, s.group, s.layers, {t: p for t, (p, _) in stored.items()},
-                            {t: {e: meta for e, (_, meta) in st.items()} for t, (_, st) in stored.items()})
-            prefix = inr_features(model, idx.tolist(), k, self.protocol.video)  # once, for every task
-            named = {}
-            for t, (_, st) in stored.items():
-                outs = self.adapters[t].bound(st, k, inr_version, video_id)(prefix)
-                named.update({task_output(t, n): o for n, o in zip(input_names("nvp", len(outs)), outs)})
-        result = answer_arrays(named, video_id, "NVP prefix")
-        result[FRAME_INDICES] = idx
-        if self.frame_size:
-            result[FRAME_SIZE] = np.asarray(size, dtype=np.int64)
-        self.log(f"{s.group}: {len(idx)} frame(s) of '{video_id}' to exit {k} for {len(stored)} tasks in "
-                 f"{1000 * (time.perf_counter() - t0):.1f} ms")
-        return result
-
-    def close(self) -> None:
-        self.inrs.clear()
-        for a in self.adapters.values():
-            a.cache.clear()
 
 
 def group_feature_names(task: str, names: Sequence[str]) -> dict[str, str]:

@@ -7,17 +7,20 @@
 
 For each task (see :mod:`builder.triton.task_serving` for the request tensors)::
 
-    <task>             <task>_nvp_input -> <task>_tail -> <task>_post
-    <task>_fulldecode  <task>_fulldecode_input -> <task>_backbone -> <task>_post
-    <task>_codec       <task>_codec_input -> <task>_backbone -> <task>_post
+    <task>             nvp_input -> <task>_tail -> <task>_post
+    <task>_fulldecode  fulldecode_input -> <task>_backbone -> <task>_post
+    <task>_codec       codec_input -> <task>_backbone -> <task>_post
+
+Each path's input model is one for every task (it answers ``<task>.<tensor>`` and computes only the tasks an
+ensemble step asks for): one INR cache per server process, whatever the number of tasks.
 
 With ``--fuse`` (``RepoConfig.fuse``, ``--target local``) each of these ensembles (and each group's) is instead one
 Python-backend model that runs the same steps in one process (:meth:`RepositoryBuilder.fuse`,
 :mod:`builder.triton.chain`), with at least :data:`FUSED_INSTANCES` instances.
 
 Also ``decode`` (full RGB frames), and per task group (``groups``, ``build-repo --multi NAME=T1,T2``) the
-ensemble ``NAME``: ``NAME_input`` (the INR prefix once, each task's adapter) -> each task's own ``<task>_tail`` ->
-``<task>_post`` in parallel branches (:mod:`builder.triton.multi`). Per D-NeRV collection (``collections``,
+ensemble ``NAME``: ``nvp_input`` asked for all its tasks (the INR prefix once, each task's adapter) -> each task's
+own ``<task>_tail`` -> ``<task>_post`` in parallel branches (:mod:`builder.triton.multi`). Per D-NeRV collection (``collections``,
 ``build-repo --collection ID``) ``<ID>_decode``, and per task the collection was adapted for (``adapt ID``) the
 ensemble ``<ID>_<task>``: the shared decoder's prefix and the collection's adapter as one ONNX model, then the
 task's own tail and post (:mod:`builder.triton.collection_prefix`). The post step answers as the task's kind says
@@ -137,9 +140,9 @@ class RepoConfig:
             if missing:
                 raise ValueError(f"--multi {g.name} needs task(s) {missing} built too (its branches run their "
                                  "tail and post models): add them to --tasks")
-            if names.count(g.name) > 1 or g.name in self.tasks or g.name == "decode":
-                raise ValueError(f"--multi {g.name}: the name is taken (by another group, a task or 'decode'); "
-                                 "choose another")
+            if names.count(g.name) > 1 or g.name in self.tasks or g.name in ("decode", *map(input_model, PATHS)):
+                raise ValueError(f"--multi {g.name}: the name is taken (by another group, a task, 'decode' or an "
+                                 "input model); choose another")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=str))
@@ -275,8 +278,10 @@ def build_repository(cfg: RepoConfig, *, progress: bool = True) -> dict[str, Any
     summary: dict[str, Any] = {"config": cfg.to_dict(), "tasks": {}}
     exports: dict[str, _Export] = {}
     with tempfile.TemporaryDirectory(prefix="nvp-build-") as tmp:
+        inputs = _Inputs()
         for name in tqdm(cfg.tasks, desc="build-repo", disable=not progress):
-            summary["tasks"][name], exports[name] = _add_task(repo, cfg, store, name, Path(tmp))
+            summary["tasks"][name], exports[name] = _add_task(repo, cfg, store, name, Path(tmp), inputs)
+        inputs.build(repo, cfg)  # one input model per path, for every task: one INR cache per server process
         summary["collections"] = {c: _add_collection(repo, cfg, store, c, Path(tmp), exports)
                                   for c in cfg.collections}
         summary["groups"] = {g.name: _add_group(repo, cfg, store, g, summary["tasks"]) for g in cfg.groups}
@@ -404,20 +409,43 @@ def _add_post(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, tmp: Path) 
     return outs, num_classes
 
 
-def _add_path(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, mode: str, post_outs: list[TensorSpec]) -> str:
-    """The ``mode`` input step and its ensemble (input -> tail or backbone -> post); returns the ensemble's name."""
+def input_model(mode: str) -> str:
+    """The input model of a path (``nvp_input``, ...): one for every task, answering ``<task>.<tensor>``."""
+    return f"{mode}_input"
+
+
+@dataclass
+class _Inputs:
+    """What each path's shared input model serves, gathered task by task and added once all tasks are known:
+    mode -> {task: its settings} and mode -> output specs (``<task>.<tensor>``)."""
+
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: dict[str, list[TensorSpec]] = field(default_factory=dict)
+
+    def add(self, ex: _Export, mode: str) -> dict[str, str]:
+        """Register ``ex``'s task on the ``mode`` input model; returns its outputs (``<task>.<tensor>``) -> the
+        names the task's ensemble reads them by."""
+        name = ex.task.name
+        self.tasks.setdefault(mode, {})[name] = ({"layer": ex.layer} if mode == "nvp"
+                                                 else {"preprocess": ex.bb.preprocess_settings()})
+        own = [*ex.input_specs(mode), _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()]
+        self.outputs.setdefault(mode, []).extend(_spec(task_output(name, o.name), o.dtype, o.shape) for o in own)
+        return {task_output(name, o.name): SELECTED if o.name == FRAME_INDICES else o.name for o in own}
+
+    def build(self, repo: RepositoryBuilder, cfg: RepoConfig) -> None:
+        for mode, tasks in self.tasks.items():
+            _add_input(repo, cfg, input_model(mode), {"mode": mode, "tasks": json.dumps(tasks)}, self.outputs[mode])
+
+
+def _add_path(repo: RepositoryBuilder, ex: _Export, mode: str, post_outs: list[TensorSpec], inputs: _Inputs) -> str:
+    """The ``mode`` ensemble (the shared input model -> tail or backbone -> post); returns its name."""
     name = ex.task.name
     names = ex.tensors(mode)[1]
-    params = {"task": name, "mode": mode, "layer": ex.layer if mode == "nvp" else "",
-              "preprocess": json.dumps(ex.bb.preprocess_settings())}
-    _add_input(repo, cfg, f"{name}_{mode}_input", params,
-               [*ex.input_specs(mode), _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *ex.frame_size()])
     passed = {s.name: s.name for s in ex.frame_size()}
     model_outs = ex.kind.model_outputs
     ensemble = name if mode == "nvp" else f"{name}_{mode}"
     repo.add_ensemble(ensemble, [
-        EnsembleStep(f"{name}_{mode}_input", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
-                     {**{n: n for n in names}, FRAME_INDICES: SELECTED, **passed}),
+        EnsembleStep(input_model(mode), {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION}, inputs.add(ex, mode)),
         EnsembleStep(f"{name}_tail" if mode == "nvp" else f"{name}_backbone", {n: n for n in names},
                      {o: tail_name(o) for o in model_outs}),
         EnsembleStep(f"{name}_post", {**{tail_name(o): tail_name(o) for o in model_outs}, SELECTED: SELECTED,
@@ -428,8 +456,8 @@ def _add_path(repo: RepositoryBuilder, cfg: RepoConfig, ex: _Export, mode: str, 
 
 def _add_input(repo: RepositoryBuilder, cfg: RepoConfig, model: str, params: dict[str, str],
                outputs: Sequence[TensorSpec]) -> None:
-    """An input step (``python_models/task_input``: one task's path, or a task group's prefix): video ID + frame
-    selection in, ``outputs`` out; ``params`` say which."""
+    """A path's input model (``python_models/task_input``, every task's): video ID + frame selection in,
+    ``outputs`` out; ``params`` say which path and tasks."""
     params = {"store_root": str(cfg.store) if cfg.target == "ngc" else str(cfg.store.resolve()),
               "cache_size": str(cfg.cache_size), "max_frames": str(cfg.max_frames), **params,
               **cfg.limit_parameters()}
@@ -439,32 +467,31 @@ def _add_input(repo: RepositoryBuilder, cfg: RepoConfig, model: str, params: dic
 
 def _add_group(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, group: TaskGroup,
                tasks: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The ensemble ``<group>``: ``<group>_input`` (the INR prefix once, each task's adapter) -> per task, in
-    parallel, the task's own ``<task>_tail`` -> ``<task>_post`` (already added: their specs are read from the
-    repository, not rebuilt), every answer under ``<task>.<output>``. Returns its summary, with the stored videos
-    it answers and, for the others, why not (the error a request would get)."""
+    """The ensemble ``<group>``: ``nvp_input`` asked for every task of the group (the INR prefix once, each task's
+    adapter) -> per task, in parallel, the task's own ``<task>_tail`` -> ``<task>_post`` (already added: their
+    specs are read from the repository, not rebuilt), every answer under ``<task>.<output>``. Returns its summary,
+    with the stored videos it answers and, for the others, why not (the error a request would get)."""
     models = repo.models
     layers = {t: str(tasks[t]["layer"]) for t in group.tasks}
-    feats: list[TensorSpec] = []
-    size: list[TensorSpec] = []
+    served = models[input_model("nvp")].outputs
+    first: dict[str, str] = {}  # the group's tasks read the same frames: the frame indices (and size) of one
     steps, outs = [], []
     for t in group.tasks:
         tail, post = models[f"{t}_tail"], models[f"{t}_post"]
-        own = [o for o in models[f"{t}_nvp_input"].outputs if o.name != FRAME_INDICES]
-        size = size or [o for o in own if o.name == FRAME_SIZE]
-        cut = group_feature_names(t, [o.name for o in own if o.name != FRAME_SIZE])
-        feats += [_spec(cut[o.name], o.dtype, o.shape) for o in own if o.name in cut]
+        own = {o.name.partition(".")[2]: o.name for o in served if o.name.partition(".")[0] == t}
+        for name, ens in ((FRAME_INDICES, SELECTED), (FRAME_SIZE, FRAME_SIZE)):
+            if name in own and ens not in first.values():
+                first[own[name]] = ens
+        cut = group_feature_names(t, [n for n in own if n not in (FRAME_INDICES, FRAME_SIZE)])
+        first.update({v: v for v in cut.values()})
         raw = {tail_name(o.name): task_output(t, tail_name(o.name)) for o in tail.outputs}
         steps.append(EnsembleStep(tail.name, cut, {o.name: raw[tail_name(o.name)] for o in tail.outputs}))
         fed = {**raw, SELECTED: SELECTED, FRAME_SIZE: FRAME_SIZE}
         steps.append(EnsembleStep(post.name, {i.name: fed[i.name] for i in post.inputs},
                                   {o.name: task_output(t, o.name) for o in post.outputs}))
         outs += [_spec(task_output(t, o.name), o.dtype, o.shape) for o in post.outputs]
-    _add_input(repo, cfg, f"{group.name}_input", {"group": group.name, "tasks": json.dumps(layers)},
-               [*feats, _spec(FRAME_INDICES, "TYPE_INT64", [-1]), *size])
-    first = EnsembleStep(f"{group.name}_input", {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION},
-                         {**{f.name: f.name for f in feats}, FRAME_INDICES: SELECTED, **{s.name: s.name for s in size}})
-    repo.add_ensemble(group.name, [first, *steps], _request(), outs)
+    start = EnsembleStep(input_model("nvp"), {VIDEO_ID: VIDEO_ID, FRAME_SELECTION: FRAME_SELECTION}, first)
+    repo.add_ensemble(group.name, [start, *steps], _request(), outs)
     served, refused = {}, {}
     adapted = sorted({v for t in group.tasks for v in (*tasks[t]["videos"], *tasks[t]["other_layer"])})
     for video in adapted:
@@ -472,7 +499,7 @@ def _add_group(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, grou
             pairings = {t: load_pairing(store, video, t) for t in group.tasks}
             metas = {t: {k: load_adapter(store, video, t, k)[1] for k in stored_exits(store.video(video), t)}
                      for t in group.tasks}
-            served[video] = shared_exit(video, group.name, layers, pairings, metas)
+            served[video] = shared_exit(video, layers, pairings, metas)
         except KeyError:  # no pairing for one of the tasks
             refused[video] = "not adapted for " + ", ".join(t for t in group.tasks if video not in
                                                             (*tasks[t]["videos"], *tasks[t]["other_layer"]))
@@ -674,13 +701,14 @@ def _add_collection_task(repo: RepositoryBuilder, store: VideoStore, steps: _Col
             "adapter_params": adapters.num_params()}
 
 
-def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name: str, tmp: Path
+def _add_task(repo: RepositoryBuilder, cfg: RepoConfig, store: VideoStore, name: str, tmp: Path, inputs: _Inputs
               ) -> tuple[dict[str, Any], _Export]:
-    """Export one task's ONNX models and add its input, post and ensemble models; returns its summary and export."""
+    """Export one task's ONNX models and add its post and ensemble models (its inputs: registered on ``inputs``);
+    returns its summary and export."""
     ex = _prepare(cfg, store, name)
     parity = _add_onnx_models(repo, cfg, ex, tmp)
     post_outs, num_classes = _add_post(repo, cfg, ex, tmp)
-    ensembles = [_add_path(repo, cfg, ex, mode, post_outs) for mode in (PATHS if cfg.baselines else ("nvp",))]
+    ensembles = [_add_path(repo, ex, mode, post_outs, inputs) for mode in (PATHS if cfg.baselines else ("nvp",))]
     return {
         "kind": ex.kind.name, "layer": ex.layer, "num_classes": num_classes, "parity": parity,
         "preprocess": ex.bb.preprocess_settings(), "weights": ex.weights,

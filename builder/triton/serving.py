@@ -1,8 +1,8 @@
 """Request handling shared by the served Python-backend models, as pure numpy code (no Triton import).
 
-Each ``python_models/<model>/model.py`` is a thin Triton shell: ``initialize`` builds a handler from the model's
-config (:func:`model_parameters`, :func:`model_device`, :func:`set_instance_threads`), ``execute`` is
-:func:`respond`, which turns request tensors into numpy arrays, calls the handler and turns a :class:`RequestError`
+Each ``python_models/<model>/model.py`` is a thin Triton shell: ``initialize`` builds its step from the model's
+config (:func:`builder.triton.steps.served_step`: :func:`model_parameters`, :func:`model_device`,
+:func:`set_instance_threads`), ``execute`` is :func:`respond`, which turns request tensors into numpy arrays, calls the handler and turns a :class:`RequestError`
 (or any other exception) into that request's error response. Everything that can go wrong with a request is decided
 in the handlers, so unit tests cover it without a server. Here: the errors, request parsing (video IDs, frame
 indices), the store cache every handler loads through, and :class:`OnnxRunner` (ONNX models run with onnxruntime
@@ -510,12 +510,14 @@ class OnnxRunner:
         return {name: np.asarray(r) for name, r in zip(self.outputs, results)}
 
 
-def respond(pb_utils: Any, requests: list, input_names: Sequence[str], handle: Callable[[dict], dict],
-            model_name: str, warn: Callable[[str], None], *, limits: RequestLimits) -> list:
+def respond(pb_utils: Any, requests: list, input_names: Sequence[str], handle: Callable[..., dict],
+            model_name: str, warn: Callable[[str], None], *, limits: RequestLimits, requested: bool = False) -> list:
     """The ``execute`` loop of every Python-backend model here: ``handle`` each request's named inputs (numpy) and
     wrap its outputs; a failing request becomes its own error response, so one bad request never takes the model
-    down. ``limits`` are checked before ``handle`` sees the inputs and before the outputs leave. ``pb_utils`` is
-    Triton's ``triton_python_backend_utils`` module (importable only inside the server)."""
+    down. ``limits`` are checked before ``handle`` sees the inputs and before the outputs leave. With
+    ``requested``, ``handle`` also gets the names of the outputs the request asks for (an ensemble step asks for
+    those its ``output_map`` reads). ``pb_utils`` is Triton's ``triton_python_backend_utils`` module (importable
+    only inside the server)."""
     responses = []
     for request in requests:
         try:
@@ -524,7 +526,7 @@ def respond(pb_utils: Any, requests: list, input_names: Sequence[str], handle: C
                 tensor = pb_utils.get_input_tensor_by_name(request, name)
                 inputs[name] = None if tensor is None else tensor.as_numpy()
             limits.check_inputs(inputs)
-            outputs = handle(inputs)
+            outputs = handle(inputs, request.requested_output_names()) if requested else handle(inputs)
             limits.check_outputs(outputs)
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[pb_utils.Tensor(name, value) for name, value in outputs.items()]))

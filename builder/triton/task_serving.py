@@ -2,12 +2,15 @@
 
 Every task ensemble starts with an *input* model keyed by video ID and ends with a *post* model::
 
-    <task>               = <task>_nvp_input        (INR prefix to the video's exit block + its adapter)
+    <task>               = nvp_input               (INR prefix to the video's exit block + its adapter)
                            -> <task>_tail          (ONNX: backbone after the injection layer)
                            -> <task>_post          (labels and scores; boxes; captions)
-    <task>_fulldecode    = <task>_fulldecode_input (full INR decode + preprocessing) -> <task>_backbone -> <task>_post
-    <task>_codec         = <task>_codec_input      (PyAV decode of the stored H.264 copy + preprocessing)
+    <task>_fulldecode    = fulldecode_input        (full INR decode + preprocessing) -> <task>_backbone -> <task>_post
+    <task>_codec         = codec_input             (PyAV decode of the stored H.264 copy + preprocessing)
                            -> <task>_backbone -> <task>_post
+
+There is one input model per path, shared by every task (and every ``--multi`` group): it answers each task's
+tensors under ``<task>.<name>`` and computes only those the ensemble step asks for (:class:`InputHandler`).
 
 Request tensors::
 
@@ -16,7 +19,7 @@ Request tensors::
                                        from a seeded start), "uniform[:N]", "consecutive[:N][@START]", or explicit
                                        indices "0-7,12"
 
-One input model serves every video: INRs and adapters are loaded by ID from the store with a bounded cache, so a
+One input model serves every video and task: INRs and adapters are loaded by ID from the store with a bounded cache, so a
 video encoded (or adapted) after the server started is served without a restart.
 
 Consistency: the INR is cached by its checksum, a task's adapters by that checksum too (with their own files'),
@@ -29,9 +32,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -49,15 +52,15 @@ from .serving import (
     model_device,
     parse_video_id,
 )
-from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID
+from .wire import FRAME_INDICES, FRAME_SELECTION, PATHS, VIDEO_ID, task_output
 
 __all__ = [
     "FRAME_SIZE",
     "LOGITS",
     "SELECTED",
+    "InputHandler",
+    "InputSettings",
     "StoredAdapters",
-    "TaskInputHandler",
-    "TaskInputSettings",
     "TAIL_LOGITS",
     "answer_arrays",
     "choose_adapter",
@@ -180,46 +183,51 @@ class InputOptions:
 
 
 @dataclass(frozen=True)
-class TaskInputSettings:
-    """What an input model reads from its config parameters."""
+class InputSettings:
+    """What an input model reads from its config parameters: its path and, per task it serves, the injection layer
+    its tail starts at (nvp) or its backbone's preprocessing (fulldecode, codec)."""
 
     store_root: Path
-    task: str
     mode: str
-    layer: str = ""  # nvp: the injection layer of the repository's tail
-    preprocess: Mapping[str, Any] = field(default_factory=dict)  # Backbone.preprocess_settings() as exported
+    tasks: Mapping[str, Mapping[str, Any]]  # task -> {"layer": ...} (nvp) | {"preprocess": ...} (the baselines)
     options: InputOptions = InputOptions()
+
+    def __post_init__(self) -> None:
+        from ..tasks import get_task
+
+        if self.mode not in PATHS:
+            raise ValueError(f"model parameter 'mode' must be one of {PATHS}, got {self.mode!r}")
+        if not isinstance(self.tasks, Mapping) or not self.tasks:
+            raise ValueError("model parameter 'tasks' must be a JSON object: task -> its settings (at least one)")
+        for name, cfg in self.tasks.items():
+            get_task(name)  # an unknown name: the registry's error, listing the tasks
+            if not isinstance(cfg, Mapping) or not isinstance(cfg.get("preprocess", {}), Mapping):
+                raise ValueError(f"model parameter 'tasks': {name}'s settings must be a JSON object with an "
+                                 f"object 'preprocess', got {cfg!r}")
+            if self.mode == "nvp" and not (isinstance(cfg.get("layer"), str) and cfg["layer"]):
+                raise ValueError(f"model parameter 'tasks': {name} needs its 'layer' (the tail's injection layer) "
+                                 "in nvp mode")
+
+    def layer(self, task: str) -> str:
+        return str(self.tasks[task]["layer"])
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], *, instance_kind: str = "CPU",
-                        device_id: str | int = 0) -> TaskInputSettings:
-        from ..tasks import get_task
-
-        mode = params.get("mode", "")
-        if mode not in PATHS:
-            raise ValueError(f"model parameter 'mode' must be one of {PATHS}, got {mode!r}")
-        task = get_task(params.get("task", "")).name
-        layer = params.get("layer", "")
-        if mode == "nvp" and not layer:
-            raise ValueError("model parameter 'layer' (the tail's injection layer) is required in nvp mode")
-        preprocess = json.loads(params.get("preprocess", "{}") or "{}")
-        if not isinstance(preprocess, dict):
-            raise ValueError(f"model parameter 'preprocess' must be a JSON object, got {preprocess!r}")
-        return cls(store_root(params), task, mode, layer, preprocess,
+                        device_id: str | int = 0) -> InputSettings:
+        try:
+            tasks = json.loads(params.get("tasks", "") or "{}")
+        except json.JSONDecodeError as e:
+            raise ValueError(f"model parameter 'tasks' is not JSON: {e}") from None
+        return cls(store_root(params), params.get("mode", ""), tasks,
                    InputOptions.from_parameters(params, instance_kind, device_id))
 
 
 def input_handler(params: Mapping[str, str], *, instance_kind: str = "CPU", device_id: str | int = 0,
-                  log: Callable[[str], None] | None = None) -> Any:
-    """The handler of an input model from its config parameters: a task group's (``group``, ``build-repo
-    --multi``: :mod:`builder.triton.multi`) or one task's path."""
-    if params.get("group"):
-        from .multi import GroupInputHandler, GroupInputSettings
-
-        return GroupInputHandler(GroupInputSettings.from_parameters(params, instance_kind=instance_kind,
-                                                                    device_id=device_id), log=log)
-    return TaskInputHandler(TaskInputSettings.from_parameters(params, instance_kind=instance_kind,
-                                                              device_id=device_id), log=log)
+                  log: Callable[[str], None] | None = None) -> InputHandler:
+    """The handler of an input model (``nvp_input``, ``fulldecode_input``, ``codec_input``) from its config
+    parameters."""
+    return InputHandler(InputSettings.from_parameters(params, instance_kind=instance_kind, device_id=device_id),
+                        log=log)
 
 
 class StoredAdapters:
@@ -311,23 +319,30 @@ def answer_arrays(named: Mapping[str, Any], video_id: str, what: str) -> dict[st
     return result
 
 
-class TaskInputHandler:
-    """``handle({"video_id", "frame_selection"}) -> {features... | pixels..., "frame_indices"}`` for one task and
-    one mode (nvp, fulldecode, codec)."""
+class InputHandler:
+    """``handle({"video_id", "frame_selection"}, requested) -> {"<task>.features"... | "<task>.pixels"...,
+    "<task>.frame_indices"[, "<task>.frame_size"]}`` for the tasks whose outputs ``requested`` names (all when
+    None). One model per path serves every task, so one INR cache (and one H.264 cache) per server process,
+    whatever the number of tasks. Tasks asked together that read the same frames (a ``--multi`` group) share the
+    work: one INR prefix to their shared exit (nvp, :func:`builder.triton.multi.shared_exit`), one decode (the
+    baselines)."""
 
-    def __init__(self, settings: TaskInputSettings, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settings: InputSettings, log: Callable[[str], None] | None = None) -> None:
         from ..backbones import get_backbone
         from ..tasks import get_task
 
         self.settings = settings
         self.log = log or (lambda msg: None)
-        self.task = get_task(settings.task)
-        # preprocessing only needs the backbone's sizes and statistics: no weights are loaded here
-        self.backbone = get_backbone(self.task.backbone)
-        self.backbone.apply_preprocess_settings(settings.preprocess)
+        self.tasks = {t: get_task(t) for t in settings.tasks}
+        self.backbones = {}  # the baselines' preprocessing: sizes and statistics only, no weights loaded
+        if settings.mode != "nvp":
+            for name, task in self.tasks.items():
+                self.backbones[name] = get_backbone(task.backbone)
+                self.backbones[name].apply_preprocess_settings(settings.tasks[name].get("preprocess", {}))
         o = settings.options
         self.inrs = StoreCache(settings.store_root, o.cache_size, device=o.device)
-        self.adapters = StoredAdapters(settings.store_root, self.task, o.cache_size, o.device)
+        self.adapters = ({t: StoredAdapters(settings.store_root, task, o.cache_size, o.device)
+                          for t, task in self.tasks.items()} if settings.mode == "nvp" else {})
         self.codec = StoreCache(settings.store_root, o.cache_size, load=self._codec_source)
         # codec: verified H.264 copies, one file per checksum: PyAV decodes bytes that were checked, never the store's
         self._h264_dir = tempfile.TemporaryDirectory(prefix="nvp-h264-") if settings.mode == "codec" else None
@@ -335,7 +350,16 @@ class TaskInputHandler:
         from ..nvp import path, storage  # noqa: F401
 
     def describe(self) -> str:
-        return f"{self.settings.task} {self.settings.mode} input"
+        return f"{self.settings.mode} input for {', '.join(self.tasks)}"
+
+    def asked(self, requested: Iterable[str] | None) -> list[str]:
+        """The tasks whose outputs ``requested`` names (``<task>.<tensor>``; none named: every task)."""
+        heads = {n.partition(".")[0] for n in requested or ()}
+        tasks = [t for t in self.tasks if t in heads]
+        if heads and not tasks:
+            raise RequestError(f"none of the requested outputs belongs to a task this model serves "
+                               f"({', '.join(self.tasks)})")
+        return tasks or list(self.tasks)
 
     # --- loaders (run under the caches' error mapping) ---
 
@@ -357,50 +381,70 @@ class TaskInputHandler:
 
     # --- requests ---
 
-    def handle(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def handle(self, inputs: Mapping[str, Any], requested: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        import torch
+
+        video_id = parse_video_id(inputs.get(VIDEO_ID))
+        selection = parse_selection(inputs.get(FRAME_SELECTION))
+        tasks = self.asked(requested)
+        by_frames: dict[tuple[bool, int], list[str]] = {}  # tasks that read the same frames share the work
+        for t in tasks:
+            by_frames.setdefault((self.tasks[t].video, self.tasks[t].clip), []).append(t)
+        t0 = time.perf_counter()
+        result: dict[str, np.ndarray] = {}
+        with torch.inference_mode():
+            for same in by_frames.values():
+                result.update(self._answer(video_id, selection, same))
+        self.log(f"{self.settings.mode} input: {len(result[task_output(tasks[0], FRAME_INDICES)])} frame(s) of "
+                 f"'{video_id}' for {', '.join(tasks)} in {1000 * (time.perf_counter() - t0):.1f} ms")
+        wanted = set(requested or ())
+        return {k: v for k, v in result.items() if k in wanted} if wanted else result
+
+    def _answer(self, video_id: str, selection: str, tasks: list[str]) -> dict[str, np.ndarray]:
+        """The outputs of ``tasks``, which read the same frames: decoded (or the prefix computed) once."""
         import torch
 
         from ..api import H264_FILE
         from ..nvp.path import inr_features
 
         s, o = self.settings, self.settings.options
-        video_id = parse_video_id(inputs.get(VIDEO_ID))
-        selection = parse_selection(inputs.get(FRAME_SELECTION))
-        t0 = time.perf_counter()
-        video = self.task.video
-        with torch.inference_mode():
-            if s.mode == "codec":
-                path, meta = self.codec.get(video_id, H264_FILE,
-                                            missing=f"video '{video_id}' has no H.264 copy (encoded by an older "
-                                                    "version); re-encode it to serve the codec baseline")
-                idx = select_frames(selection, int(meta["frames"]), self.task, video_id, max_frames=o.max_frames)
-                frames = self._decode_h264(path, meta, idx, video_id)
-                outs = self._preprocess(frames)
-                size = (meta["height"], meta["width"])
+        protocol = self.tasks[tasks[0]]
+        if s.mode == "codec":
+            path, meta = self.codec.get(video_id, H264_FILE,
+                                        missing=f"video '{video_id}' has no H.264 copy (encoded by an older "
+                                                "version); re-encode it to serve the codec baseline")
+            idx = select_frames(selection, int(meta["frames"]), protocol, video_id, max_frames=o.max_frames)
+            frames = self._decode_h264(path, meta, idx, video_id)
+            named = {t: self._preprocess(t, frames) for t in tasks}
+            size = (meta["height"], meta["width"])
+        else:
+            inr_version, model, idx, size = served_frames(self.inrs, video_id, selection, protocol, o.max_frames)
+            if s.mode == "nvp":
+                from .multi import shared_exit
+
+                stored = {t: self.adapters[t].get(video_id) for t in tasks}
+                k = shared_exit(video_id, {t: s.layer(t) for t in tasks},
+                                {t: p for t, (p, _) in stored.items()},
+                                {t: {e: meta for e, (_, meta) in st.items()} for t, (_, st) in stored.items()})
+                prefix = inr_features(model, idx.tolist(), k, protocol.video)  # once, for every task
+                named = {t: self.adapters[t].bound(st, k, inr_version, video_id)(prefix)
+                         for t, (_, st) in stored.items()}
             else:
-                inr_version, model, idx, size = served_frames(self.inrs, video_id, selection, self.task,
-                                                              o.max_frames)
-                if s.mode == "nvp":
-                    pairing, stored = self.adapters.get(video_id)
-                    k = choose_adapter(pairing, {k: meta for k, (_, meta) in stored.items()}, s.layer, video_id,
-                                       self.task.name)
-                    adapters = self.adapters.bound(stored, k, inr_version, video_id)
-                    outs = adapters(inr_features(model, idx.tolist(), k, video))
-                else:
-                    device = next(model.parameters()).device
-                    frames = torch.cat([model(torch.from_numpy(idx[i:i + o.batch_size]).to(device))
-                                        for i in range(0, len(idx), o.batch_size)])
-                    outs = self._preprocess(frames.clamp(0, 1))
-        result = answer_arrays(dict(zip(input_names(s.mode, len(outs)), outs)), video_id, f"{s.mode} path")
-        result[FRAME_INDICES] = idx
-        if self.task.kind.frame_size:
-            result[FRAME_SIZE] = np.asarray(size, dtype=np.int64)
-        self.log(f"{self.task.name} {s.mode}: {len(idx)} frame(s) of '{video_id}' in "
-                 f"{1000 * (time.perf_counter() - t0):.1f} ms")
+                device = next(model.parameters()).device
+                frames = torch.cat([model(torch.from_numpy(idx[i:i + o.batch_size]).to(device))
+                                    for i in range(0, len(idx), o.batch_size)]).clamp(0, 1)
+                named = {t: self._preprocess(t, frames) for t in tasks}
+        result = {}
+        for t, outs in named.items():
+            result.update(answer_arrays({task_output(t, n): v for n, v in zip(input_names(s.mode, len(outs)), outs)},
+                                        video_id, f"{s.mode} path"))
+            result[task_output(t, FRAME_INDICES)] = idx
+            if self.tasks[t].kind.frame_size:
+                result[task_output(t, FRAME_SIZE)] = np.asarray(size, dtype=np.int64)
         return result
 
-    def _preprocess(self, frames: Any) -> tuple[Any, ...]:
-        x = self.backbone.preprocess(frames.float().cpu())
+    def _preprocess(self, task: str, frames: Any) -> tuple[Any, ...]:
+        x = self.backbones[task].preprocess(frames.float().cpu())
         return tuple(x) if isinstance(x, (list, tuple)) else (x,)
 
     @staticmethod
@@ -415,7 +459,7 @@ class TaskInputHandler:
                                         f"({_one_line(str(e)).replace(str(path), '<store>')})") from None
 
     def close(self) -> None:
-        for cache in (self.inrs, self.adapters.cache, self.codec):
+        for cache in (self.inrs, self.codec, *(a.cache for a in self.adapters.values())):
             cache.clear()
         if self._h264_dir is not None:
             self._h264_dir.cleanup()

@@ -83,7 +83,7 @@ def test_group_ensemble_reuses_each_tasks_tail_and_post(built):
     assert fused.dynamic_batching.default_queue_policy.max_queue_size > 0  # the bounded queue stays
     assert sorted(summary["models"]) == sorted(["decode", GROUP, *TASKS])
     steps = [s.model_name for s in read_config(cfg.out / GROUP / "1" / "steps" / GROUP).ensemble_scheduling.step]
-    assert steps == [f"{GROUP}_input", "effnet_lite0_tail", "effnet_lite0_post", "mobilenet_v2_tail",
+    assert steps == ["nvp_input", "effnet_lite0_tail", "effnet_lite0_post", "mobilenet_v2_tail",
                      "mobilenet_v2_post"]
     group = summary["groups"][GROUP]
     assert group["videos"] == {"car": EXIT} and group["layers"] == TASKS

@@ -103,7 +103,9 @@ def test_build_summary_and_configs(built):
     for name in ("effnet_lite0", "effnet_lite0_codec", "effnet_lite0_fulldecode", "i3d_r50", "decode"):
         assert name in summary["models"]
     steps = [s.model_name for s in read_config(cfg.out / "effnet_lite0").ensemble_scheduling.step]
-    assert steps == ["effnet_lite0_nvp_input", "effnet_lite0_tail", "effnet_lite0_post"]
+    assert steps == ["nvp_input", "effnet_lite0_tail", "effnet_lite0_post"]  # one input model for every task
+    shared = json.loads(read_config(cfg.out / "nvp_input").parameters["tasks"].string_value)
+    assert sorted(shared) == sorted(summary["tasks"])  # (one INR cache per server process)
     tail = read_config(cfg.out / "effnet_lite0_tail")
     assert tail.max_batch_size == 32 and tail.HasField("dynamic_batching")
     assert (cfg.out / "effnet_lite0_tail" / "1" / "model.onnx").stat().st_size > 100_000
@@ -139,6 +141,16 @@ def test_classification_paths_equal_in_process_pipeline(store, client):
         top = ref.mean(0).argmax().item()
         assert got["labels"][0].decode() == bb_label(top)
         assert 0 < got["scores"][0] <= 1 and list(got["scores"]) == sorted(got["scores"], reverse=True)
+
+
+def test_each_ensemble_asks_the_shared_input_model_for_its_own_task_only(client):
+    """``nvp_input`` (and each baseline's input model) serves every task of the repository, and computes only the
+    tasks whose outputs the ensemble step asks for: four frames are a valid selection for the classifier but not for
+    the action task (clips of exactly 32), so had the step computed every task, the request would be refused."""
+    for name in ("effnet_lite0", "effnet_lite0_fulldecode", "effnet_lite0_codec"):
+        assert ask(client, name, "car", "0-3")["frame_indices"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(InferenceServerException, match="reads clips of exactly"):
+        ask(client, "i3d_r50", "car", "0-3", outputs=("labels",))
 
 
 def bb_label(i: int) -> str:

@@ -2,6 +2,7 @@
 config, the group's input step (one prefix, every task's adapter) and the client's reading of the outputs."""
 from __future__ import annotations
 
+import json
 import numpy as np
 import pytest
 import torch
@@ -67,40 +68,41 @@ def _metas(**exits):
 def test_shared_exit_is_the_tasks_own_exit_when_they_agree():
     metas = _metas(a=[(1, "l1", 0.9), (2, "l1", 0.5)], b=[(1, "l2", 0.2), (2, "l2", 0.99)])
     # both pairings chose exit 2 (and have an adapter for their layer there): their own ensembles serve exit 2
-    assert shared_exit("v", "g", LAYERS, {"a": {"exit_block": 2}, "b": {"exit_block": 2}}, metas) == 2
+    assert shared_exit("v", LAYERS, {"a": {"exit_block": 2}, "b": {"exit_block": 2}}, metas) == 2
 
 
 def test_shared_exit_otherwise_maximises_the_worst_task_then_is_cheapest():
     metas = _metas(a=[(1, "l1", 0.9), (2, "l1", 0.8), (3, "l1", 0.8)],
                    b=[(1, "l2", 0.1), (2, "l2", 0.9), (3, "l2", 0.95), (4, "l2", 1.0)])
     pairings = {"a": {"exit_block": 1}, "b": {"exit_block": 4}}  # they disagree; exit 4 is not shared
-    assert shared_exit("v", "g", LAYERS, pairings, metas) == 2  # min accuracy 0.8 at 2 and 3: the cheaper
+    assert shared_exit("v", LAYERS, pairings, metas) == 2  # min accuracy 0.8 at 2 and 3: the cheaper
     # an adapter for another layer does not count
     metas["a"][2]["layer"] = "l9"
-    assert shared_exit("v", "g", LAYERS, pairings, metas) == 3
+    assert shared_exit("v", LAYERS, pairings, metas) == 3
 
 
 def test_no_shared_exit_names_the_adapt_command_to_run():
     metas = _metas(a=[(1, "l1", 0.9)], b=[(2, "l2", 0.9), (3, "l1", 1.0)])
-    with pytest.raises(RequestError, match=r"video 'v' has no exit block where every task of 'g' has an adapter "
+    with pytest.raises(RequestError, match=r"video 'v' has no exit block where every task \(a, b\) has an adapter "
                                            r"for the layer it is served from \(a: exit\(s\) 1 for l1; b: exit\(s\) 2 "
                                            r"for l2\); run 'python -m builder adapt v --task b --layers l2 --exits 1'"):
-        shared_exit("v", "g", LAYERS, {"a": {"exit_block": 1}, "b": {"exit_block": 2}}, metas)
+        shared_exit("v", LAYERS, {"a": {"exit_block": 1}, "b": {"exit_block": 2}}, metas)
     # a task with no adapter for its layer at all gets its own ensemble's message
     with pytest.raises(RequestError, match="no b adapter for layer 'l2'.*--layers l2"):
-        shared_exit("v", "g", LAYERS, {"a": {"exit_block": 1}, "b": {"exit_block": 3}},
+        shared_exit("v", LAYERS, {"a": {"exit_block": 1}, "b": {"exit_block": 3}},
                     _metas(a=[(1, "l1", 0.9)], b=[(3, "l1", 1.0)]))
 
 
-def test_group_input_computes_the_prefix_once_and_applies_every_tasks_adapter(tmp_path, monkeypatch):
-    """The group's input step on a tiny stored INR: one prefix for both tasks, each task's features its own
-    adapter on it; a video missing one task's adapters is refused naming the command to run."""
+def test_one_input_model_serves_each_task_alone_and_a_group_from_one_prefix(tmp_path, monkeypatch):
+    """``nvp_input`` on a tiny stored INR. Asked for both tasks' outputs (a group): one prefix, each task's
+    features its own adapter on it. Asked for one task's (that task's own ensemble): only that task, from the same
+    INR cache; a video adapted for that task alone is served, and refused for the group naming what to run."""
     import test_task_serving as single  # its tiny stored INR and adapter helpers
 
     from builder.nvp import path
     from builder.store import VideoStore
     from builder.tasks import get_task
-    from builder.triton.multi import GroupInputHandler, GroupInputSettings
+    from builder.triton.task_serving import InputHandler, InputSettings
 
     def adapt(video_id, inr, task, seed):
         with monkeypatch.context() as m:
@@ -111,9 +113,9 @@ def test_group_input_computes_the_prefix_once_and_applies_every_tasks_adapter(tm
     inr = single._put_inr(store, "car", seed=0)
     adapters = {t: adapt("car", inr, t, i) for i, t in enumerate(("effnet_lite0", "mobilenet_v2"))}
     adapt("half", single._put_inr(store, "half", seed=1), "effnet_lite0", 0)
-    settings = GroupInputSettings.from_parameters({"store_root": str(store.root), "group": "both",
-                                                   "tasks": '{"effnet_lite0": "blocks.5", "mobilenet_v2": "blocks.5"}'})
-    handler = GroupInputHandler(settings)
+    settings = InputSettings.from_parameters({"store_root": str(store.root), "mode": "nvp", "tasks": json.dumps(
+        {"effnet_lite0": {"layer": "blocks.5"}, "mobilenet_v2": {"layer": "blocks.5"}})})
+    handler = InputHandler(settings)
     calls = []
     features = path.inr_features
     monkeypatch.setattr(path, "inr_features", lambda *a: calls.append(a[2]) or features(*a))
@@ -123,10 +125,18 @@ def test_group_input_computes_the_prefix_once_and_applies_every_tasks_adapter(tm
         prefix = features(inr, [0, 1, 2, 3], single.EXIT, False)
         for t, a in adapters.items():
             np.testing.assert_allclose(got[f"{t}.features"], a(prefix)[0].numpy(), rtol=1e-5)
-    assert got["frame_indices"].tolist() == [0, 1, 2, 3] and len(handler.inrs) == 1
+    assert got["effnet_lite0.frame_indices"].tolist() == [0, 1, 2, 3] and len(handler.inrs) == 1
+    one = single._ask(handler, "car", requested=["mobilenet_v2.features", "mobilenet_v2.frame_indices"])
+    assert sorted(one) == ["mobilenet_v2.features", "mobilenet_v2.frame_indices"]
+    np.testing.assert_array_equal(one["mobilenet_v2.features"], got["mobilenet_v2.features"])
+    half = single._ask(handler, "half", requested=["effnet_lite0.features"])
+    assert sorted(half) == ["effnet_lite0.features"]
+    assert len(handler.inrs) == 2 and len(calls) == 3  # one cache for both tasks; each request one prefix
     with pytest.raises(RequestError, match="video 'half' has no mobilenet_v2 adapters; run 'python -m builder "
                                            "adapt half --task mobilenet_v2'"):
         single._ask(handler, "half")
+    with pytest.raises(RequestError, match="none of the requested outputs belongs to a task"):
+        single._ask(handler, "car", requested=["resnet50.features"])
     handler.close()
 
 

@@ -181,13 +181,13 @@ def test_ngc_repository_configs_parse_and_reference_existing_files(tmp_path):
         assert c.instance_group[0].kind == c.instance_group[0].KIND_GPU
         assert c.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
         assert c.max_batch_size == 64 and c.HasField("dynamic_batching")
-    for name in ("resnet50_nvp_input", "resnet50_codec_input", "decode"):
+    for name in ("nvp_input", "codec_input", "decode"):
         c = models[name]
         assert c.backend == "python" and (cfg.out / name / "1" / "model.py").is_file()
         assert c.instance_group[0].kind == c.instance_group[0].KIND_GPU
         assert c.parameters["store_root"].string_value == str(tmp_path / "store")  # the container's path, as given
     assert len(json.loads((cfg.out / "resnet50_post" / "1" / "labels.json").read_text())) == 1000
-    assert models["resnet50_nvp_input"].parameters["layer"].string_value == "layer3"
+    assert json.loads(models["nvp_input"].parameters["tasks"].string_value) == {"resnet50": {"layer": "layer3"}}
     for ens in ("resnet50", "resnet50_fulldecode", "resnet50_codec"):
         for step in models[ens].ensemble_scheduling.step:
             assert step.model_name in models
@@ -235,14 +235,18 @@ def _adapt(store, video_id: str, inr, seed: int):
 
 
 def _handler(store, mode: str):
-    from builder.triton.task_serving import TaskInputHandler, TaskInputSettings
+    from builder.triton.task_serving import InputHandler, InputSettings
 
-    return TaskInputHandler(TaskInputSettings(store.root, EFF.name, mode, layer="blocks.5" if mode == "nvp" else ""))
+    return InputHandler(InputSettings(store.root, mode, {EFF.name: {"layer": "blocks.5"} if mode == "nvp" else {}}))
 
 
-def _ask(handler, video_id: str, selection: str = "0-3"):
-    return handler.handle({"video_id": np.array([video_id.encode()], dtype=object),
-                           "frame_selection": np.array([selection.encode()], dtype=object)})
+def _ask(handler, video_id: str, selection: str = "0-3", requested=None):
+    """The handler's answer, with one task's tensors under their own names (``features``, ``frame_indices``)."""
+    got = handler.handle({"video_id": np.array([video_id.encode()], dtype=object),
+                          "frame_selection": np.array([selection.encode()], dtype=object)}, requested)
+    if len(handler.tasks) > 1:
+        return got
+    return {k.partition(".")[2]: v for k, v in got.items()}
 
 
 def test_a_new_inr_never_meets_the_cached_adapter_of_the_old(tmp_path):

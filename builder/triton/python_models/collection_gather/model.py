@@ -4,21 +4,20 @@ of the collection's ONNX decoder or task prefix -> the requested frames.
 Copied verbatim into the repository by ``RepositoryBuilder``; the logic is ``builder.triton.collection_prefix``'s
 ``GatherHandler`` (its parameters name the tensors).
 """
-import json
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.collection_prefix import GatherHandler
-from builder.triton.serving import RequestLimits, model_parameters, respond
+from builder.triton.steps import served_step
+
+KIND = "collection_gather"  # which step (builder.triton.steps.open_step builds it, here and in the in-process chain)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.name = args["model_name"]
-        config = json.loads(args["model_config"])
-        self.limits = RequestLimits.from_model_config(config)
-        self.handler = GatherHandler.from_parameters(model_parameters(config))
+        self.step = served_step(KIND, args, pb_utils.Logger)
 
     def execute(self, requests):
-        return respond(pb_utils, requests, self.handler.inputs, self.handler.handle, self.name,
-                       pb_utils.Logger.log_warn, limits=self.limits)
+        return self.step.respond(pb_utils, requests)
+
+    def finalize(self):
+        self.step.close()

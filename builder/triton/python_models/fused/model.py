@@ -6,31 +6,20 @@ Copied verbatim into the repository by the builder; ``1/steps/`` holds the ensem
 the split layout would serve them, and :class:`builder.triton.chain.StepChain` builds each step from there with the
 same handler and limits its own stub would use. Tensors pass between the steps in this process.
 """
-import json
-import os
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.chain import StepChain
-from builder.triton.serving import RequestLimits, respond
+from builder.triton.steps import served_step
+
+KIND = "fused"  # which step (builder.triton.steps.open_step builds it, here and in the in-process chain)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.name = args["model_name"]
-        config = json.loads(args["model_config"])
-        self.limits = RequestLimits.from_model_config(config)
-        steps = os.path.join(args["model_repository"], args["model_version"], "steps")
-        self.chain = StepChain.from_repository(
-            steps, self.name,
-            instance_kind=args.get("model_instance_kind", "CPU"),
-            device_id=args.get("model_instance_device_id", "0"),
-        )
-        pb_utils.Logger.log_info(f"{self.name}: steps {', '.join(s.name for s in self.chain.steps)} in one process")
+        self.step = served_step(KIND, args, pb_utils.Logger)
 
     def execute(self, requests):
-        return respond(pb_utils, requests, self.chain.inputs, self.chain.handle, self.name, pb_utils.Logger.log_warn,
-                       limits=self.limits)
+        return self.step.respond(pb_utils, requests)
 
     def finalize(self):
-        self.chain.close()
+        self.step.close()

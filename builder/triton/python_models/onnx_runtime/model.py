@@ -4,27 +4,20 @@ Copied verbatim into ``<repository>/<model>/1/model.py`` by ``RepositoryBuilder.
 for servers without the onnxruntime backend (the tritonserver of the nvidia-pytriton wheel). Inputs and outputs are
 the tensors named in ``config.pbtxt``; each request is run on its own. Logic: ``builder.triton.serving.OnnxRunner``.
 """
-import json
-import os
 
 import triton_python_backend_utils as pb_utils
 
-from builder.triton.serving import OnnxRunner, RequestLimits, respond
+from builder.triton.steps import served_step
+
+KIND = "onnx_runtime"  # which step (builder.triton.steps.open_step builds it, here and in the in-process chain)
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.name = args["model_name"]
-        config = json.loads(args["model_config"])
-        self.limits = RequestLimits.from_model_config(config)
-        model_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.runner = OnnxRunner.from_model_config(
-            config, model_dir,
-            instance_kind=args.get("model_instance_kind", "CPU"),
-            device_id=args.get("model_instance_device_id", "0"),
-        )
+        self.step = served_step(KIND, args, pb_utils.Logger)
 
     def execute(self, requests):
-        return respond(pb_utils, requests, self.runner.inputs, self.runner.handle, self.name, pb_utils.Logger.log_warn,
-                       limits=self.limits)
+        return self.step.respond(pb_utils, requests)
 
+    def finalize(self):
+        self.step.close()
