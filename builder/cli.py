@@ -459,6 +459,7 @@ def _add_build_repo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from .triton.guard import DEFAULT_MAX_BODY_MB
     from .triton.install import BINARY_ENV
     from .triton.server import ADMIN_KEY, ADMIN_TOKEN_ENV
 
@@ -480,6 +481,12 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-verbose", type=int, default=0, help="tritonserver verbose log level (default 0)")
     parser.add_argument("--startup-timeout", type=float, default=300.0, metavar="S",
                         help="seconds to wait for every model to be ready (default 300)")
+    parser.add_argument("--max-body-mb", type=_nonneg_int, default=DEFAULT_MAX_BODY_MB, metavar="MB",
+                        help=f"refuse client requests over MB megabytes before tritonserver reads them (default "
+                             f"{DEFAULT_MAX_BODY_MB}: a request to an ensemble or to decode is under a kB). The "
+                             "public ports are then a small proxy and tritonserver listens on 127.0.0.1; 0 serves "
+                             "tritonserver on the public ports itself, where Triton 2.51 reads requests of any size "
+                             "(build-repo's --max-request-mb bounds each model, also between steps)")
 
 
 # --- commands: each returns (human text, JSON-able dict) -----------------------------------------------------
@@ -946,7 +953,7 @@ def _cmd_serve(args: argparse.Namespace):
         args.repo, args.grpc_port, None if args.no_http else args.http_port, args.metrics_port, host=args.host,
         binary=args.tritonserver, backend_dir=args.backend_directory,
         restricted=() if args.unrestricted else DEFAULT_RESTRICTED, log_verbose=args.log_verbose,
-        startup_timeout=args.startup_timeout)
+        startup_timeout=args.startup_timeout, max_body_mb=args.max_body_mb)
     return f"tritonserver stopped ({summary['stopped_by']})", summary
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Sequence
 
+from .guard import DEFAULT_MAX_BODY_MB
 from .install import (SECRET_ENV, SECRET_PLACEHOLDER, TritonServerError, argv_secret_shim, locate_tritonserver,
                       prepare_python_backend, server_env)
 
@@ -570,12 +571,18 @@ def serve(
     restricted: Sequence[str] = DEFAULT_RESTRICTED,
     log_verbose: int = 0,
     startup_timeout: float = 300.0,
+    max_body_mb: int = DEFAULT_MAX_BODY_MB,
     out: IO[str] | None = None,
 ) -> dict[str, Any]:
     """Serve ``repository`` until SIGINT/SIGTERM: print the endpoints, block, stop cleanly. Models are loaded
-    explicitly and a :class:`StubSupervisor` brings back one whose Python-backend stub dies. The server's log and the
-    supervisor's go to stderr. Returns a summary (``stub_deaths``: the supervisor's events); raises
-    :class:`TritonServerError` if it cannot start or dies."""
+    explicitly and a :class:`StubSupervisor` brings back one whose Python-backend stub dies. With
+    ``max_body_mb`` (> 0, the default) the public ports are a :class:`~builder.triton.guard.RequestGuard`
+    that refuses larger requests before tritonserver reads them, and tritonserver listens on 127.0.0.1 only; 0
+    puts tritonserver on the public ports itself. The server's log and the supervisor's go to stderr. Returns a
+    summary (``stub_deaths``: the supervisor's events); raises :class:`TritonServerError` if it cannot start or
+    dies."""
+    from .guard import RequestGuard
+
     out = out or sys.stdout
     repo = Path(repository)
     if not repo.is_dir() or not _model_names(repo):
@@ -592,22 +599,36 @@ def serve(
 
     in_main = threading.current_thread() is threading.main_thread()  # signal handlers need the main thread
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    server = TritonServer(repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port, host=host,
-                          binary=binary, backend_dir=backend_dir, restricted=restricted, model_control="explicit",
-                          log_verbose=log_verbose, startup_timeout=startup_timeout, echo=sys.stderr)
+    if max_body_mb < 0:
+        raise ValueError(f"max_body_mb must be >= 0 (0: no request guard), got {max_body_mb}")
+    guarded = max_body_mb > 0
+    private = {"grpc_port": 0, "http_port": None if http_port is None else 0,
+               "metrics_port": None if metrics_port is None else 0, "host": "127.0.0.1"}
+    public = {"grpc_port": grpc_port, "http_port": http_port, "metrics_port": metrics_port, "host": host}
+    server = TritonServer(repo, **(private if guarded else public), binary=binary, backend_dir=backend_dir,
+                          restricted=restricted, model_control="explicit", log_verbose=log_verbose,
+                          startup_timeout=startup_timeout, echo=sys.stderr)
+    guard: RequestGuard | TritonServer = server  # what clients reach: the guard, or tritonserver itself
     supervisor = StubSupervisor(server, log=sys.stderr)
     t0 = time.monotonic()
     try:
         server.start()
         started = True
+        if guarded:
+            up = {k: None if server.ports[k] is None else f"127.0.0.1:{server.ports[k]}" for k in ("http", "metrics")}
+            guard = RequestGuard(server.grpc_url, up["http"], upstream_metrics=up["metrics"],
+                                 max_bytes=max_body_mb * 2**20, **public).start()
         supervisor.start()
         models = _model_names(repo)
         print(f"Triton {server.install.binary} ready with {len(models)} model(s): {', '.join(models)}", file=out)
-        print(f"  gRPC     {server.grpc_url}", file=out)
-        if server.http_url:
-            print(f"  HTTP     http://{server.http_url}", file=out)
-        if server.metrics_url:
-            print(f"  metrics  {server.metrics_url}", file=out)
+        print(f"  gRPC     {guard.grpc_url}", file=out)
+        if guard.http_url:
+            print(f"  HTTP     http://{guard.http_url}", file=out)
+        if guard.metrics_url:
+            print(f"  metrics  {guard.metrics_url}", file=out)
+        if guarded:
+            print(f"  requests over {max_body_mb} MB are refused before tritonserver reads them "
+                  "(serve --max-body-mb; tritonserver itself listens on 127.0.0.1)", file=out)
         if restricted:
             how = ("token as given" if not server.admin_token_generated
                    else f"set ${ADMIN_TOKEN_ENV} or ${ADMIN_TOKEN_FILE_ENV} to enable them")
@@ -621,11 +642,14 @@ def serve(
                                         server.log_tail())
     finally:
         supervisor.stop()
+        if guard is not server:
+            guard.stop()
         server.stop()
         supervisor.stop(timeout=5)
         for s, handler in previous.items():
             signal.signal(s, handler)
     name = signal.Signals(received[0]).name if received else "stop"
-    return {"stopped_by": name, "seconds": round(time.monotonic() - t0, 3), "grpc": server.grpc_url,
-            "http": server.http_url, "metrics": server.metrics_url, "models": _model_names(repo),
+    return {"stopped_by": name, "seconds": round(time.monotonic() - t0, 3), "grpc": guard.grpc_url,
+            "http": guard.http_url, "metrics": guard.metrics_url, "max_body_mb": max_body_mb,
+            "models": _model_names(repo),
             "returncode": server.returncode, "stub_deaths": supervisor.events}

@@ -148,3 +148,43 @@ def test_an_overload_is_rejected_at_once_not_queued(server, client):
         assert "Exceeds maximum queue size" in e.message() and str(e.status()).endswith("UNAVAILABLE")
         assert took < FAST_S
     healthy(client)
+
+
+@pytest.fixture(scope="module")
+def guarded(server):
+    """``serve``'s default front (builder.triton.guard): public ports that refuse requests over 1 MB before
+    tritonserver reads them, everything else forwarded."""
+    from builder.triton.guard import RequestGuard
+
+    with RequestGuard(server.grpc_url, server.http_url, max_bytes=2**20) as guard:
+        yield guard
+
+
+def test_a_huge_request_never_reaches_tritonserver_behind_the_guard(server, guarded):
+    """What Triton 2.51 cannot bound itself (docs/SERVING.md): 200 MB of frame indices. Sent straight to
+    tritonserver it left ~500 MB behind; through the guard it is refused unread, over gRPC and HTTP, in well
+    under a second, and tritonserver's memory stays where it was. Requests under the limit pass unchanged."""
+    import urllib.error
+    import urllib.request
+
+    client = grpcclient.InferenceServerClient(guarded.grpc_url)
+    healthy(client)  # through the guard: health, readiness and inference pass
+    before = rss_mb(server.pid)
+    huge = np.zeros(25_000_000, np.int64)  # 200 MB
+    t0 = time.perf_counter()
+    with pytest.raises(InferenceServerException) as e:
+        decode(client, b"car", huge)
+    assert time.perf_counter() - t0 < FAST_S
+    assert str(e.value.status()).endswith("RESOURCE_EXHAUSTED"), e.value.message()
+    body = b'{"inputs":[{"name":"video_id","shape":[1],"datatype":"BYTES","data":["car"]}]}' + b" " * 200_000_000
+    t0 = time.perf_counter()
+    with pytest.raises(urllib.error.HTTPError) as h:
+        urllib.request.urlopen(urllib.request.Request(f"http://{guarded.http_url}/v2/models/decode/infer",
+                                                      data=body), timeout=30)
+    assert h.value.code == 413 and time.perf_counter() - t0 < FAST_S
+    healthy(client)
+    after = rss_mb(server.pid)
+    assert after < before + RSS_MARGIN_MB, f"tritonserver RSS {before:.0f} -> {after:.0f} MB"
+    with urllib.request.urlopen(f"http://{guarded.http_url}/v2/health/ready", timeout=10) as r:
+        assert r.status == 200
+    client.close()
