@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="times Ray retries a failed video before reporting it (default 2)")
     em.add_argument("--force", action="store_true",
                     help="encode every row again, even those stored from the same source and options")
+    em.add_argument("--cpus-per-video", type=_positive_int, metavar="N",
+                    help="CPUs (torch threads) each video's task takes (default: the cluster's CPUs shared out "
+                         "over the videos to encode, at least 1)")
     em.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ec = add("encode-collection", "fit one D-NeRV decoder shared by several videos and store it as a collection: "
@@ -541,7 +544,7 @@ def _cmd_encode_many(args: argparse.Namespace):
     from .corpus import encode_many
 
     r = encode_many(args.manifest, _store(args), address=args.ray, retries=args.retries, force=args.force,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, cpus=args.cpus_per_video)
     counts = {s: sum(v["status"] == s for v in r["videos"]) for s in ("stored", "skipped", "failed")}
     lines = [f"{v['id']:<24} {v['status']}" + (f": {v['error']}" if v["error"] else "") for v in r["videos"]]
     lines.append(f"{len(r['videos'])} video(s): {counts['stored']} stored, {counts['skipped']} skipped (stored "

@@ -149,12 +149,23 @@ def _encode_task(argv: list[str]) -> dict[str, Any]:
     return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
+def cpus_per_video(cluster_cpus: float, videos: int, asked: int | None = None) -> int:
+    """CPUs each video's task takes (Ray gives it as many torch threads): ``asked``, else the cluster's CPUs shared
+    out over the videos, at least one (more videos than CPUs queue)."""
+    if asked is not None:
+        if asked < 1:
+            raise ValueError(f"--cpus-per-video must be >= 1, got {asked}")
+        return asked
+    return max(1, int(cluster_cpus) // max(1, videos))
+
+
 def encode_many(manifest: str | Path, store: VideoStore, *, address: str | None = None, retries: int = 2,
-                force: bool = False, progress: bool = True,
+                force: bool = False, progress: bool = True, cpus: int | None = None,
                 log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
     """Encode every video of ``manifest`` into ``store`` on Ray (``address``: ``auto``, ``ray://...`` or a
-    cluster address; None starts a local Ray instance on this machine's CPUs). Returns ``{"videos": [{"id",
-    "status": "stored" | "skipped" | "failed", "error"}]}`` in manifest order, plus ``seconds``."""
+    cluster address; None starts a local Ray instance on this machine's CPUs), ``cpus`` CPUs per video (default
+    :func:`cpus_per_video`'s share). Returns ``{"videos": [{"id", "status": "stored" | "skipped" | "failed",
+    "error"}]}`` in manifest order, plus ``seconds``."""
     import ray
     import torch
     from tqdm.auto import tqdm
@@ -190,9 +201,11 @@ def encode_many(manifest: str | Path, store: VideoStore, *, address: str | None 
         gpus = 1 if torch.cuda.is_available() else 0
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        log(f"encode-many: {len(todo)} video(s) to encode on Ray ({'one GPU' if gpus else 'one CPU'} each; "
-            f"{len(rows) - len(todo)} skipped or refused), up to {retries} retries each")
-        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=True)(_encode_task)
+        each = cpus_per_video(ray.cluster_resources().get("CPU", 1), len(todo), cpus)
+        log(f"encode-many: {len(todo)} video(s) to encode on Ray ({each} CPU(s){' and one GPU' if gpus else ''} "
+            f"each; {len(rows) - len(todo)} skipped or refused), up to {retries} retries each")
+        # Ray sets each task's OMP_NUM_THREADS (torch's threads) to its num_cpus
+        task = ray.remote(num_cpus=each, num_gpus=gpus, max_retries=retries, retry_exceptions=True)(_encode_task)
         pending = {task.remote(argv): (row, sha) for row, argv, sha in todo}
         failed = 0
         with tqdm(total=len(todo), desc="encode-many", unit="video", file=sys.stderr, disable=not progress) as bar:

@@ -35,6 +35,7 @@ def test_a_manifest_encodes_on_ray_reports_the_broken_file_and_resumes(tmp_path)
 
     rc, r, err = run(manifest, store)
     assert rc == 1, err  # one video failed: the exit status says so, the others are stored
+    assert "5 video(s) to encode on Ray (1 CPU(s) each" in err  # 5 videos share this cluster's CPUs
     assert statuses(r) == {"car": "stored", "bikes": "stored", "gb": "stored", "world": "stored", "broken": "failed"}
     broken = next(v for v in r["videos"] if v["id"] == "broken")
     assert "cannot decode video" in broken["error"] and "broken.mp4" in broken["error"]
@@ -103,3 +104,12 @@ def test_ray_workers_share_one_store_without_corrupting_it(tmp_path):
         for name in s.video(vid).files:
             s.get(vid, name)  # checksum-verified: no torn or mixed file
     assert s.video("same").source.path.endswith(("carphone_pristine.mp4", "bikes.mp4"))
+
+
+def test_each_video_gets_its_share_of_the_cpus():
+    from builder.corpus import cpus_per_video
+
+    assert cpus_per_video(16, 3) == 5 and cpus_per_video(2, 5) == 1 and cpus_per_video(16, 1) == 16
+    assert cpus_per_video(16, 3, asked=2) == 2
+    with pytest.raises(ValueError, match="--cpus-per-video must be >= 1"):
+        cpus_per_video(16, 3, asked=0)
