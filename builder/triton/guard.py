@@ -112,6 +112,8 @@ class RequestGuard:
                                            headers=headers, data=body) as r:
                     out = web.StreamResponse(status=r.status, headers={
                         k: v for k, v in r.headers.items() if k.lower() not in _HOP_HEADERS})
+                    if r.content_length is not None:  # sized as tritonserver sized it, not re-chunked
+                        out.content_length = r.content_length
                     await out.prepare(request)
                     async for chunk in r.content.iter_chunked(1 << 16):
                         await out.write(chunk)
