@@ -42,7 +42,10 @@ def _seeded_bytes(arch: str) -> bytes:
     config, quant = CASES[arch]
     torch.manual_seed(0)
     model = build_inr(config())
-    model.after_fit(torch.rand(3, 3, 16, 24))  # HNeRV stores its encoder's embeddings of these; NeRV: no-op
+    if arch == "hnerv":
+        # seeded embeddings, not the encoder's: a convolution's last bits differ between CPUs (SIMD paths), and one
+        # value across a 6-bit step changes the bytes (CI saw that); seeding and quantising are exact everywhere
+        model.embeddings.copy_(torch.rand(model.embeddings.shape) * 2 - 1)
     return encode_inr(model, quant)
 
 
