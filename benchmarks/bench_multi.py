@@ -40,6 +40,8 @@ from builder.triton.wire import FRAME_SELECTION, VIDEO_ID
 from training.config import AdapterTrainConfig, TrainConfig
 
 from bench_nvp import CLIPS  # noqa: E402 - the script's directory is on sys.path
+from stub_rss import stub_rss_mb
+from stub_rss import table as stub_table
 
 LAYERS = {"effnet_lite0": "blocks.4", "mobilenet_v2": "features.6"}
 GROUP = "both"
@@ -96,7 +98,7 @@ def main() -> int:
                 print(f"round {i + 1} c{c}: " + ", ".join(f"{m} {r['infer_per_s']:.2f}/s"
                                                           for m, r in rounds[-1].items()), file=sys.stderr)
         client.close()
-        stubs = _stub_rss_mb(server.pid)  # after every ensemble has answered: each stub's caches are filled
+        stubs = stub_rss_mb(server.pid)  # after every ensemble has answered: each stub's caches are filled
     lines = ["| concurrency | one `both` request: videos/s | p50 ms | `effnet_lite0` req/s | `mobilenet_v2` req/s | "
              "separate requests: videos/s | multi / separate (per round) |", "|---:|---:|---:|---:|---:|---:|---|"]
     rows = []
@@ -116,9 +118,7 @@ def main() -> int:
             rounds = [r[m]["steps"] for r in runs[min(runs)]]
             lines.append(f"| `{m}` | " + ", ".join(f"`{s}` {statistics.median(r[s] for r in rounds):.0f}"
                                                    for s in rounds[0]) + " |")
-    lines += ["", "| Python-backend stub (model) | instances | RSS MB |", "|---|---:|---:|"]
-    lines += [f"| `{m}` | {n} | {mb:.0f} |" for m, (n, mb) in sorted(stubs.items())]
-    lines.append(f"| all stubs | {sum(n for n, _ in stubs.values())} | {sum(mb for _, mb in stubs.values()):.0f} |")
+    lines += ["", stub_table(stubs)]
     table = "\n".join(lines)
     (args.out / "multi.md").write_text(table + "\n")
     print(table)
@@ -142,27 +142,6 @@ def _step_ms(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int
     their time is their steps')."""
     return {m: (ns - before[m][1]) / (n - before[m][0]) / 1e6 for m, (n, ns) in sorted(after.items())
             if n > before[m][0] and m not in (GROUP, *LAYERS)}
-
-
-def _stub_rss_mb(server_pid: int) -> dict[str, tuple[int, float]]:
-    """model -> (its Python-backend stub processes, their resident MB), from /proc: each stub is a child of
-    tritonserver whose command line names its ``<model>/1/model.py``."""
-    out: dict[str, tuple[int, float]] = {}
-    for proc in Path("/proc").iterdir():
-        try:
-            if not proc.name.isdigit() or int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != server_pid:
-                continue
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            rss = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines()
-                       if line.startswith("VmRSS:")) / 1024
-        except (OSError, StopIteration, ValueError, IndexError):  # gone meanwhile, or a kernel thread
-            continue
-        path = next((a.decode(errors="replace") for a in args if a.endswith(b"/1/model.py")), None)
-        if path:
-            model = Path(path).parent.parent.name
-            n, mb = out.get(model, (0, 0.0))
-            out[model] = (n + 1, mb + rss)
-    return out
 
 
 def _cores() -> int:
