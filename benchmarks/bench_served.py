@@ -17,7 +17,8 @@ in-process"):
 
 Layouts: ``split-busy`` (the layout before this benchmark: every step its own stub, onnxruntime and OpenMP workers
 busy-wait; the server started with ``OMP_WAIT_POLICY=ACTIVE``), ``split`` (no busy-waiting: ``build-repo``'s and
-``serve``'s defaults), ``fused`` (``--fuse``).
+``serve``'s defaults), ``fused`` (``--fuse``), ``split-x2`` (the default layout with ``--instances 2``: two
+processes per step model, each with its own caches; built only when asked for).
 Every request is ``video_id=served-bbb, frame_selection=auto`` (the 8 protocol frames).
 """
 from __future__ import annotations
@@ -44,7 +45,8 @@ VIDEO = "served-bbb"
 TASK = "effnet_lite0"
 PATHS = {"nvp": TASK, "codec": f"{TASK}_codec", "fulldecode": f"{TASK}_fulldecode"}
 # layout -> (repository under --out, OMP_WAIT_POLICY the server starts with: None is serve's default, PASSIVE)
-LAYOUTS = {"split-busy": ("repo-split-busy", "ACTIVE"), "split": ("repo-split", None), "fused": ("repo-fused", None)}
+LAYOUTS = {"split-busy": ("repo-split-busy", "ACTIVE"), "split": ("repo-split", None), "fused": ("repo-fused", None),
+           "split-x2": ("repo-split-x2", None)}
 
 
 def setup(out: Path, epochs: int) -> VideoStore:
@@ -171,6 +173,8 @@ def main() -> int:
     frames = 8
     build(store, args.out / "repo-fused", "--fuse")
     build(store, args.out / "repo-split")
+    if "split-x2" in args.layouts:
+        build(store, args.out / "repo-split-x2", "--instances", "2")
     busy_copy(args.out / "repo-split", args.out / "repo-split-busy")
     rows = []
     for layout in args.layouts:
