@@ -98,7 +98,7 @@ def main() -> int:
                 print(f"round {i + 1} c{c}: " + ", ".join(f"{m} {r['infer_per_s']:.2f}/s"
                                                           for m, r in rounds[-1].items()), file=sys.stderr)
         client.close()
-        stubs = stub_rss_mb(server.pid)  # after every ensemble has answered: each stub's caches are filled
+        stubs = stub_rss_mb(server.pid, server.repository)  # after every ensemble has answered: each stub's caches are filled
     lines = ["| concurrency | one `both` request: videos/s | p50 ms | `effnet_lite0` req/s | `mobilenet_v2` req/s | "
              "separate requests: videos/s | multi / separate (per round) |", "|---:|---:|---:|---:|---:|---:|---|"]
     rows = []

@@ -18,7 +18,7 @@ in-process"):
 Layouts: ``split-busy`` (the layout before this benchmark: every step its own stub, onnxruntime and OpenMP workers
 busy-wait; the server started with ``OMP_WAIT_POLICY=ACTIVE``), ``split`` (no busy-waiting: ``build-repo``'s and
 ``serve``'s defaults), ``fused`` (``--fuse``), ``split-x2`` (the default layout with ``--instances 2``: two
-processes per step model, each with its own caches; built only when asked for).
+processes per step model, each with its own caches). Only the layouts asked for are built.
 Every request is ``video_id=served-bbb, frame_selection=auto`` (the 8 protocol frames).
 """
 from __future__ import annotations
@@ -171,10 +171,10 @@ def main() -> int:
     args = p.parse_args()
     store = setup(args.out, args.epochs)
     frames = 8
-    build(store, args.out / "repo-fused", "--fuse")
-    build(store, args.out / "repo-split")
-    if "split-x2" in args.layouts:
-        build(store, args.out / "repo-split-x2", "--instances", "2")
+    build(store, args.out / "repo-split")  # every layout but fused is this one or a copy of it
+    for layout, extra in (("fused", ("--fuse",)), ("split-x2", ("--instances", "2"))):
+        if layout in args.layouts:
+            build(store, args.out / LAYOUTS[layout][0], *extra)
     busy_copy(args.out / "repo-split", args.out / "repo-split-busy")
     rows = []
     for layout in args.layouts:

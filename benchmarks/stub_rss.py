@@ -20,25 +20,22 @@ import numpy as np
 FIELDS = ("VmRSS", "RssFile", "RssAnon", "RssShmem")
 
 
-def stub_rss_mb(server_pid: int) -> dict[str, dict[str, float]]:
-    """model -> {"stubs": n, "VmRSS": MB, "RssFile": MB, ...} summed over its Python-backend stubs, from /proc:
-    each stub is a child of tritonserver whose command line names its ``<model>/1/model.py``."""
+def stub_rss_mb(server_pid: int, repository: Path) -> dict[str, dict[str, float]]:
+    """model -> {"stubs": n, "VmRSS": MB, "RssFile": MB, ...} summed over its Python-backend stubs. The stubs are
+    found as the server's supervisor finds them (``builder.triton.server._python_stubs``, the same at 6438ca2)."""
+    from builder.triton.server import _python_stubs
+
     out: dict[str, dict[str, float]] = {}
-    for proc in Path("/proc").iterdir():
+    for pid, (model, _instance, _parent) in _python_stubs(server_pid, repository)[0].items():
         try:
-            if not proc.name.isdigit() or int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != server_pid:
-                continue
-            args = (proc / "cmdline").read_bytes().split(b"\0")
             status = {line.split(":")[0]: int(line.split()[1]) / 1024
-                      for line in (proc / "status").read_text().splitlines() if line.startswith(FIELDS)}
-        except (OSError, ValueError, IndexError):  # gone meanwhile, or a kernel thread
+                      for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(FIELDS)}
+        except OSError:  # gone meanwhile
             continue
-        path = next((a.decode(errors="replace") for a in args if a.endswith(b"/1/model.py")), None)
-        if path:
-            row = out.setdefault(Path(path).parent.parent.name, dict.fromkeys(("stubs", *FIELDS), 0.0))
-            row["stubs"] += 1
-            for k in FIELDS:
-                row[k] += status.get(k, 0.0)
+        row = out.setdefault(model, dict.fromkeys(("stubs", *FIELDS), 0.0))
+        row["stubs"] += 1
+        for k in FIELDS:
+            row[k] += status.get(k, 0.0)
     return out
 
 
@@ -74,7 +71,7 @@ def main() -> int:
                 client.infer(name, inputs)
         client.close()
         time.sleep(1)
-        stubs = stub_rss_mb(server.pid)
+        stubs = stub_rss_mb(server.pid, server.repository)
     print(table(stubs))
     return 0
 
